@@ -1,0 +1,59 @@
+# tuner: `make tune` sets everything up on a fresh machine; `make test` runs the suite.
+#
+# TORCH_SPEC pins the PyTorch build. The default is the CPU build this project is developed on;
+# elsewhere pick your own, e.g. make install TORCH_SPEC='torch==2.5.1' \
+#   TORCH_INDEX=https://download.pytorch.org/whl/cu124
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+STUDY       ?= studies/digits_mlp.toml
+N_TRIALS    ?=
+STORAGE     ?=
+HOST        ?= 127.0.0.1
+PORT        ?= 8080
+PYTEST_ARGS ?=
+
+BIN    := $(VENV)/bin
+TUNER  := $(BIN)/tuner
+STAMP  := $(VENV)/.installed
+TUNE_FLAGS := $(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(STORAGE),--storage $(STORAGE))
+
+.PHONY: help install tune dashboard export test lint bench clean
+
+help:
+	@echo "make tune       create .venv, install, run $(STUDY) (STUDY=... N_TRIALS=...)"
+	@echo "make dashboard  optuna-dashboard on http://$(HOST):$(PORT)/ over the study's storage"
+	@echo "make export     write studies/<study name>.best.json"
+	@echo "make test       run the test suite"
+	@echo "make bench      run the benchmarks and write BENCHMARKS.md"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+tune: $(STAMP)
+	$(TUNER) tune $(STUDY) $(TUNE_FLAGS)
+
+dashboard: $(STAMP)
+	$(TUNER) dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --host $(HOST) --port $(PORT)
+
+export: $(STAMP)
+	$(TUNER) export $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py $(if $(BENCH),--only $(BENCH))
+
+lint: $(STAMP)
+	$(BIN)/ruff check tuner tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,623 @@
+"""The study file: one TOML file that describes a study completely, validated before any trial.
+
+A study file has the sections ``[study]``, ``[dataset]``, ``[split]``, ``[model]``,
+``[training]``, ``[objective]``, ``[space]``, ``[sampler]``, ``[pruner]`` and
+``[divergence]``; each becomes one frozen dataclass below, and :class:`StudyConfig` holds them
+all. Every field declares its constraint as data (``_field(default, constraint, doc)``), in the
+manner of scikit-learn's parameter validation, so that one message template serves every
+violation::
+
+    studies/x.toml: [space] lr = [0.1, 0.001] is invalid: must be [low, high] with 0 < low < high.
+
+:func:`load_study_config` raises :class:`~tuner.errors.ConfigError` for a misspelt key, a wrong
+type, an unknown name or an impossible bound, before anything touches a storage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import ConfigError
+
+__all__ = [
+    "StudySection",
+    "DatasetConfig",
+    "SplitConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "ObjectiveConfig",
+    "SpaceConfig",
+    "SamplerConfig",
+    "PrunerConfig",
+    "DivergenceConfig",
+    "StudyConfig",
+    "load_study_config",
+    "parse_study_config",
+    "METRICS",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Constraints: a predicate and the words that say what is allowed.
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A check on one value and the text that says what is allowed."""
+
+    check: Callable[[Any], bool]
+    allowed: str
+    convert: Callable[[Any], Any] = lambda v: v
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def Int(low: int | None = None, high: int | None = None) -> Constraint:  # noqa: N802
+    text = "an integer"
+    if low is not None and high is not None:
+        text += f" in [{low}, {high}]"
+    elif low is not None:
+        text += f" >= {low}"
+    return Constraint(
+        lambda v: _is_int(v)
+        and (low is None or v >= low)
+        and (high is None or v <= high),
+        text,
+    )
+
+
+def Float(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Constraint:  # noqa: N802
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    if low is not None and high is not None:
+        text = f"a number in {lo}{low}, {high}{hi}"
+    elif low is not None:
+        text = f"a number {'>' if low_open else '>='} {low}"
+    else:
+        text = "a finite number"
+
+    def check(v: Any) -> bool:
+        if not _is_number(v):
+            return False
+        if low is not None and (v <= low if low_open else v < low):
+            return False
+        if high is not None and (v >= high if high_open else v > high):
+            return False
+        return True
+
+    return Constraint(check, text, float)
+
+
+def OneOf(*choices: str) -> Constraint:  # noqa: N802
+    return Constraint(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def Bool() -> Constraint:  # noqa: N802
+    return Constraint(lambda v: isinstance(v, bool), "true or false")
+
+
+def Name() -> Constraint:  # noqa: N802
+    pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    return Constraint(
+        lambda v: isinstance(v, str) and bool(pattern.match(v)),
+        "a name of letters, digits, '_', '.' and '-' (at most 100 characters)",
+    )
+
+
+def OptionalStr() -> Constraint:  # noqa: N802
+    return Constraint(lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string")
+
+
+def Optional(inner: Constraint) -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: v is None or inner.check(v),
+        inner.allowed + " (or left out)",
+        lambda v: None if v is None else inner.convert(v),
+    )
+
+
+def LogRange(*, allow_auto: bool = False) -> Constraint:  # noqa: N802
+    """A ``[low, high]`` pair for a log-uniform parameter: 0 < low < high, both finite."""
+
+    def check(v: Any) -> bool:
+        if allow_auto and v == "auto":
+            return True
+        return (
+            isinstance(v, list | tuple)
+            and len(v) == 2
+            and all(_is_number(x) for x in v)
+            and 0 < v[0] < v[1]
+        )
+
+    text = "[low, high] with 0 < low < high"
+    if allow_auto:
+        text += ', or "auto" (set by the LR range test)'
+    return Constraint(check, text, lambda v: v if v == "auto" else (float(v[0]), float(v[1])))
+
+
+def UnitRange() -> Constraint:  # noqa: N802
+    """A ``[low, high]`` pair inside [0, 1) with low < high (for momentum)."""
+    return Constraint(
+        lambda v: isinstance(v, list | tuple)
+        and len(v) == 2
+        and all(_is_number(x) for x in v)
+        and 0 <= v[0] < v[1] < 1,
+        "[low, high] with 0 <= low < high < 1",
+        lambda v: (float(v[0]), float(v[1])),
+    )
+
+
+def IntList(low: int = 1) -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: isinstance(v, list) and all(_is_int(x) and x >= low for x in v),
+        f"a list of integers >= {low} (e.g. [128, 64])",
+        tuple,
+    )
+
+
+def Subset(registry: Callable[[], Mapping[str, Any]], what: str) -> Constraint:  # noqa: N802
+    """A non-empty list of distinct names from a registry (looked up lazily)."""
+
+    def check(v: Any) -> bool:
+        names = registry()
+        return (
+            isinstance(v, list)
+            and len(v) > 0
+            and len(set(v)) == len(v)
+            and all(isinstance(x, str) and x in names for x in v)
+        )
+
+    def allowed() -> str:
+        return f"a non-empty list of distinct {what} from: " + ", ".join(registry())
+
+    return Constraint(check, _LazyText(allowed), tuple)
+
+
+class _LazyText(str):
+    """A str whose text is computed when formatted (registries load after this module)."""
+
+    def __new__(cls, fn: Callable[[], str]) -> _LazyText:
+        obj = super().__new__(cls, "")
+        obj._fn = fn  # type: ignore[attr-defined]
+        return obj
+
+    def __str__(self) -> str:
+        return self._fn()  # type: ignore[attr-defined]
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _field(default: Any, constraint: Constraint, doc: str) -> Any:
+    kwargs: dict[str, Any] = {"metadata": {"constraint": constraint, "doc": doc}}
+    if default is MISSING:
+        return field(**kwargs)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: default, **kwargs)
+    return field(default=default, **kwargs)
+
+
+def _datasets() -> Mapping[str, Any]:
+    from tuner.datasets import DATASETS
+
+    return DATASETS
+
+
+def _optimizers() -> Mapping[str, Any]:
+    from tuner.space import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def _schedules() -> Mapping[str, Any]:
+    from tuner.schedules import SCHEDULES
+
+    return SCHEDULES
+
+
+def _models() -> Mapping[str, Any]:
+    from tuner.models import MODELS
+
+    return MODELS
+
+
+def DatasetName() -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: isinstance(v, str) and v in _datasets(),
+        _LazyText(lambda: "one of " + ", ".join(repr(n) for n in _datasets())),
+    )
+
+
+def ModelName() -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: isinstance(v, str) and v in _models(),
+        _LazyText(lambda: "one of " + ", ".join(repr(n) for n in _models())),
+    )
+
+
+DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?|mps)$")
+
+# metric -> (task it applies to, direction)
+METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("classification", "maximize"),
+    "loss": ("any", "minimize"),
+    "rmse": ("regression", "minimize"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections.
+
+
+@dataclass(frozen=True)
+class StudySection:
+    """``[study]``: the study's identity and budget."""
+
+    name: str = _field(MISSING, Name(), "Study name in the storage; running again resumes it.")
+    n_trials: int = _field(30, Int(1, 100_000), "Finished trials (complete + pruned) to reach.")
+    seed: int = _field(0, Int(0), "Seed of the sampler; trial k seeds torch with seed + k.")
+    storage: str | None = _field(
+        None, OptionalStr(), "Optuna storage URL; default: sqlite file studies/tuner.db."
+    )
+    timeout: float | None = _field(
+        None, Optional(Float(0, low_open=True)), "Stop starting trials after this many seconds."
+    )
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """``[dataset]``: a scikit-learn dataset, shipped (``load_*``) or generated (``make_*``)."""
+
+    name: str = _field(MISSING, DatasetName(), "Registered dataset name.")
+    n_samples: int = _field(2000, Int(20, 10_000_000), "Rows (generated datasets only).")
+    n_features: int = _field(20, Int(1, 100_000), "Features (generated datasets only).")
+    n_informative: int = _field(10, Int(1, 100_000), "Informative features (generated only).")
+    n_classes: int = _field(2, Int(2, 1000), "Classes (make_classification only).")
+    noise: float = _field(0.1, Float(0), "Label noise: flip fraction or Gaussian sd (generated).")
+    seed: int = _field(0, Int(0), "random_state of the generator (generated datasets only).")
+
+
+GENERATOR_KEYS = ("n_samples", "n_features", "n_informative", "n_classes", "noise", "seed")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``[split]``: train / validation / test fractions (sum 1), stratified for classification."""
+
+    train: float = _field(0.7, Float(0, 1, low_open=True, high_open=True), "Training fraction.")
+    validation: float = _field(
+        0.15, Float(0, 1, low_open=True, high_open=True), "Validation fraction (the objective)."
+    )
+    test: float = _field(
+        0.15, Float(0, 1, low_open=True, high_open=True), "Held-out test fraction (report only)."
+    )
+    seed: int = _field(0, Int(0), "random_state of the split.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: the network (an MLP by default)."""
+
+    name: str = _field("mlp", ModelName(), "Registered model name.")
+    hidden: tuple[int, ...] = _field([128], IntList(1), "Hidden layer widths, input to output.")
+    activation: str = _field(
+        "relu", OneOf("relu", "gelu", "tanh", "silu", "leaky_relu"), "Activation function."
+    )
+    dropout: float = _field(0.0, Float(0, 1, high_open=True), "Dropout probability after each.")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """``[training]``: the fixed training budget of every trial."""
+
+    epochs: int = _field(20, Int(1, 100_000), "Epochs per trial (the pruners' max resource).")
+    batch_size: int = _field(64, Int(1, 10_000_000), "Mini-batch size (last batch may be partial).")
+    device: str = _field(
+        "cpu",
+        Constraint(
+            lambda v: isinstance(v, str) and bool(DEVICE_PATTERN.match(v)),
+            "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'",
+        ),
+        "torch device.",
+    )
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """``[objective]``: the validation metric the study optimizes."""
+
+    metric: str = _field(
+        "accuracy",
+        OneOf(*METRICS),
+        "'accuracy' (classification, maximize), 'loss' (minimize) or 'rmse' (regression, min).",
+    )
+
+    @property
+    def direction(self) -> str:
+        """'maximize' or 'minimize', implied by the metric."""
+        return METRICS[self.metric][1]
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """``[space]``: the search space. Scale parameters are sampled log-uniformly."""
+
+    lr: tuple[float, float] | str = _field(
+        [1e-4, 1.0], LogRange(allow_auto=True), "Learning-rate bounds, per optimizer step."
+    )
+    optimizers: tuple[str, ...] = _field(
+        ["sgd", "adam", "adamw", "rmsprop"], Subset(_optimizers, "optimizers"), "Optimizers."
+    )
+    schedules: tuple[str, ...] = _field(
+        ["constant", "step", "exponential", "cosine", "warmup_cosine", "one_cycle", "plateau"],
+        Subset(_schedules, "schedules"),
+        "Learning-rate schedules.",
+    )
+    weight_decay: tuple[float, float] | None = _field(
+        [1e-6, 1e-2], Optional(LogRange()), "Weight-decay bounds (log-uniform); omit for none."
+    )
+    momentum: tuple[float, float] = _field(
+        [0.8, 0.99], UnitRange(), "SGD momentum bounds (uniform)."
+    )
+    nesterov: bool = _field(True, Bool(), "Let SGD choose Nesterov momentum.")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """``[sampler]``: the Optuna sampler (seeded with ``[study] seed``)."""
+
+    name: str = _field("tpe", OneOf("tpe", "random", "qmc"), "Optuna sampler.")
+    n_startup_trials: int = _field(10, Int(0), "Random trials before TPE models the space.")
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """``[pruner]``: the Optuna pruner that stops lagging trials per epoch."""
+
+    name: str = _field("hyperband", OneOf("hyperband", "median", "none"), "Optuna pruner.")
+    min_resource: int = _field(1, Int(1), "Hyperband: epochs before the first pruning rung.")
+    reduction_factor: int = _field(3, Int(2), "Hyperband: the halving rate between rungs.")
+    n_startup_trials: int = _field(5, Int(0), "Median: trials before pruning starts.")
+    n_warmup_steps: int = _field(2, Int(0), "Median: epochs of a trial before it can be pruned.")
+
+
+@dataclass(frozen=True)
+class DivergenceConfig:
+    """``[divergence]``: when a trial counts as diverged (checked at every optimizer step)."""
+
+    factor: float = _field(
+        5.0, Float(1, low_open=True), "Diverged once the training loss exceeds factor x initial."
+    )
+
+
+SECTIONS: dict[str, type] = {
+    "study": StudySection,
+    "dataset": DatasetConfig,
+    "split": SplitConfig,
+    "model": ModelConfig,
+    "training": TrainingConfig,
+    "objective": ObjectiveConfig,
+    "space": SpaceConfig,
+    "sampler": SamplerConfig,
+    "pruner": PrunerConfig,
+    "divergence": DivergenceConfig,
+}
+REQUIRED_SECTIONS = ("study", "dataset")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole, validated study file. Build it with :func:`load_study_config`."""
+
+    study: StudySection
+    dataset: DatasetConfig
+    split: SplitConfig
+    model: ModelConfig
+    training: TrainingConfig
+    objective: ObjectiveConfig
+    space: SpaceConfig
+    sampler: SamplerConfig
+    pruner: PrunerConfig
+    divergence: DivergenceConfig
+    path: str = "<memory>"
+
+    @property
+    def name(self) -> str:
+        return self.study.name
+
+    @property
+    def direction(self) -> str:
+        return self.objective.direction
+
+    @property
+    def study_dir(self) -> Path:
+        """The folder of the study file; the default storage lives there."""
+        return Path(self.path).resolve().parent if self.path != "<memory>" else Path("studies")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-typed dict of every section (lists, not tuples), for export and notes."""
+        out: dict[str, Any] = {}
+        for section in SECTIONS:
+            obj = getattr(self, section)
+            out[section] = {
+                f.name: _plain(getattr(obj, f.name)) for f in fields(obj)
+            }
+        return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _fail(where: str, section: str, key: str | None, value: Any, allowed: str) -> ConfigError:
+    target = f"[{section}] {key}" if key else f"[{section}]"
+    shown = _show(value)
+    return ConfigError(f"{where}: {target} = {shown} is invalid: must be {allowed}.")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{...}"
+    return repr(value)
+
+
+def _unknown(where: str, section: str | None, key: str, allowed: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    target = f"[{section}] key '{key}'" if section else f"section [{key}]"
+    return ConfigError(
+        f"{where}: unknown {target}.{hint} Allowed: {', '.join(allowed)}."
+    )
+
+
+def _build_section(cls: type, table: Any, where: str, section: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{section}] must be a table (a [{section}] header).")
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise _unknown(where, section, key, list(known))
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        constraint: Constraint = f.metadata["constraint"]
+        if name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(
+                    f"{where}: [{section}] {name} is missing: it must be {constraint.allowed}."
+                )
+            continue
+        value = table[name]
+        if not constraint.check(value):
+            raise _fail(where, section, name, value, str(constraint.allowed))
+        kwargs[name] = constraint.convert(value)
+    obj = cls(**kwargs)
+    # defaults given as lists become tuples, so the whole config stays hashable
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, list):
+            object.__setattr__(obj, f.name, tuple(v))
+    return obj
+
+
+def parse_study_config(data: Mapping[str, Any], where: str = "<memory>") -> StudyConfig:
+    """Validate a parsed study file (a dict of sections) into a :class:`StudyConfig`.
+
+    Raises ConfigError naming ``where``, the key, the bad value and what is allowed.
+    """
+    for key in data:
+        if key not in SECTIONS:
+            raise _unknown(where, None, key, list(SECTIONS))
+    for key in REQUIRED_SECTIONS:
+        if key not in data:
+            raise ConfigError(f"{where}: section [{key}] is missing; it is required.")
+    name = data["dataset"].get("name") if isinstance(data["dataset"], dict) else None
+    if isinstance(name, str):
+        from tuner.datasets import check_not_fetch
+
+        check_not_fetch(name, where)
+    parts = {
+        name: _build_section(cls, data.get(name, {}), where, name)
+        for name, cls in SECTIONS.items()
+    }
+    _check_cross(parts, data, where)
+    return StudyConfig(**parts, path=where)
+
+
+def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> None:
+    from tuner.datasets import DATASETS
+
+    split: SplitConfig = parts["split"]
+    total = split.train + split.validation + split.test
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{where}: [split] train + validation + test = {total:g} is invalid: "
+            f"the three fractions must sum to 1."
+        )
+    ds = DATASETS[parts["dataset"].name]
+    given = data.get("dataset", {})
+    if not ds.generated:
+        extra = [k for k in GENERATOR_KEYS if k in given]
+        if extra:
+            raise ConfigError(
+                f"{where}: [dataset] {extra[0]} is invalid for dataset '{ds.name}': "
+                f"size, features, noise and seed apply only to generated datasets "
+                f"({', '.join(n for n, d in DATASETS.items() if d.generated)})."
+            )
+    else:
+        dcfg: DatasetConfig = parts["dataset"]
+        if dcfg.n_informative > dcfg.n_features:
+            raise ConfigError(
+                f"{where}: [dataset] n_informative = {dcfg.n_informative} is invalid: "
+                f"must be <= n_features ({dcfg.n_features})."
+            )
+    metric = parts["objective"].metric
+    task = METRICS[metric][0]
+    if task != "any" and task != ds.task:
+        allowed = [m for m, (t, _) in METRICS.items() if t in ("any", ds.task)]
+        raise ConfigError(
+            f'{where}: [objective] metric = "{metric}" is invalid for the {ds.task} dataset '
+            f"'{ds.name}': must be one of {', '.join(repr(m) for m in allowed)}."
+        )
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file.
+
+    Args:
+        path: a TOML study file, e.g. ``studies/digits_mlp.toml``.
+
+    Returns:
+        The validated :class:`StudyConfig`; its ``path`` is the file given.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or any value is invalid. The
+            message names the file, the key, the bad value and what is allowed.
+    """
+    p = Path(path)
+    where = str(path)
+    if not p.is_file():
+        hint = ""
+        studies = Path("studies")
+        if studies.is_dir():
+            names = sorted(str(s) for s in studies.glob("*.toml"))
+            if names:
+                hint = " Study files here: " + ", ".join(names) + "."
+        raise ConfigError(f"{where}: no such study file.{hint}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a UTF-8 text file.") from None
+    return parse_study_config(data, where)

@@ -1,0 +1,222 @@
+"""Registry of scikit-learn datasets, split and scaled into float32 tensors.
+
+Only data that scikit-learn ships (``load_*``) or generates (``make_*``) is available: the
+``fetch_*`` loaders download from the internet, which tuner does not rely on, and asking for one
+fails up front with :class:`~tuner.errors.ConfigError`.
+
+Splitting: ``train_test_split`` twice (stratified for classification), then a
+``StandardScaler`` fitted on the training part only. Regression targets are standardized with
+the training mean and standard deviation (``target_scale`` turns RMSE back into target units).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from sklearn import datasets as skd
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from tuner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuner.config import DatasetConfig, SplitConfig
+
+__all__ = ["DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY"]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset.
+
+    Attributes:
+        name: the study-file name (``[dataset] name``).
+        task: 'classification' or 'regression'.
+        load: returns ``(X, y)`` as numpy arrays, X of shape (n_samples, n_features).
+        generated: True for ``make_*`` generators, which take size, features, noise and seed.
+        source: the scikit-learn function, for messages and notes.
+    """
+
+    name: str
+    task: str
+    load: Callable[[DatasetConfig], tuple[np.ndarray, np.ndarray]]
+    generated: bool
+    source: str
+
+
+def _shipped(fn: Callable) -> Callable[[DatasetConfig], tuple[np.ndarray, np.ndarray]]:
+    return lambda cfg: fn(return_X_y=True)
+
+
+def _make_classification(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    return skd.make_classification(
+        n_samples=cfg.n_samples,
+        n_features=cfg.n_features,
+        n_informative=cfg.n_informative,
+        n_redundant=max(0, min(2, cfg.n_features - cfg.n_informative)),
+        n_classes=cfg.n_classes,
+        flip_y=cfg.noise,
+        random_state=cfg.seed,
+    )
+
+
+def _make_regression(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    return skd.make_regression(
+        n_samples=cfg.n_samples,
+        n_features=cfg.n_features,
+        n_informative=cfg.n_informative,
+        noise=cfg.noise,
+        random_state=cfg.seed,
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("digits", "classification", _shipped(skd.load_digits), False, "load_digits"),
+        DatasetSpec("iris", "classification", _shipped(skd.load_iris), False, "load_iris"),
+        DatasetSpec("wine", "classification", _shipped(skd.load_wine), False, "load_wine"),
+        DatasetSpec(
+            "breast_cancer",
+            "classification",
+            _shipped(skd.load_breast_cancer),
+            False,
+            "load_breast_cancer",
+        ),
+        DatasetSpec("diabetes", "regression", _shipped(skd.load_diabetes), False, "load_diabetes"),
+        DatasetSpec(
+            "make_classification", "classification", _make_classification, True,
+            "make_classification",
+        ),
+        DatasetSpec("make_regression", "regression", _make_regression, True, "make_regression"),
+    ]
+}
+
+# scikit-learn loaders that download; named so that asking for one gets a clear message.
+FETCH_ONLY = (
+    "california_housing", "covtype", "kddcup99", "lfw_people", "lfw_pairs", "olivetti_faces",
+    "openml", "rcv1", "species_distributions", "20newsgroups", "20newsgroups_vectorized",
+    "mnist", "fashion_mnist",
+)
+
+
+def check_not_fetch(name: str, where: str) -> None:
+    """Raise ConfigError if ``name`` is a dataset scikit-learn only downloads."""
+    bare = name.removeprefix("fetch_")
+    if bare in FETCH_ONLY or name.startswith("fetch_"):
+        raise ConfigError(
+            f'{where}: [dataset] name = "{name}" is invalid: it needs a download '
+            f"(sklearn.datasets.fetch_{bare}) and tuner uses only data scikit-learn ships or "
+            f"generates; use one of {', '.join(DATASETS)}."
+        )
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A dataset split into train / validation / test tensors on the CPU.
+
+    Shapes: ``X_*`` float32 (n, n_features); ``y_*`` int64 (n,) for classification or float32
+    (n, 1) standardized for regression.
+
+    Attributes:
+        task: 'classification' or 'regression'.
+        n_features: input width.
+        n_outputs: classes for classification, 1 for regression.
+        target_scale: the training targets' standard deviation (regression) or 1.0; multiply an
+            RMSE on standardized targets by it to get target units.
+    """
+
+    task: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    n_features: int
+    n_outputs: int
+    target_scale: float
+
+    def to(self, device: torch.device | str) -> SplitData:
+        """The same split with every tensor on ``device``."""
+        moved = {
+            k: getattr(self, k).to(device)
+            for k in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+        }
+        return SplitData(
+            task=self.task, n_features=self.n_features, n_outputs=self.n_outputs,
+            target_scale=self.target_scale, **moved,
+        )
+
+    def describe(self) -> str:
+        """One line: sizes and classes."""
+        kind = (
+            f"{self.n_outputs} classes" if self.task == "classification" else "regression"
+        )
+        return (
+            f"{len(self.X_train)} train / {len(self.X_val)} validation / {len(self.X_test)} test "
+            f"rows, {self.n_features} features, {kind}"
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
+    """Load, split and scale a dataset (cached per configuration within a process).
+
+    Raises:
+        ConfigError: the split leaves a part empty or a class too rare to stratify.
+    """
+    spec = DATASETS[dataset.name]
+    X, y = spec.load(dataset)
+    X = np.asarray(X, dtype=np.float64)
+    classification = spec.task == "classification"
+    stratify = y if classification else None
+    holdout = split.validation + split.test
+    try:
+        X_tr, X_rest, y_tr, y_rest = train_test_split(
+            X, y, test_size=holdout, random_state=split.seed, stratify=stratify
+        )
+        X_va, X_te, y_va, y_te = train_test_split(
+            X_rest,
+            y_rest,
+            test_size=split.test / holdout,
+            random_state=split.seed,
+            stratify=y_rest if classification else None,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"[split] cannot split dataset '{dataset.name}' ({len(X)} rows) into "
+            f"{split.train}/{split.validation}/{split.test}: {exc}"
+        ) from None
+    scaler = StandardScaler().fit(X_tr)
+
+    def xs(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(scaler.transform(a).astype(np.float32))
+
+    if classification:
+        classes = np.unique(y)
+        index = {c: i for i, c in enumerate(classes)}
+
+        def ys(a: np.ndarray) -> torch.Tensor:
+            return torch.tensor([index[v] for v in a], dtype=torch.int64)
+
+        n_outputs, scale = len(classes), 1.0
+    else:
+        mean, std = float(np.mean(y_tr)), float(np.std(y_tr)) or 1.0
+
+        def ys(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(((a - mean) / std).astype(np.float32)).reshape(-1, 1)
+
+        n_outputs, scale = 1, std
+    return SplitData(
+        task=spec.task,
+        X_train=xs(X_tr), y_train=ys(y_tr),
+        X_val=xs(X_va), y_val=ys(y_va),
+        X_test=xs(X_te), y_test=ys(y_te),
+        n_features=X.shape[1], n_outputs=n_outputs, target_scale=scale,
+    )

@@ -1,0 +1,247 @@
+"""The training loop of one trial. It knows nothing of Optuna: it reports through a callback.
+
+The whole split lives as tensors on the device; mini-batches are drawn by indexing a seeded
+permutation (no DataLoader in the hot path); evaluation runs under ``torch.inference_mode``.
+Per epoch:
+
+1. shuffle the training rows with the run's own generator;
+2. for each mini-batch (the last one may be partial): forward, loss, divergence check (every
+   step), backward, optimizer step, then the scheduler if it steps per optimizer step;
+3. evaluate on the validation split; step a per-epoch scheduler (plateau) on the metric;
+4. call ``on_epoch(report)``; a True return stops the run as PRUNED.
+
+The test split is evaluated once, at the end of a complete run, for reporting only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from tuner.divergence import Divergence, DivergenceGuard
+from tuner.errors import DeviceError
+from tuner.models import build_model
+from tuner.schedules import build_scheduler
+from tuner.space import TrialParams, build_optimizer
+
+if TYPE_CHECKING:
+    from tuner.config import StudyConfig
+    from tuner.datasets import SplitData
+
+__all__ = ["EpochReport", "TrainResult", "train", "resolve_device", "evaluate", "steps_per_epoch"]
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch produced.
+
+    Attributes:
+        epoch: 1-based epoch number (the intermediate-value step reported to Optuna).
+        steps: optimizer steps taken so far in the run.
+        train_loss: mean training loss over the epoch's mini-batches (row-weighted).
+        val_loss: validation loss (cross-entropy, or MSE on standardized targets).
+        val_metric: the objective's validation metric (accuracy, loss or RMSE in target units).
+        lr: the learning rate used by the epoch's first optimizer step.
+    """
+
+    epoch: int
+    steps: int
+    train_loss: float
+    val_loss: float
+    val_metric: float
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    """The outcome of one run.
+
+    Attributes:
+        status: 'complete', 'pruned' (the callback asked to stop) or 'diverged'.
+        epochs: epochs run (the last one may be partial for a diverged run).
+        steps: optimizer steps taken.
+        history: one :class:`EpochReport` per finished epoch.
+        lrs: the learning rate of every optimizer step taken, in order.
+        divergence: why the run diverged, for status 'diverged'.
+        test_metric / test_loss: held-out test split, for a complete run only.
+        seconds: wall-clock seconds of the run.
+    """
+
+    status: str
+    epochs: int
+    steps: int
+    history: list[EpochReport] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    divergence: Divergence | None = None
+    test_metric: float | None = None
+    test_loss: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def val_metric(self) -> float | None:
+        return self.history[-1].val_metric if self.history else None
+
+    @property
+    def val_loss(self) -> float | None:
+        return self.history[-1].val_loss if self.history else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> cuda if available else cpu; otherwise the named device, checked.
+
+    Raises:
+        DeviceError: the device is not available here (e.g. 'cuda' on a CPU-only build).
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"[training] device = \"{name}\" but torch {torch.__version__} sees no CUDA "
+                f"device here; use device = \"cpu\" or \"auto\", or install a CUDA build of "
+                f"torch (make install TORCH_SPEC='torch==X.Y.Z' TORCH_INDEX=...)."
+            )
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"[training] device = \"{name}\": only {torch.cuda.device_count()} CUDA "
+                f"device(s) here."
+            )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError('[training] device = "mps" is not available here; use "cpu".')
+    return torch.device(name)
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Optimizer steps per epoch: ceil(n_rows / batch_size), partial last batch included."""
+    return max(1, math.ceil(n_rows / batch_size))
+
+
+def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return F.cross_entropy if task == "classification" else F.mse_loss
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, data: SplitData, metric: str
+) -> tuple[float, float]:
+    """(loss, metric) of ``model`` on (X, y); the metric is 'accuracy', 'loss' or 'rmse'.
+
+    RMSE is in target units (``data.target_scale``). Non-finite outputs give nan/inf values,
+    never an exception.
+    """
+    was_training = model.training
+    model.eval()
+    out = model(X)
+    loss = float(_loss_fn(data.task)(out, y))
+    model.train(was_training)
+    if metric == "accuracy":
+        value = float((out.argmax(dim=1) == y).float().mean())
+    elif metric == "rmse":
+        value = math.sqrt(loss) * data.target_scale if loss >= 0 else float("nan")
+    else:
+        value = loss
+    return loss, value
+
+
+def train(
+    cfg: StudyConfig,
+    data: SplitData,
+    params: TrialParams,
+    seed: int,
+    on_epoch: Callable[[EpochReport], bool] | None = None,
+    *,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """Train a fresh model with one configuration.
+
+    Args:
+        cfg: the validated study (model, training, objective, divergence sections are used).
+        data: the split; moved to the device if it is not there yet.
+        params: the sampled learning rate, optimizer and schedule.
+        seed: seeds weight initialization and shuffling (the study uses seed + trial number).
+        on_epoch: called after each epoch; return True to stop the run (status 'pruned').
+        device: overrides ``cfg.training.device`` (already resolved).
+
+    Returns:
+        A :class:`TrainResult`; a diverged run stops at the offending optimizer step.
+    """
+    started = time.perf_counter()
+    device = device or resolve_device(cfg.training.device)
+    if data.X_train.device != device:
+        data = data.to(device)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = build_model(cfg.model, data.n_features, data.n_outputs).to(device)
+    optimizer = build_optimizer(model.parameters(), params.optimizer_spec())
+    n_rows = len(data.X_train)
+    batch = cfg.training.batch_size
+    spe = steps_per_epoch(n_rows, batch)
+    total = spe * cfg.training.epochs
+    mode = "max" if cfg.objective.direction == "maximize" else "min"
+    spec = params.scheduler_spec(total, spe, mode)
+    scheduler = build_scheduler(optimizer, spec)
+    per_step = spec["interval"] == "step"
+    loss_fn = _loss_fn(data.task)
+    guard = DivergenceGuard(cfg.divergence.factor)
+    result = TrainResult(status="complete", epochs=0, steps=0)
+    X, y = data.X_train, data.y_train
+    model.train()
+    for epoch in range(1, cfg.training.epochs + 1):
+        order = torch.randperm(n_rows, generator=generator).to(device)
+        loss_sum = 0.0
+        first_lr = optimizer.param_groups[0]["lr"]
+        for b in range(spe):
+            idx = order[b * batch : (b + 1) * batch]
+            result.lrs.append(float(optimizer.param_groups[0]["lr"]))
+            loss = loss_fn(model(X[idx]), y[idx])
+            value = loss.item()
+            result.steps += 1
+            diverged = guard.check(value, result.steps, epoch)
+            if diverged is not None:
+                result.status, result.divergence, result.epochs = "diverged", diverged, epoch
+                result.seconds = time.perf_counter() - started
+                return result
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_step:
+                _step(scheduler)
+            loss_sum += value * len(idx)
+        val_loss, val_metric = evaluate(model, data.X_val, data.y_val, data, cfg.objective.metric)
+        if not math.isfinite(val_loss):
+            # the weights blew up on the last step: the validation loss shows it first
+            diverged = guard.check(val_loss, result.steps, epoch)
+            if diverged is not None:
+                result.status, result.divergence, result.epochs = "diverged", diverged, epoch
+                result.seconds = time.perf_counter() - started
+                return result
+        if not per_step:
+            _step(scheduler, val_metric if math.isfinite(val_metric) else None)
+        report = EpochReport(
+            epoch, result.steps, loss_sum / n_rows, val_loss, val_metric, float(first_lr)
+        )
+        result.history.append(report)
+        result.epochs = epoch
+        if on_epoch is not None and on_epoch(report):
+            result.status = "pruned"
+            break
+    if result.status == "complete":
+        result.test_loss, result.test_metric = evaluate(
+            model, data.X_test, data.y_test, data, cfg.objective.metric
+        )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _step(scheduler: Any, metric: float | None = None) -> None:
+    if metric is not None:
+        scheduler.step(metric)
+    elif not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step()

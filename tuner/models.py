@@ -1,0 +1,61 @@
+"""Registry of model builders.
+
+A builder takes the :class:`~tuner.config.ModelConfig` and the data's input and output widths and
+returns a fresh ``torch.nn.Module`` (call it once per trial; never reuse one across trials).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from tuner.config import ModelConfig
+
+__all__ = ["ModelSpec", "MODELS", "build_model", "ACTIVATIONS"]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model: ``build(cfg, n_features, n_outputs) -> nn.Module``."""
+
+    name: str
+    build: Callable[[ModelConfig, int, int], nn.Module]
+    description: str
+
+
+def build_mlp(cfg: ModelConfig, n_features: int, n_outputs: int) -> nn.Sequential:
+    """A multi-layer perceptron: [Linear -> activation -> Dropout] per hidden width, then Linear.
+
+    Input (batch, n_features) float32; output (batch, n_outputs) logits or regression values.
+    """
+    layers: list[nn.Module] = []
+    width = n_features
+    for hidden in cfg.hidden:
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, n_outputs))
+    return nn.Sequential(*layers)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec("mlp", build_mlp, "multi-layer perceptron (hidden widths, activation, dropout)"),
+}
+
+
+def build_model(cfg: ModelConfig, n_features: int, n_outputs: int) -> nn.Module:
+    """Build a fresh model from the registry (``cfg.name`` is validated by the config)."""
+    return MODELS[cfg.name].build(cfg, n_features, n_outputs)

@@ -1,0 +1,269 @@
+"""Studies: storage resolution, sampler and pruner by name, the objective, and the run loop.
+
+Data flows one way: the validated :class:`~tuner.config.StudyConfig` -> an Optuna study
+(sampler, pruner, storage) -> the objective (suggest -> engine -> intermediate values) -> storage.
+Running the same study file again resumes the study and tops it up to ``n_trials`` finished
+(COMPLETE + PRUNED) trials.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.config import StudyConfig
+from tuner.datasets import SplitData, load_split
+from tuner.engine import TrainResult, resolve_device, train
+from tuner.errors import StorageError
+from tuner.space import TrialParams, suggest_params
+
+__all__ = [
+    "DEFAULT_STORAGE_FILE",
+    "FINISHED",
+    "resolve_storage_url",
+    "make_storage",
+    "make_sampler",
+    "make_pruner",
+    "open_study",
+    "load_existing_study",
+    "record_result",
+    "make_objective",
+    "count_finished",
+    "redact_url",
+    "trial_kind",
+]
+
+DEFAULT_STORAGE_FILE = "tuner.db"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STORAGE_ENV = "OPTUNA_STORAGE"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# multivariate/group TPE is marked experimental; the warning says nothing a user can act on
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (``postgresql://u:***@host/db``)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def resolve_storage_url(cfg: StudyConfig | None, override: str | None = None) -> str:
+    """The storage URL for a study, in order of precedence.
+
+    1. ``override`` (``--storage``); 2. the ``OPTUNA_STORAGE`` environment variable;
+    3. ``[study] storage``; 4. ``sqlite:///<folder of the study file>/tuner.db``.
+
+    A bare path (no ``://``) is taken as an SQLite file.
+    """
+    url = override or os.environ.get(STORAGE_ENV) or (cfg.study.storage if cfg else None)
+    if not url:
+        folder = cfg.study_dir if cfg else Path("studies").resolve()
+        return f"sqlite:///{folder / DEFAULT_STORAGE_FILE}"
+    if "://" not in url:
+        return f"sqlite:///{Path(url).resolve()}"
+    return url
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``.
+
+    SQLite gets a 60 s busy timeout so that concurrent local workers wait instead of failing.
+
+    Raises:
+        StorageError: the URL cannot be opened (bad scheme, unreachable server, missing driver).
+    """
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"storage {redact_url(url)}: the database driver is not installed ({exc.name}); "
+            f"for PostgreSQL: pip install 'tuner[postgres]' (psycopg2-binary)."
+        ) from None
+    except Exception as exc:  # sqlalchemy raises many kinds; the message is what matters
+        raise StorageError(f"storage {redact_url(url)} cannot be opened: {exc}") from None
+
+
+def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``[study] seed``."""
+    s, seed = cfg.sampler, cfg.study.seed
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        multivariate=True,
+        group=True,  # the schedule's parameters are conditional on the schedule
+    )
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The configured pruner; its resource is the epoch."""
+    p = cfg.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+        )
+    if p.name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.HyperbandPruner(
+        min_resource=min(p.min_resource, cfg.training.epochs),
+        max_resource=cfg.training.epochs,
+        reduction_factor=p.reduction_factor,
+    )
+
+
+def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
+    """Create the study or load it to resume (same name, same storage)."""
+    return optuna.create_study(
+        storage=make_storage(storage_url),
+        study_name=cfg.name,
+        direction=cfg.direction,
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+        load_if_exists=True,
+    )
+
+
+def load_existing_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
+    """Load a study that must already exist.
+
+    Raises:
+        StorageError: the storage has no study of that name (run ``tuner tune`` first).
+    """
+    if storage_url.startswith("sqlite:///"):
+        file = Path(storage_url.removeprefix("sqlite:///"))
+        if not file.is_file():
+            raise StorageError(
+                f"storage file {file} does not exist: run `tuner tune {cfg.path}` first."
+            )
+    storage = make_storage(storage_url)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    if cfg.name not in names:
+        raise StorageError(
+            f"study '{cfg.name}' is not in {redact_url(storage_url)} "
+            f"(it has: {', '.join(names) or 'no study'}); run `tuner tune {cfg.path}` first."
+        )
+    return optuna.load_study(study_name=cfg.name, storage=storage, sampler=make_sampler(cfg),
+                             pruner=make_pruner(cfg))
+
+
+def count_finished(study: optuna.Study) -> int:
+    """COMPLETE + PRUNED trials (diverged trials are PRUNED)."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def trial_kind(trial: FrozenTrial) -> str:
+    """'complete', 'pruned', 'diverged', 'failed', 'running' or 'waiting' for people."""
+    if trial.state == TrialState.PRUNED:
+        return "diverged" if trial.user_attrs.get("divergence") else "pruned"
+    return {
+        TrialState.COMPLETE: "complete",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }[trial.state]
+
+
+def _finite_or_str(v: float | None) -> float | str | None:
+    if v is None:
+        return None
+    return float(v) if math.isfinite(v) else str(v)
+
+
+def record_result(trial: optuna.trial.BaseTrial, result: TrainResult, seed: int) -> None:
+    """Write what a person needs to understand the trial into its user attributes."""
+    attrs: dict[str, Any] = {
+        "outcome": result.status,
+        "seed": seed,
+        "epochs_run": result.epochs,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 4),
+        "lr_per_epoch": [r.lr for r in result.history],
+        "train_loss_per_epoch": [_finite_or_str(r.train_loss) for r in result.history],
+        "val_metric": _finite_or_str(result.val_metric),
+        "val_loss": _finite_or_str(result.val_loss),
+    }
+    if result.test_metric is not None:
+        attrs["test_metric"] = _finite_or_str(result.test_metric)
+        attrs["test_loss"] = _finite_or_str(result.test_loss)
+    if result.divergence is not None:
+        attrs["divergence"] = result.divergence.to_attrs()
+        attrs["pruned_reason"] = "diverged: " + result.divergence.message()
+    elif result.status == "pruned":
+        attrs["pruned_reason"] = (
+            f"pruner: validation metric {result.val_metric:.4g} at epoch {result.epochs} "
+            f"lagged behind other trials"
+        )
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+@dataclass
+class Objective:
+    """The Optuna objective: suggest, train, report per epoch, record, return the metric.
+
+    Diverged and pruned runs raise ``optuna.TrialPruned`` so they end PRUNED, not FAIL.
+    """
+
+    cfg: StudyConfig
+    data: SplitData
+    lr_bounds: tuple[float, float] | None = None
+    device: Any = None
+    on_result: Callable[[FrozenTrial | optuna.Trial, TrainResult], None] | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest_params(trial, self.cfg.space, self.lr_bounds)
+        seed = self.cfg.study.seed + trial.number
+
+        def on_epoch(report: Any) -> bool:
+            trial.report(report.val_metric, report.epoch)
+            return trial.should_prune()
+
+        result = train(self.cfg, self.data, params, seed, on_epoch, device=self.device)
+        record_result(trial, result, seed)
+        if self.on_result is not None:
+            self.on_result(trial, result)
+        if result.status == "diverged":
+            raise optuna.TrialPruned(result.divergence.message())  # type: ignore[union-attr]
+        if result.status == "pruned":
+            raise optuna.TrialPruned(f"pruned at epoch {result.epochs}")
+        return float(result.val_metric)  # type: ignore[arg-type]
+
+
+def make_objective(
+    cfg: StudyConfig, lr_bounds: tuple[float, float] | None = None
+) -> Objective:
+    """The objective for ``cfg`` (loads the split once; resolves the device up front).
+
+    Raises:
+        DeviceError: the configured device is not available.
+    """
+    device = resolve_device(cfg.training.device)
+    return Objective(cfg, load_split(cfg.dataset, cfg.split), lr_bounds, device)
+
+
+def best_params(study: optuna.Study) -> TrialParams:
+    """The best trial's parameters."""
+    return TrialParams.from_optuna_params(study.best_trial.params)
+
+
+def completed(study: optuna.Study) -> Sequence[FrozenTrial]:
+    """COMPLETE trials, best first."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(trials, key=lambda t: t.value, reverse=reverse)  # type: ignore[arg-type,return-value]

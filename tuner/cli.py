@@ -59,7 +59,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tuner.runner import run_tune
-    from tuner.study import redact_url, resolve_storage_url
+    from tuner.storage import redact_url, resolve_storage_url
     from tuner.summary import print_summary
 
     cfg = _load(args.study)
@@ -82,7 +82,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tuner.export import export_best
-    from tuner.study import load_existing_study, resolve_storage_url
+    from tuner.storage import resolve_storage_url
+    from tuner.study import load_existing_study
 
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)

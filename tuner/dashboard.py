@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tuner.errors import StorageError
-from tuner.study import make_storage, redact_url, resolve_storage_url
+from tuner.storage import check_storage_exists, make_storage, redact_url, resolve_storage_url
 
 __all__ = ["dashboard_storage_url", "serve"]
 
@@ -23,15 +20,7 @@ def dashboard_storage_url(study_file: str | None, storage: str | None) -> str:
 
         cfg = load_study_config(study_file)
     url = resolve_storage_url(cfg, storage)
-    if url.startswith("sqlite:///"):
-        file = Path(url.removeprefix("sqlite:///"))
-        if not file.is_file():
-            raise StorageError(
-                f"storage file {file} does not exist; run `tuner tune STUDY.toml` first or pass "
-                f"--storage with an existing storage."
-            )
-        if file.stat().st_size == 0:
-            raise StorageError(f"storage file {file} is empty: it holds no study.")
+    check_storage_exists(url)
     return url
 
 

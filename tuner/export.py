@@ -12,8 +12,9 @@ The file (``studies/<study name>.best.json`` by default) holds, in plain JSON ty
 
 Rebuild in plain PyTorch (see the README)::
 
-    opt = getattr(torch.optim, e["optimizer"]["class"])(model.parameters(), **e["optimizer"]["kwargs"])
-    sch = getattr(torch.optim.lr_scheduler, e["scheduler"]["class"])(opt, **e["scheduler"]["kwargs"])
+    o, s = e["optimizer"], e["scheduler"]
+    opt = getattr(torch.optim, o["class"])(model.parameters(), **o["kwargs"])
+    sch = getattr(torch.optim.lr_scheduler, s["class"])(opt, **s["kwargs"])
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from tuner.datasets import load_split
 from tuner.engine import steps_per_epoch
 from tuner.errors import NoCompletedTrialError
 from tuner.space import TrialParams
-from tuner.study import completed, redact_url
+from tuner.storage import redact_url
+from tuner.study import completed
 
 __all__ = ["EXPORT_FORMAT", "build_export", "write_atomic", "default_export_path", "export_best"]
 
@@ -94,7 +96,7 @@ def _plain(v: Any) -> Any:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: never half-written."""
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

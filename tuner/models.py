@@ -52,7 +52,9 @@ def build_mlp(cfg: ModelConfig, n_features: int, n_outputs: int) -> nn.Sequentia
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec("mlp", build_mlp, "multi-layer perceptron (hidden widths, activation, dropout)"),
+    "mlp": ModelSpec(
+        "mlp", build_mlp, "multi-layer perceptron (hidden widths, activation, dropout)"
+    ),
 }
 
 

@@ -9,12 +9,9 @@ Running the same study file again resumes the study and tops it up to ``n_trials
 from __future__ import annotations
 
 import math
-import os
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -25,12 +22,11 @@ from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device, train
 from tuner.errors import StorageError
 from tuner.space import TrialParams, suggest_params
+from tuner.storage import check_storage_exists, make_storage, redact_url, resolve_storage_url
 
 __all__ = [
-    "DEFAULT_STORAGE_FILE",
     "FINISHED",
     "resolve_storage_url",
-    "make_storage",
     "make_sampler",
     "make_pruner",
     "open_study",
@@ -42,58 +38,11 @@ __all__ = [
     "trial_kind",
 ]
 
-DEFAULT_STORAGE_FILE = "tuner.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-STORAGE_ENV = "OPTUNA_STORAGE"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # multivariate/group TPE is marked experimental; the warning says nothing a user can act on
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (``postgresql://u:***@host/db``)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
-
-
-def resolve_storage_url(cfg: StudyConfig | None, override: str | None = None) -> str:
-    """The storage URL for a study, in order of precedence.
-
-    1. ``override`` (``--storage``); 2. the ``OPTUNA_STORAGE`` environment variable;
-    3. ``[study] storage``; 4. ``sqlite:///<folder of the study file>/tuner.db``.
-
-    A bare path (no ``://``) is taken as an SQLite file.
-    """
-    url = override or os.environ.get(STORAGE_ENV) or (cfg.study.storage if cfg else None)
-    if not url:
-        folder = cfg.study_dir if cfg else Path("studies").resolve()
-        return f"sqlite:///{folder / DEFAULT_STORAGE_FILE}"
-    if "://" not in url:
-        return f"sqlite:///{Path(url).resolve()}"
-    return url
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url``.
-
-    SQLite gets a 60 s busy timeout so that concurrent local workers wait instead of failing.
-
-    Raises:
-        StorageError: the URL cannot be opened (bad scheme, unreachable server, missing driver).
-    """
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ModuleNotFoundError as exc:
-        raise StorageError(
-            f"storage {redact_url(url)}: the database driver is not installed ({exc.name}); "
-            f"for PostgreSQL: pip install 'tuner[postgres]' (psycopg2-binary)."
-        ) from None
-    except Exception as exc:  # sqlalchemy raises many kinds; the message is what matters
-        raise StorageError(f"storage {redact_url(url)} cannot be opened: {exc}") from None
 
 
 def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -145,12 +94,7 @@ def load_existing_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
     Raises:
         StorageError: the storage has no study of that name (run ``tuner tune`` first).
     """
-    if storage_url.startswith("sqlite:///"):
-        file = Path(storage_url.removeprefix("sqlite:///"))
-        if not file.is_file():
-            raise StorageError(
-                f"storage file {file} does not exist: run `tuner tune {cfg.path}` first."
-            )
+    check_storage_exists(storage_url)
     storage = make_storage(storage_url)
     names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
     if cfg.name not in names:

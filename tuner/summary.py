@@ -72,7 +72,8 @@ def top_trials_table(study: optuna.Study, cfg: StudyConfig, k: int = 5) -> Table
     table = Table(title=f"Top {k} trials of '{study.study_name}' ({cfg.objective.metric}, "
                         f"{cfg.direction})")
     for col in ("trial", "value", "lr", "optimizer", "schedule", "epochs", "state"):
-        table.add_column(col, justify="right" if col in ("trial", "value", "lr", "epochs") else "left")
+        numeric = col in ("trial", "value", "lr", "epochs")
+        table.add_column(col, justify="right" if numeric else "left")
     for t in completed(study)[:k]:
         lr, opt, sched = _params_text(t)
         table.add_row(

@@ -1,0 +1,154 @@
+"""Storage URLs: resolution, opening, redaction.
+
+Accepted forms (``--storage``, ``$OPTUNA_STORAGE``, ``[study] storage``):
+
+- ``sqlite:///path/to/file.db`` or a bare file path ending in anything but ``.journal``:
+  Optuna's RDB storage on an embedded SQLite file (WAL journal, 60 s busy timeout, so that
+  several local worker processes wait for each other instead of failing "database is locked");
+- a bare path ending in ``.journal`` (or ``journal:///path``): Optuna's journal file storage;
+- ``postgresql://user:password@host:port/db`` (or ``mysql://...``): Optuna's RDB storage on a
+  server, for work spread over processes and machines.
+
+Relative paths are resolved against the current directory when the URL is resolved, so the
+same URL works from any working directory once resolved. Default: ``tuner.db`` in the folder of
+the study file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from tuner.errors import StorageError
+
+if TYPE_CHECKING:
+    from tuner.config import StudyConfig
+
+__all__ = [
+    "DEFAULT_STORAGE_FILE",
+    "STORAGE_ENV",
+    "redact_url",
+    "resolve_storage_url",
+    "storage_file",
+    "make_storage",
+    "check_storage_exists",
+]
+
+DEFAULT_STORAGE_FILE = "tuner.db"
+STORAGE_ENV = "OPTUNA_STORAGE"
+JOURNAL_PREFIX = "journal:///"
+SQLITE_PREFIX = "sqlite:///"
+SQLITE_TIMEOUT_S = 60
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (``postgresql://u:***@host/db``)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def resolve_storage_url(cfg: StudyConfig | None, override: str | None = None) -> str:
+    """The storage URL for a study, in order of precedence.
+
+    1. ``override`` (``--storage``); 2. ``$OPTUNA_STORAGE``; 3. ``[study] storage``;
+    4. ``sqlite:///<folder of the study file>/tuner.db``.
+
+    Bare paths become absolute ``sqlite:///`` URLs (``journal:///`` for ``*.journal``); a
+    relative ``sqlite:///`` path in a study file is taken relative to that file's folder.
+    """
+    from_file = False
+    url = override or os.environ.get(STORAGE_ENV)
+    if not url and cfg is not None and cfg.study.storage:
+        url, from_file = cfg.study.storage, True
+    if not url:
+        folder = cfg.study_dir if cfg else Path("studies").resolve()
+        return f"{SQLITE_PREFIX}{folder / DEFAULT_STORAGE_FILE}"
+    base = cfg.study_dir if (from_file and cfg is not None) else Path.cwd()
+    if "://" not in url:
+        path = (base / Path(url).expanduser()).resolve()
+        prefix = JOURNAL_PREFIX if path.suffix == ".journal" else SQLITE_PREFIX
+        return f"{prefix}{path}"
+    for prefix in (SQLITE_PREFIX, JOURNAL_PREFIX):
+        if url.startswith(prefix):
+            rest = url.removeprefix(prefix)
+            if rest and rest != ":memory:" and not rest.startswith("/"):
+                return f"{prefix}{(base / rest).resolve()}"
+    return url
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file behind an SQLite or journal URL, else None."""
+    for prefix in (SQLITE_PREFIX, JOURNAL_PREFIX):
+        if url.startswith(prefix):
+            rest = url.removeprefix(prefix)
+            return None if rest in ("", ":memory:") else Path(rest)
+    return None
+
+
+def check_storage_exists(url: str) -> None:
+    """Raise StorageError if a file storage is missing or empty (never creates one)."""
+    file = storage_file(url)
+    if file is None:
+        return
+    if not file.is_file():
+        raise StorageError(
+            f"storage file {file} does not exist; run `tuner tune STUDY.toml` first, or pass "
+            f"--storage with an existing storage."
+        )
+    if file.stat().st_size == 0:
+        raise StorageError(f"storage file {file} is empty: it holds no study.")
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
+    cursor.close()
+
+
+def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
+    """Open the Optuna storage for a resolved URL (see :func:`resolve_storage_url`).
+
+    Args:
+        url: ``sqlite:///``, ``journal:///``, ``postgresql://`` or another SQLAlchemy URL.
+        rdb_kwargs: extra ``optuna.storages.RDBStorage`` arguments (heartbeat_interval,
+            grace_period, failed_trial_callback); ignored for journal files.
+
+    Raises:
+        StorageError: the URL cannot be opened (unknown scheme, unreachable server, missing
+            driver); the message shows the URL with its password redacted.
+    """
+    shown = redact_url(url)
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url.removeprefix(JOURNAL_PREFIX))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith(SQLITE_PREFIX):
+        file = storage_file(url)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"storage {shown}: its database driver is not installed ({exc.name}); for "
+            f"PostgreSQL: pip install 'tuner[postgres]' (psycopg2-binary)."
+        ) from None
+    except Exception as exc:  # sqlalchemy raises many kinds; its message is what matters
+        message = redact_url(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise StorageError(f"storage {shown} cannot be opened: {message}") from None
+    if url.startswith(SQLITE_PREFIX):
+        import sqlalchemy
+
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_on_connect)
+        storage.engine.dispose()  # reconnect so every pooled connection gets the pragmas
+    return storage

@@ -69,7 +69,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
-        cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress
+        cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
+        workers=args.workers, heartbeat_s=args.heartbeat, worker_index=args.worker_index,
     )
     print_summary(outcome.study, cfg, console)
     console.print(
@@ -77,6 +78,29 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{outcome.seconds:.1f} s ({outcome.finished_after} in the study). "
         f"Export: tuner export {cfg.path}   Dashboard: tuner dashboard {cfg.path}"
     )
+    for note in outcome.notes:
+        console.print(f"[yellow]note: {note}[/yellow]")
+    if outcome.interrupted:
+        console.print(
+            "[yellow]Interrupted: the trials in training were closed as FAIL "
+            "(user attribute failed_reason); run the same command to resume.[/yellow]"
+        )
+        return 130
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from tuner.storage import redact_url, resolve_storage_url
+    from tuner.workers import cleanup_study
+
+    cfg = _load(args.study)
+    url = resolve_storage_url(cfg, args.storage)
+    marked = cleanup_study(cfg, url, all_running=args.all_running, heartbeat_s=args.heartbeat)
+    console = Console()
+    for number, reason in marked:
+        console.print(f"trial {number}: FAIL ({reason})")
+    console.print(f"{len(marked)} stale trial(s) of '{cfg.name}' in {redact_url(url)} marked FAIL "
+                  f"and re-queued.")
     return 0
 
 
@@ -104,6 +128,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "tune": (cmd_tune, "run (or resume) a study until it has N finished trials"),
     "export": (cmd_export, "write the best trial's optimizer and schedule as plain JSON"),
     "dashboard": (cmd_dashboard, "serve optuna-dashboard over a study's storage"),
+    "cleanup": (cmd_cleanup, "mark trials left RUNNING by killed workers FAIL and re-queue them"),
 }
 
 
@@ -132,11 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="start no new trial after this many seconds")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="worker processes on this machine, each with cores/N torch threads; "
+                   "they share the study and stop at exactly --n-trials (default 1)")
+    t.add_argument("--heartbeat", type=_nonneg_int, default=10, metavar="SECONDS",
+                   help="heartbeat of running trials on SQLite/PostgreSQL: a trial silent for "
+                   "3x this long (its worker was killed) is marked FAIL and re-queued; 0: off "
+                   "(default 10)")
+    t.add_argument("--worker-index", type=_nonneg_int, default=0, metavar="K",
+                   help="index of this command among several on one study (e.g. "
+                   "$SLURM_ARRAY_TASK_ID): gives its workers distinct sampler seeds (default 0)")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")
     e.add_argument("--storage", help=storage_help)
     e.add_argument("--out", metavar="PATH", help="default: studies/<study name>.best.json")
+
+    c = p["cleanup"]
+    c.add_argument("study", metavar="STUDY.toml")
+    c.add_argument("--storage", help=storage_help)
+    c.add_argument("--all-running", action="store_true",
+                   help="mark every RUNNING trial FAIL (only when no worker runs anywhere)")
+    c.add_argument("--heartbeat", type=_nonneg_int, default=10, metavar="SECONDS",
+                   help="the workers' --heartbeat: trials silent for 3x this long are stale")
 
     d = p["dashboard"]
     d.add_argument("study", metavar="STUDY.toml", nargs="?", help="study file (its storage)")

@@ -30,3 +30,10 @@ class NoCompletedTrialError(TunerError):
 
 class DeviceError(TunerError):
     """The requested torch device is not available on this machine."""
+
+
+class WorkerError(TunerError):
+    """A worker process of ``tuner tune --workers N`` failed before the study reached its target."""
+
+
+__all__ += ["WorkerError"]

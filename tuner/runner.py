@@ -6,11 +6,19 @@ import time
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuner.config import StudyConfig
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
+from tuner.workers import (
+    DEFAULT_HEARTBEAT_S,
+    heartbeat_kwargs,
+    reap_stale_trials,
+    run_trials,
+    run_workers,
+)
 
 __all__ = ["TuneOutcome", "run_tune"]
 
@@ -23,6 +31,8 @@ class TuneOutcome:
     finished_before: int
     finished_after: int
     seconds: float
+    interrupted: bool = False  # Ctrl-C/SIGTERM: running trials were closed FAIL
+    notes: tuple[str, ...] = ()  # e.g. a worker that died while the others carried on
 
 
 def run_tune(
@@ -33,6 +43,9 @@ def run_tune(
     timeout: float | None = None,
     console: Console | None = None,
     progress: bool = True,
+    workers: int = 1,
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+    worker_index: int = 0,
 ) -> TuneOutcome:
     """Create or resume the study and run trials until ``n_trials`` have finished.
 
@@ -44,6 +57,11 @@ def run_tune(
         timeout: seconds after which no new trial starts (default ``[study] timeout``).
         console: where the progress bar goes.
         progress: False for no progress bar.
+        workers: worker processes on this machine (1: trials run in this process); see
+            ``tuner.workers`` for how they share the study and stop at exactly ``n_trials``.
+        heartbeat_s: seconds between heartbeats of running trials on RDB storages (0: off).
+        worker_index: this command's index among independent commands on the same study
+            (a Slurm array task, ...); it only offsets the sampler seed.
 
     Raises:
         StorageError, DeviceError, ConfigError: before any trial starts.
@@ -51,10 +69,15 @@ def run_tune(
     target = n_trials if n_trials is not None else cfg.study.n_trials
     timeout = timeout if timeout is not None else cfg.study.timeout
     objective = make_objective(cfg)  # data and device first: nothing is written if they fail
-    study = open_study(cfg, storage_url)
+    study = open_study(
+        cfg, storage_url, sampler_seed=cfg.study.seed + worker_index * workers,
+        storage_kwargs=heartbeat_kwargs(storage_url, heartbeat_s),
+    )
+    reap_stale_trials(study)  # trials of killed workers: FAIL and re-queued before counting
     before = count_finished(study)
     started = time.perf_counter()
     console = console or Console(stderr=True)
+    interrupted, notes = False, []
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -68,29 +91,32 @@ def run_tune(
     ) as bar:
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
 
-        def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
             done = count_finished(study)
             try:
                 best = f"best {study.best_value:.4g}"
             except ValueError:
                 best = "no complete trial yet"
-            bar.update(
-                task,
-                completed=min(done, target),
-                status=f"#{trial.number} {trial_kind(trial)} | {best}",
-            )
-            if done >= target:
-                study.stop()
+            if trial is None:  # polled while worker processes run
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                what = f"{running} running"
+            else:
+                what = f"#{trial.number} {trial_kind(trial)}"
+            bar.update(task, completed=min(done, target), status=f"{what} | {best}")
 
         if before < target:
-            study.optimize(
-                objective,
-                n_trials=None,
-                timeout=timeout,
-                callbacks=[on_trial],
-                catch=(),
-            )
-    return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started)
+            try:
+                if workers > 1:
+                    notes = run_workers(
+                        cfg, storage_url, study, target, workers=workers, timeout=timeout,
+                        heartbeat_s=heartbeat_s, worker_index=worker_index, on_poll=on_trial,
+                    )
+                else:
+                    run_trials(study, objective, target, timeout=timeout, on_trial=on_trial)
+            except KeyboardInterrupt:
+                interrupted = True
+    return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
+                       interrupted, tuple(notes))
 
 
 def remaining(study: optuna.Study, target: int) -> int:

@@ -17,7 +17,9 @@ the study file.
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,11 +104,43 @@ def check_storage_exists(url: str) -> None:
         raise StorageError(f"storage file {file} is empty: it holds no study.")
 
 
+def _open_rdb(
+    url: str, engine_kwargs: dict[str, Any], rdb_kwargs: dict[str, Any]
+) -> optuna.storages.RDBStorage:
+    """RDBStorage, retried once: processes that open a fresh server database at the same moment
+    (a Slurm array starting) race to create Optuna's tables, and the loser of that race fails."""
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+    except ImportError:
+        raise
+    except Exception:
+        if url.startswith(SQLITE_PREFIX):
+            raise
+        time.sleep(0.5 + random.random())
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
     cursor.close()
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, 2.0 to psycopg2; ``tuner[postgres]``
+    installs psycopg2-binary. An explicit ``postgresql+driver://`` is left alone.
+    """
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return url.replace("postgresql://", f"postgresql+{driver}://", 1)
+    return url
 
 
 def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
@@ -137,10 +171,10 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs["pool_pre_ping"] = True
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
-    except ModuleNotFoundError as exc:
+        storage = _open_rdb(_with_driver(url), engine_kwargs, rdb_kwargs)
+    except ImportError as exc:
         raise StorageError(
-            f"storage {shown}: its database driver is not installed ({exc.name}); for "
+            f"storage {shown}: its database driver is not installed ({exc}); for "
             f"PostgreSQL: pip install 'tuner[postgres]' (psycopg2-binary)."
         ) from None
     except Exception as exc:  # sqlalchemy raises many kinds; its message is what matters

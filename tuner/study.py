@@ -45,9 +45,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``[study] seed``."""
-    s, seed = cfg.sampler, cfg.study.seed
+def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with ``seed`` (default ``[study] seed``).
+
+    Parallel workers pass distinct seeds (``tuner.workers``); TPE uses the constant liar, so
+    trials still running elsewhere count as bad results and workers spread out.
+    """
+    s = cfg.sampler
+    seed = cfg.study.seed if seed is None else seed
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "qmc":
@@ -57,6 +62,7 @@ def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
         n_startup_trials=s.n_startup_trials,
         multivariate=True,
         group=True,  # the schedule's parameters are conditional on the schedule
+        constant_liar=True,  # no effect unless trials run concurrently
     )
 
 
@@ -76,13 +82,24 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     )
 
 
-def open_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
-    """Create the study or load it to resume (same name, same storage)."""
+def open_study(
+    cfg: StudyConfig,
+    storage_url: str,
+    *,
+    sampler_seed: int | None = None,
+    storage_kwargs: dict[str, Any] | None = None,
+) -> optuna.Study:
+    """Create the study or load it to resume (same name, same storage).
+
+    Args:
+        sampler_seed: overrides ``[study] seed`` for the sampler only (parallel workers).
+        storage_kwargs: passed to ``make_storage`` (heartbeats: ``workers.heartbeat_kwargs``).
+    """
     return optuna.create_study(
-        storage=make_storage(storage_url),
+        storage=make_storage(storage_url, **(storage_kwargs or {})),
         study_name=cfg.name,
         direction=cfg.direction,
-        sampler=make_sampler(cfg),
+        sampler=make_sampler(cfg, sampler_seed),
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )

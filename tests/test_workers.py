@@ -1,0 +1,412 @@
+"""Workers sharing a study: exact counts, stale-trial cleanup, interrupts (tuner.workers).
+
+The unit tests drive the gate, the reaper and the heartbeat on small storages with a trivial
+objective; the end-to-end tests (slow) run real ``python -m tuner tune`` processes on iris.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import tiny_study_dict
+from optuna.trial import TrialState
+
+from tuner import workers
+from tuner.cli import main
+from tuner.storage import _with_driver, make_storage
+from tuner.workers import (
+    OWNER_ATTR,
+    REASON_ATTR,
+    WORKER_ATTR,
+    Gate,
+    TrialCancelled,
+    heartbeat_kwargs,
+    reap_stale_trials,
+    run_trials,
+)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _study(url: str, name: str = "w", **storage_kwargs: Any) -> optuna.Study:
+    return optuna.create_study(
+        study_name=name, storage=make_storage(url, **storage_kwargs), load_if_exists=True,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+
+
+def _quadratic(trial: optuna.Trial) -> float:
+    return (trial.suggest_float("x", -1.0, 1.0) - 0.3) ** 2
+
+
+def _states(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+# --- the gate: exact counts -------------------------------------------------------------------
+
+def test_gate_cancels_a_trial_that_would_pass_the_target(sqlite_url: str) -> None:
+    study = _study(sqlite_url)
+    study.optimize(_quadratic, n_trials=2)  # 2 finished
+    ahead = study.ask()  # an earlier trial still running elsewhere
+    calls: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        calls.append(trial.number)
+        return _quadratic(trial)
+
+    study.optimize(Gate(objective, target=3), n_trials=1, catch=(TrialCancelled,))
+    refused = study.trials[-1]
+    assert calls == [] and refused.state == TrialState.FAIL
+    assert refused.user_attrs[REASON_ATTR].startswith("cancelled: 2 trials had finished and 1")
+    assert refused.user_attrs[WORKER_ATTR].endswith(f":{os.getpid()}")
+
+    study.tell(ahead, state=TrialState.FAIL)  # the earlier one failed: its slot is free again
+    study.optimize(Gate(objective, target=3), n_trials=1, catch=(TrialCancelled,))
+    assert calls == [study.trials[-1].number]
+    assert len(study.get_trials(states=FINISHED)) == 3
+
+
+def test_concurrent_run_trials_stop_at_exactly_the_target(sqlite_url: str) -> None:
+    """Four workers racing on a fast objective: never one finished trial more than asked."""
+    make_storage(sqlite_url)
+    _study(sqlite_url)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            run_trials(_study(sqlite_url), _quadratic, target=40)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    study = _study(sqlite_url)
+    finished = study.get_trials(states=FINISHED)
+    assert len(finished) == 40
+    assert len({t.number for t in finished}) == 40
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    for t in study.get_trials(states=(TrialState.FAIL,)):  # only the race's cancellations
+        assert t.user_attrs[REASON_ATTR].startswith("cancelled")
+
+
+def test_run_trials_tops_up_and_never_runs_past_the_target(sqlite_url: str) -> None:
+    study = _study(sqlite_url)
+    assert run_trials(study, _quadratic, target=3) == 3
+    assert run_trials(study, _quadratic, target=3) == 0
+    assert run_trials(study, _quadratic, target=5) == 2
+    assert len(study.trials) == 5
+
+
+# --- interrupts ------------------------------------------------------------------------------
+
+def test_interrupt_closes_the_trial_as_fail_with_its_reason(sqlite_url: str) -> None:
+    study = _study(sqlite_url)
+    handler = signal.getsignal(signal.SIGINT)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            raise KeyboardInterrupt("SIGINT")
+        return _quadratic(trial)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, objective, target=5)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[1].user_attrs[REASON_ATTR] == "interrupted: SIGINT during training"
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+
+
+# --- stale trials ----------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> None:
+    """Journal files have no heartbeat: the owner process being gone is what marks the trial."""
+    study = _study(f"journal:///{tmp_path / 's.journal'}")
+    machine = workers._machine_key()
+    trials = {}
+    for label, owner in [("dead", f"{machine}:{_dead_pid()}"), ("alive", workers._owner()),
+                         ("elsewhere", f"other-machine:{_dead_pid()}")]:
+        trial = study.ask()
+        trial.suggest_float("x", -1.0, 1.0)
+        trial.set_user_attr(WORKER_ATTR, f"host:{label}")
+        study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
+        trials[label] = trial.number
+
+    assert reap_stale_trials(study) == [trials["dead"]]
+    dead = study.trials[trials["dead"]]
+    assert dead.state == TrialState.FAIL
+    assert dead.user_attrs[REASON_ATTR] == "worker host:dead died while training it (re-queued)"
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.params == dead.params
+    assert retry.system_attrs["failed_trial"] == dead.number
+    assert WORKER_ATTR not in retry.user_attrs and OWNER_ATTR not in retry.system_attrs
+    for label in ("alive", "elsewhere"):
+        assert study.trials[trials[label]].state == TrialState.RUNNING
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def rdb_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_heartbeat_marks_a_silent_trial_fail_and_requeues_it(rdb_url: str) -> None:
+    name = f"hb-{uuid.uuid4().hex[:8]}"
+    study = _study(rdb_url, name, **heartbeat_kwargs(rdb_url, heartbeat_s=1))
+    try:
+        trial = study.ask()  # asked, then its process "dies": no owner, one heartbeat
+        trial.suggest_float("x", -1.0, 1.0)
+        study._storage.record_heartbeat(trial._trial_id)
+        assert reap_stale_trials(study) == []  # fresh heartbeat: still running
+        time.sleep(workers.GRACE_FACTOR * 1 + 1.5)
+        assert reap_stale_trials(study) == [trial.number]
+        assert study.trials[trial.number].state == TrialState.FAIL
+        assert study.trials[trial.number].user_attrs[REASON_ATTR].startswith("no heartbeat")
+        (retry,) = study.get_trials(states=(TrialState.WAITING,))
+        assert retry.params == study.trials[trial.number].params
+        run_trials(study, _quadratic, target=1)  # the retry is what runs next
+        assert study.trials[retry.number].state == TrialState.COMPLETE
+    finally:
+        optuna.delete_study(study_name=name, storage=make_storage(rdb_url))
+
+
+def test_heartbeat_settings_per_storage() -> None:
+    sqlite = heartbeat_kwargs("sqlite:////x/tuner.db", 5)
+    assert (sqlite["heartbeat_interval"], sqlite["grace_period"]) == (5, 15)
+    assert heartbeat_kwargs("postgresql://u:p@h/db")["heartbeat_interval"] == 10
+    assert heartbeat_kwargs("journal:////x/s.journal") == {}
+    assert heartbeat_kwargs("sqlite:////x/tuner.db", 0) == {}
+
+
+def test_postgresql_url_gets_an_installed_driver() -> None:
+    url = _with_driver("postgresql://u:p@h:5432/db")
+    assert url.startswith(("postgresql+psycopg://", "postgresql+psycopg2://"))
+    assert _with_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert _with_driver("sqlite:////x.db") == "sqlite:////x.db"
+
+
+def test_cleanup_all_running_marks_and_requeues(tiny_cfg, tmp_path: Path, capsys) -> None:
+    cfg = tiny_cfg()
+    url = f"journal:///{tmp_path / 's.journal'}"
+    study = _study(url, cfg.name)
+    study.optimize(_quadratic, n_trials=1)
+    running = study.ask()
+    running.suggest_float("x", -1.0, 1.0)
+    (tmp_path / "tiny.toml").write_text(_toml(tiny_study_dict()))
+    assert main(["cleanup", str(tmp_path / "tiny.toml"), "--storage", url]) == 0
+    assert study.trials[running.number].state == TrialState.RUNNING  # no proof it is dead
+    assert main(["cleanup", str(tmp_path / "tiny.toml"), "--storage", url, "--all-running"]) == 0
+    assert f"trial {running.number}: FAIL" in capsys.readouterr().out
+    assert _states(_study(url, cfg.name)) == {"COMPLETE": 1, "FAIL": 1, "WAITING": 1}
+
+
+# --- end to end: real worker processes --------------------------------------------------------
+
+def _toml(data: dict[str, dict[str, Any]]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    return "\n".join(
+        f"[{section}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items())
+        for section, values in data.items()
+    )
+
+
+SLOW_TRIALS = {  # ~1 s per trial, never diverging: long enough to catch one RUNNING
+    "training": {"epochs": 150, "batch_size": 8},
+    "space": {"lr": [1e-3, 1e-2], "optimizers": ["sgd"], "schedules": ["constant"]},
+}
+
+
+def _study_file(tmp_path: Path, name: str, **overrides: Any) -> Path:
+    data = tiny_study_dict(**overrides)
+    data["study"]["name"] = name
+    path = tmp_path / f"{name}.toml"
+    path.write_text(_toml(data))
+    return path
+
+
+def _tune(study_file: Path, *args: str) -> subprocess.Popen[str]:
+    # one torch thread: the machines running the suite are shared, and spinning intra-op
+    # threads on busy cores make a tiny trial a hundred times slower
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-progress", *args],
+        cwd=study_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _wait_for_running(url: str, name: str, count: int = 1, timeout: float = 90) -> list:
+    """Poll like a dashboard would, until ``count`` trials are training (worker recorded)."""
+    storage = make_storage(url)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # not created yet
+            time.sleep(0.1)
+            continue
+        running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+                   if WORKER_ATTR in t.user_attrs]
+        if len(running) >= count:
+            return running
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} running trial(s) of {name} within {timeout} s")
+
+
+def _assert_exact(url: str, name: str, n: int) -> optuna.Study:
+    study = optuna.load_study(study_name=name, storage=make_storage(url))
+    finished = study.get_trials(states=FINISHED)
+    assert len(finished) == n
+    assert len({t.number for t in finished}) == n
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    for t in finished:
+        assert {"seconds", "epochs_run", "val_metric", WORKER_ATTR} <= set(t.user_attrs)
+    return study
+
+
+@pytest.mark.slow
+def test_four_workers_on_the_default_sqlite_storage(tmp_path: Path) -> None:
+    """--workers 4 on studies' default SQLite file while a reader polls it like a dashboard."""
+    study_file = _study_file(tmp_path, "four")
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    proc = _tune(study_file, "--workers", "4", "--n-trials", "30")
+    reads = 0
+    storage = make_storage(url)
+    while proc.poll() is None:  # the dashboard's reads must neither fail nor block the workers
+        with contextlib.suppress(KeyError):
+            optuna.load_study(study_name="four", storage=storage).get_trials()
+            reads += 1
+        time.sleep(0.2)
+    code, out, err = _finish(proc)
+    assert code == 0, err
+    assert "database is locked" not in err and "Traceback" not in err
+    assert reads > 0
+    study = _assert_exact(url, "four", 30)
+    assert len({t.user_attrs[WORKER_ATTR] for t in study.trials}) >= 2  # work was shared
+    assert "Trials and compute by state" in out
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_processes_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """Three `tuner tune` commands, as on three machines, create and share one study."""
+    name = f"pg3-{uuid.uuid4().hex[:8]}"
+    study_file = _study_file(tmp_path, name)
+    procs = [_tune(study_file, "--storage", postgres_url, "--n-trials", "30",
+                   "--worker-index", str(k)) for k in range(3)]
+    try:
+        for proc in procs:
+            code, _, err = _finish(proc)
+            assert code == 0, err
+        study = _assert_exact(postgres_url, name, 30)
+        assert len({t.user_attrs[WORKER_ATTR] for t in study.trials}) >= 2
+        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
+    finally:
+        optuna.delete_study(study_name=name, storage=make_storage(postgres_url))
+
+
+@pytest.fixture(params=["sqlite", "journal"])
+def file_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The two embedded storages (PostgreSQL's heartbeat is tested above, without processes)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tuner.db'}"
+    return f"journal:///{tmp_path / 'tuner.journal'}"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trial_then_rerun_reaches_the_target(tmp_path: Path, file_url: str) -> None:
+    name = "kill"
+    study_file = _study_file(tmp_path, name, **SLOW_TRIALS)
+    proc = _tune(study_file, "--storage", file_url, "--n-trials", "3", "--heartbeat", "1")
+    (victim,) = _wait_for_running(file_url, name)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = optuna.load_study(study_name=name, storage=make_storage(file_url))
+    assert left.trials[victim.number].state == TrialState.RUNNING  # what a crash leaves
+
+    code, _, err = _finish(_tune(study_file, "--storage", file_url, "--n-trials", "3",
+                                 "--heartbeat", "1"))
+    assert code == 0, err
+    study = _assert_exact(file_url, name, 3)
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    # the dead owner (any storage) or the silent heartbeat (RDB), whichever is seen first
+    reason = killed.user_attrs[REASON_ATTR]
+    assert "died while training" in reason or "no heartbeat for 3 s" in reason
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retried) == 1 and retried[0].params == killed.params
+    assert retried[0].state in FINISHED
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
+    """SIGKILL one of two workers: the other re-runs its trial; the run still ends exact."""
+    study_file = _study_file(tmp_path, "survive", **SLOW_TRIALS)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "3")
+    victim = _wait_for_running(url, "survive")[0]
+    os.kill(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
+    code, out, err = _finish(proc)
+    assert code == 0, err
+    assert "was killed by SIGKILL" in out
+    study = _assert_exact(url, "survive", 3)
+    assert study.trials[victim.number].state == TrialState.FAIL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_ctrl_c_closes_trials_prints_the_summary_and_exits_130(
+    tmp_path: Path, n_workers: int
+) -> None:
+    study_file = _study_file(tmp_path, "stop", **SLOW_TRIALS)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    proc = _tune(study_file, "--workers", str(n_workers), "--n-trials", "20")
+    _wait_for_running(url, "stop", count=n_workers)
+    proc.send_signal(signal.SIGINT)  # to the parent only; it forwards to its workers
+    code, out, err = _finish(proc, timeout=90)
+    assert code == 130, err
+    assert "Trials and compute by state" in out and "Interrupted" in out
+    assert "Traceback" not in err
+    study = optuna.load_study(study_name="stop", storage=make_storage(url))
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == n_workers
+    assert all(t.user_attrs[REASON_ATTR].startswith("interrupted: SIGINT") for t in failed)

@@ -1,0 +1,608 @@
+"""Many workers on one study: exact trial counts, stale-trial cleanup, clean interrupts.
+
+A *worker* is one process running :func:`run_trials` on a study in a shared storage. ``tuner
+tune STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, spawned
+processes, each with ``cores // N`` torch threads); ``tuner tune`` on several machines against
+one PostgreSQL storage runs one per machine. They coordinate only through the storage.
+
+Exact trial count
+    A study must end with exactly ``target`` finished (COMPLETE + PRUNED) trials, however many
+    workers share it. Before asking for a trial, a worker waits while ``finished + running >=
+    target`` (a running trial may still fail and free its slot). Two workers can pass that check
+    at the same moment, so the objective checks again once the trial exists (:class:`Gate`):
+    trial number ``n`` trains only if ``finished + (RUNNING or WAITING trials numbered below n)
+    < target``. The storage numbers trials in creation order, a trial's state only moves forward
+    (WAITING -> RUNNING -> COMPLETE/PRUNED/FAIL), and a FAIL trial never finishes, so at the
+    moment the highest-numbered finishing trial passed its check, every other trial that will
+    ever finish was already counted: no run can pass ``target``. A trial refused by the check
+    (only in that race, at most one per worker at the end of a run) ends FAIL with user
+    attribute ``failed_reason = "cancelled: ..."`` before any training.
+
+Stale trials (a worker killed with SIGKILL, a machine lost)
+    On RDB storages (SQLite, PostgreSQL, MySQL) every running trial records an Optuna
+    heartbeat every ``heartbeat`` seconds; a trial silent for ``3 x heartbeat`` seconds is marked
+    FAIL by the next worker that asks for a trial (``optuna.storages.fail_stale_trials``) and
+    re-queued with the same parameters (``RetryHeartbeatStaleTrialCallback``, at most
+    :data:`MAX_RETRY` times). Every storage, journal files included (which have no heartbeat),
+    also gets :func:`reap_stale_trials`: a RUNNING trial whose owner process ran on this machine
+    (same kernel boot and PID namespace) and no longer exists is marked FAIL at once, with
+    ``failed_reason``, and re-queued. ``tuner cleanup STUDY.toml --all-running`` marks every
+    RUNNING trial FAIL, for when no worker runs anywhere.
+
+Interrupts
+    SIGINT (Ctrl-C) or SIGTERM (Slurm preemption, ``kubectl delete``) in a worker closes the
+    trial it is training as FAIL with ``failed_reason = "interrupted: ..."`` (never PRUNED: a
+    half-trained run must not count as finished nor teach the pruner) and stops the worker; the
+    storage stays consistent. Further signals are ignored while the trial is being closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import StorageError, WorkerError
+from tuner.storage import JOURNAL_PREFIX, SQLITE_PREFIX
+
+if TYPE_CHECKING:
+    from tuner.config import StudyConfig
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_S",
+    "GRACE_FACTOR",
+    "MAX_RETRY",
+    "REASON_ATTR",
+    "WORKER_ATTR",
+    "Gate",
+    "TrialCancelled",
+    "cleanup_study",
+    "fail_running_trials",
+    "heartbeat_kwargs",
+    "reap_stale_trials",
+    "run_trials",
+    "run_workers",
+    "torch_threads_per_worker",
+]
+
+DEFAULT_HEARTBEAT_S = 10
+"""Seconds between heartbeats of a running trial on RDB storages (0 turns heartbeats off)."""
+GRACE_FACTOR = 3
+"""A trial whose last heartbeat is older than ``GRACE_FACTOR x heartbeat`` seconds is stale."""
+MAX_RETRY = 3
+"""A stale trial is re-queued with the same parameters at most this many times."""
+POLL_S = 0.5
+"""Seconds between storage polls while waiting for other workers (and for the progress bar)."""
+STOP_WAIT_S = 60.0
+"""Seconds the parent waits for interrupted workers to close their trials before killing them."""
+
+REASON_ATTR = "failed_reason"
+"""User attribute saying why a trial ended FAIL (interrupted, cancelled, worker died)."""
+WORKER_ATTR = "worker"
+"""User attribute naming the worker that ran the trial: ``host:pid``."""
+OWNER_ATTR = "tuner:owner"
+"""System attribute identifying the owner process for :func:`reap_stale_trials`."""
+
+
+class TrialCancelled(Exception):
+    """Raised by :class:`Gate` for a trial started after the study reached its target."""
+
+
+# Optuna logs every FAIL trial with its traceback; interrupts and cancellations are expected,
+# are recorded in the trial's ``failed_reason``, and need no traceback on the console.
+class _QuietExpectedFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "KeyboardInterrupt(" not in message and "TrialCancelled(" not in message
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietExpectedFailures())
+
+
+# --- who owns a trial -------------------------------------------------------------------------
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _machine_key() -> str:
+    """Same value for processes that can see each other's PIDs: kernel boot + PID namespace."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = ""
+    return f"{boot}/{pid_ns}" if boot and pid_ns else f"host={socket.gethostname()}"
+
+
+def _owner() -> str:
+    return f"{_machine_key()}:{os.getpid()}"
+
+
+def _process_gone(pid: int) -> bool:
+    """True if no live process has this PID here (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    stat = _read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+def _owner_gone(owner: object) -> bool:
+    if not isinstance(owner, str) or ":" not in owner:
+        return False
+    machine, _, pid = owner.rpartition(":")
+    return machine == _machine_key() and pid.isdigit() and _process_gone(int(pid))
+
+
+# --- stale trials -----------------------------------------------------------------------------
+
+def _retry_callback() -> Callable[[optuna.Study, FrozenTrial], None]:
+    # Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback; older ones RetryFailedTrialCallback
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    return optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)
+
+
+class RetryStaleTrial:
+    """Re-queue a stale trial (WAITING, same parameters) without its dead owner's bookkeeping.
+
+    Wraps Optuna's retry callback; the copy drops ``worker``, ``failed_reason`` and the owner
+    so that the retry is not mistaken for the dead trial while it waits or runs.
+    """
+
+    def __init__(self) -> None:
+        self._retry = _retry_callback()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        clean = FrozenTrial(
+            number=trial.number,
+            state=trial.state,
+            value=None,
+            values=None,
+            datetime_start=trial.datetime_start,
+            datetime_complete=trial.datetime_complete,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={
+                k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, REASON_ATTR)
+            },
+            system_attrs={k: v for k, v in trial.system_attrs.items() if k != OWNER_ATTR},
+            intermediate_values={},
+            trial_id=trial._trial_id,
+        )
+        self._retry(study, clean)
+
+
+def heartbeat_kwargs(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
+    """``RDBStorage`` arguments for heartbeats and stale-trial retry; ``{}`` for journal files.
+
+    Args:
+        url: a resolved storage URL.
+        heartbeat_s: seconds between heartbeats (integer >= 1); 0 turns heartbeats off.
+    """
+    if heartbeat_s <= 0 or url.startswith(JOURNAL_PREFIX):
+        return {}
+    key = (
+        "heartbeat_stale_trial_callback"
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+        else "failed_trial_callback"
+    )
+    return {
+        "heartbeat_interval": int(heartbeat_s),
+        "grace_period": GRACE_FACTOR * int(heartbeat_s),
+        key: RetryStaleTrial(),
+    }
+
+
+def _storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    # Optuna's own helpers (fail_stale_trials, the retry callback) work on study._storage too;
+    # it is the only way to set attributes of a trial this process did not ask for.
+    return study._storage
+
+
+def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, retry: bool) -> bool:
+    """Mark a RUNNING trial FAIL with ``failed_reason``; False if another process was first."""
+    storage = _storage(study)
+    try:
+        storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    if retry:
+        RetryStaleTrial()(study, storage.get_trial(trial._trial_id))
+    return True
+
+
+def reap_stale_trials(study: optuna.Study) -> list[int]:
+    """Mark stale RUNNING trials FAIL and re-queue them; returns their numbers.
+
+    Stale: the heartbeat is older than the grace period (RDB storages opened with
+    :func:`heartbeat_kwargs`), or the owner process ran here and is gone (any storage).
+    """
+    storage = _storage(study)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval:  # RDB storages opened with heartbeat_kwargs
+        # say why before Optuna fails them (a FAIL trial's attributes are read-only)
+        silent = f"no heartbeat for {GRACE_FACTOR * interval} s: its worker was killed or lost"
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(trial_id, REASON_ATTR, f"{silent} (re-queued)")
+        with _no_experimental_warning():
+            optuna.storages.fail_stale_trials(study)
+    reaped = [
+        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.number not in before
+    ]
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.system_attrs.get(OWNER_ATTR)
+        if _owner_gone(owner):
+            who = t.user_attrs.get(WORKER_ATTR, "?")
+            if _fail(study, t, f"worker {who} died while training it (re-queued)", retry=True):
+                reaped.append(t.number)
+    return sorted(reaped)
+
+
+def fail_running_trials(
+    study: optuna.Study, reason: str, *, mine_only: bool = False, retry: bool = False
+) -> list[int]:
+    """Mark RUNNING trials FAIL with ``failed_reason = reason``; returns their numbers.
+
+    Args:
+        mine_only: only trials owned by this process.
+        retry: re-queue each (WAITING, same parameters).
+    """
+    me = _owner()
+    done = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if mine_only and t.system_attrs.get(OWNER_ATTR) != me:
+            continue
+        if _fail(study, t, reason, retry):
+            done.append(t.number)
+    return done
+
+
+@contextlib.contextmanager
+def _no_experimental_warning() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+# --- one worker -------------------------------------------------------------------------------
+
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                      TrialState.RUNNING))
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return len(trials) - running, running
+
+
+@dataclass
+class Gate:
+    """The objective behind the exact-count check (see the module docstring).
+
+    Records the worker on the trial, refuses (``TrialCancelled``, trial FAIL) a trial that would
+    take the study past ``target``, and records ``failed_reason`` when training is interrupted.
+    """
+
+    objective: Callable[[optuna.Trial], float]
+    target: int
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        _storage(trial.study).set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        trials = trial.study.get_trials(deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        ahead = sum(
+            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
+            for t in trials
+        )
+        if finished + ahead >= self.target:
+            trial.set_user_attr(
+                REASON_ATTR,
+                f"cancelled: {finished} trials had finished and {ahead} earlier ones were "
+                f"running when it started; the target is {self.target}",
+            )
+            raise TrialCancelled(f"trial {trial.number}: target {self.target} already covered")
+        try:
+            return self.objective(trial)
+        except KeyboardInterrupt as exc:
+            how = exc.args[0] if exc.args else "SIGINT"
+            trial.set_user_attr(REASON_ATTR, f"interrupted: {how} during training")
+            raise
+
+
+@contextlib.contextmanager
+def _interrupt_once() -> Iterator[None]:
+    """SIGINT/SIGTERM raise KeyboardInterrupt once; later ones are ignored while we clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, _frame: Any) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    *,
+    timeout: float | None = None,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> int:
+    """Run trials in this process until the study has ``target`` finished trials.
+
+    Safe with any number of other workers on the same study (see the module docstring). Waits
+    while other workers' running trials cover the target, since one may still fail.
+
+    Args:
+        study: the study, opened with :func:`heartbeat_kwargs` on RDB storages.
+        objective: the trial objective (``tuner.study.Objective``).
+        target: finished (COMPLETE + PRUNED) trials to reach.
+        timeout: seconds after which no new trial starts.
+        on_trial: called after each trial this process ran.
+
+    Returns:
+        The number of trials this process finished.
+
+    Raises:
+        KeyboardInterrupt: SIGINT or SIGTERM; the trial in training was closed FAIL first.
+    """
+    gate = Gate(objective, target)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = 0
+    last: list[FrozenTrial] = []  # the trial study.optimize just ran
+    with _interrupt_once():
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                reap_stale_trials(study)
+                finished, running = _counts(study)
+                if finished >= target:
+                    break
+                if finished + running >= target:
+                    time.sleep(POLL_S)
+                    continue
+                last.clear()
+                try:
+                    study.optimize(
+                        gate, n_trials=1, catch=(TrialCancelled,),
+                        callbacks=[lambda _s, t: last.append(t)],
+                    )
+                except optuna.exceptions.UpdateFinishedTrialError as exc:
+                    # another worker found our heartbeat stale (a stall longer than the grace
+                    # period) and failed the trial; its retry is queued, so just carry on
+                    logging.getLogger(__name__).warning("trial result dropped: %s", exc)
+                    continue
+                if last and last[0].state in (TrialState.COMPLETE, TrialState.PRUNED):
+                    ran += 1
+                if last and on_trial is not None:
+                    on_trial(study, last[0])
+        except KeyboardInterrupt as exc:
+            how = exc.args[0] if exc.args else "SIGINT"
+            # a signal between ask and the objective leaves our trial RUNNING: close it too
+            fail_running_trials(study, f"interrupted: {how}", mine_only=True)
+            raise
+    return ran
+
+
+# --- N local worker processes -----------------------------------------------------------------
+
+def torch_threads_per_worker(workers: int) -> int:
+    """``max(1, usable cores // workers)``; usable cores honour CPU affinity (Slurm, taskset)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    cfg: StudyConfig
+    storage_url: str
+    target: int
+    deadline: float | None  # time.time() after which no trial starts
+    threads: int
+    heartbeat_s: int
+    sampler_seed: int
+
+
+def _worker_main(spec: _WorkerSpec) -> None:
+    """Entry point of a spawned worker process."""
+    import sys
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(spec.threads)
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    from tuner.errors import TunerError
+    from tuner.study import make_objective, open_study
+
+    try:
+        objective = make_objective(spec.cfg)
+        study = open_study(
+            spec.cfg, spec.storage_url, sampler_seed=spec.sampler_seed,
+            storage_kwargs=heartbeat_kwargs(spec.storage_url, spec.heartbeat_s),
+        )
+        timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
+        run_trials(study, objective, spec.target, timeout=timeout)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except TunerError as exc:
+        print(f"tuner worker {os.getpid()}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def run_workers(
+    cfg: StudyConfig,
+    storage_url: str,
+    study: optuna.Study,
+    target: int,
+    *,
+    workers: int,
+    timeout: float | None = None,
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+    worker_index: int = 0,
+    on_poll: Callable[[optuna.Study], None] | None = None,
+) -> list[str]:
+    """Run ``workers`` spawned processes on the study until it has ``target`` finished trials.
+
+    Each process limits torch to :func:`torch_threads_per_worker` threads and seeds its sampler
+    with ``seed + worker_index * workers + k`` (k = 0..workers-1), so workers do not propose the
+    same parameters; trial ``n`` still seeds torch with ``seed + n``. This process only polls
+    the storage (``on_poll``, every :data:`POLL_S` seconds) for the progress bar.
+
+    Args:
+        study: the study, already created by this process (so workers only load it).
+        worker_index: this command's index among independent ``tuner tune`` commands on the
+            same study (Slurm array task, Kubernetes completion index), for distinct seeds.
+
+    Returns:
+        Notes for the user about workers that died while the study still reached its target.
+
+    Raises:
+        StorageError: an in-memory storage (workers cannot share it).
+        WorkerError: a worker failed and the study is short of ``target``.
+        KeyboardInterrupt: after forwarding the interrupt and waiting for the workers to close
+            their trials (a second Ctrl-C kills them; their trials are reaped on the next run).
+    """
+    if storage_url in (f"{SQLITE_PREFIX}:memory:", SQLITE_PREFIX):
+        raise StorageError("--workers needs a storage on disk or a server, not sqlite in memory")
+    ctx = multiprocessing.get_context("spawn")
+    threads = torch_threads_per_worker(workers)
+    deadline = None if timeout is None else time.time() + timeout
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(_WorkerSpec(cfg, storage_url, target, deadline, threads, heartbeat_s,
+                              cfg.study.seed + worker_index * workers + k),),
+            name=f"tuner-worker-{k}",
+        )
+        for k in range(workers)
+    ]
+    previous_term = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:  # SIGTERM stops the workers cleanly too
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        for p in procs:
+            p.start()
+        try:
+            while any(p.is_alive() for p in procs):
+                if on_poll is not None:
+                    on_poll(study)
+                multiprocessing.connection.wait([p.sentinel for p in procs], timeout=POLL_S)
+        except KeyboardInterrupt:
+            _stop(procs)
+            raise
+        finally:
+            if on_poll is not None:
+                on_poll(study)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous_term)
+    bad = [f"worker {k} (pid {p.pid}) {_describe_exit(p.exitcode)}"
+           for k, p in enumerate(procs) if p.exitcode != 0]
+    finished, _ = _counts(study)
+    if bad and finished < target:
+        raise WorkerError(
+            f"{'; '.join(bad)} (its error is printed above); the study has {finished} of "
+            f"{target} finished trials. Run the same command again to top it up."
+        )
+    return [f"{b}; its trial was marked failed and re-run by the others" for b in bad]
+
+
+def _stop(procs: list[multiprocessing.process.BaseProcess]) -> None:
+    """Forward the interrupt, wait for trials to close; a second Ctrl-C kills the workers."""
+    for p in procs:
+        if p.is_alive() and p.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGINT)
+    try:
+        end = time.monotonic() + STOP_WAIT_S
+        for p in procs:
+            p.join(max(0.0, end - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+# --- tuner cleanup ----------------------------------------------------------------------------
+
+def cleanup_study(
+    cfg: StudyConfig, storage_url: str, *, all_running: bool = False,
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+) -> list[tuple[int, str]]:
+    """Mark stale RUNNING trials FAIL and re-queue them (``tuner cleanup``).
+
+    Without ``all_running``: trials whose heartbeat is older than ``3 x heartbeat_s`` seconds
+    (RDB storages) or whose owner process on this machine is gone (any storage). With it: every
+    RUNNING trial, for when no worker runs anywhere (journal files written by other machines).
+
+    Returns:
+        (trial number, reason) for each trial marked FAIL.
+
+    Raises:
+        StorageError: the storage or the study does not exist.
+    """
+    from tuner.storage import make_storage
+    from tuner.study import load_existing_study
+
+    load_existing_study(cfg, storage_url)  # clear message if the study is missing
+    study = optuna.load_study(
+        study_name=cfg.name,
+        storage=make_storage(storage_url, **heartbeat_kwargs(storage_url, heartbeat_s)),
+    )
+    out = [(n, "stale: no heartbeat or its worker process is gone") for n in
+           reap_stale_trials(study)]
+    if all_running:
+        reason = "marked failed by `tuner cleanup --all-running` (re-queued)"
+        out += [(n, reason) for n in fail_running_trials(study, reason, retry=True)]
+    return out

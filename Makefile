@@ -18,6 +18,9 @@ BIN    := $(VENV)/bin
 TUNER  := $(BIN)/tuner
 STAMP  := $(VENV)/.installed
 TUNE_FLAGS := $(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(STORAGE),--storage $(STORAGE))
+# make tune WORKERS=N: N worker processes on one study (README: Parallel and multi-machine tuning)
+WORKERS    ?=
+TUNE_FLAGS += $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: help install tune dashboard export test lint bench clean
 

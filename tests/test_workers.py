@@ -130,8 +130,25 @@ def test_interrupt_closes_the_trial_as_fail_with_its_reason(sqlite_url: str) -> 
     with pytest.raises(KeyboardInterrupt):
         run_trials(study, objective, target=5)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
-    assert study.trials[1].user_attrs[REASON_ATTR] == "interrupted: SIGINT during training"
+    assert study.trials[1].user_attrs[REASON_ATTR] == "interrupted: SIGINT"
     assert signal.getsignal(signal.SIGINT) is handler  # restored
+
+
+def test_a_signal_outside_training_is_held_until_a_safe_point() -> None:
+    """SIGINT while asking for or telling a trial must not leave it half-written."""
+    handler = signal.getsignal(signal.SIGINT)
+    with workers.Interrupts() as interrupts:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here, and holds the interrupt
+        assert interrupts.pending == "SIGINT"
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is handler
+    with workers.Interrupts() as interrupts, pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with interrupts.interruptible():  # training: stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is handler
 
 
 # --- stale trials ----------------------------------------------------------------------------

@@ -33,7 +33,9 @@ Interrupts
     SIGINT (Ctrl-C) or SIGTERM (Slurm preemption, ``kubectl delete``) in a worker closes the
     trial it is training as FAIL with ``failed_reason = "interrupted: ..."`` (never PRUNED: a
     half-trained run must not count as finished nor teach the pruner) and stops the worker; the
-    storage stays consistent. Further signals are ignored while the trial is being closed.
+    storage stays consistent. The signal stops training (or waiting) at once; while a trial is
+    being created or its result written, it is held until that is done (:class:`Interrupts`).
+    Further signals are ignored while the trial is being closed.
 """
 
 from __future__ import annotations
@@ -301,6 +303,56 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
     return len(trials) - running, running
 
 
+class Interrupts:
+    """SIGINT/SIGTERM while trials run: stop at once while training or waiting, else soon after.
+
+    The first signal raises ``KeyboardInterrupt`` immediately inside :meth:`interruptible`
+    sections (training, sleeping); elsewhere (asking for a trial, writing its result) it is
+    held until the next :meth:`check`, so no trial is left half-created or half-told. Later
+    signals are ignored while the trial is being closed. Outside the main thread: no-op.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: str | None = None
+        self._safe = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        self.pending = signal.Signals(signum).name
+        if self._safe:
+            raise KeyboardInterrupt(self.pending)
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a signal is being held."""
+        if self.pending is not None:
+            raise KeyboardInterrupt(self.pending)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A section a signal may interrupt at once."""
+        self.check()
+        self._safe = True
+        try:
+            yield
+        finally:
+            self._safe = False
+
+
 @dataclass
 class Gate:
     """The objective behind the exact-count check (see the module docstring).
@@ -311,6 +363,7 @@ class Gate:
 
     objective: Callable[[optuna.Trial], float]
     target: int
+    interrupts: Interrupts | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         _storage(trial.study).set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
@@ -329,34 +382,14 @@ class Gate:
             )
             raise TrialCancelled(f"trial {trial.number}: target {self.target} already covered")
         try:
-            return self.objective(trial)
+            if self.interrupts is None:
+                return self.objective(trial)
+            with self.interrupts.interruptible():
+                return self.objective(trial)
         except KeyboardInterrupt as exc:
             how = exc.args[0] if exc.args else "SIGINT"
-            trial.set_user_attr(REASON_ATTR, f"interrupted: {how} during training")
+            trial.set_user_attr(REASON_ATTR, f"interrupted: {how}")
             raise
-
-
-@contextlib.contextmanager
-def _interrupt_once() -> Iterator[None]:
-    """SIGINT/SIGTERM raise KeyboardInterrupt once; later ones are ignored while we clean up."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in signals}
-
-    def handler(signum: int, _frame: Any) -> None:
-        for s in signals:
-            signal.signal(s, signal.SIG_IGN)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    for s in signals:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def run_trials(
@@ -385,19 +418,21 @@ def run_trials(
     Raises:
         KeyboardInterrupt: SIGINT or SIGTERM; the trial in training was closed FAIL first.
     """
-    gate = Gate(objective, target)
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
     last: list[FrozenTrial] = []  # the trial study.optimize just ran
-    with _interrupt_once():
+    with Interrupts() as interrupts:
+        gate = Gate(objective, target, interrupts)
         try:
             while deadline is None or time.monotonic() < deadline:
+                interrupts.check()
                 reap_stale_trials(study)
                 finished, running = _counts(study)
                 if finished >= target:
                     break
                 if finished + running >= target:
-                    time.sleep(POLL_S)
+                    with interrupts.interruptible():
+                        time.sleep(POLL_S)
                     continue
                 last.clear()
                 try:
@@ -414,6 +449,7 @@ def run_trials(
                     ran += 1
                 if last and on_trial is not None:
                     on_trial(study, last[0])
+            interrupts.check()
         except KeyboardInterrupt as exc:
             how = exc.args[0] if exc.args else "SIGINT"
             # a signal between ask and the objective leaves our trial RUNNING: close it too
@@ -448,15 +484,16 @@ def _worker_main(spec: _WorkerSpec) -> None:
     """Entry point of a spawned worker process."""
     import sys
 
+    from tuner.errors import TunerError
+
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(spec.threads)
-    import torch
-
-    torch.set_num_threads(spec.threads)
-    from tuner.errors import TunerError
-    from tuner.study import make_objective, open_study
-
     try:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+        from tuner.study import make_objective, open_study
+
         objective = make_objective(spec.cfg)
         study = open_study(
             spec.cfg, spec.storage_url, sampler_seed=spec.sampler_seed,

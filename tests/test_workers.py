@@ -175,7 +175,9 @@ def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> 
     assert reap_stale_trials(study) == [trials["dead"]]
     dead = study.trials[trials["dead"]]
     assert dead.state == TrialState.FAIL
-    assert dead.user_attrs[REASON_ATTR] == "worker host:dead died while training it (re-queued)"
+    assert dead.user_attrs[REASON_ATTR] == (
+        "worker host:dead died while training it; its parameters are re-queued (at most 3 times)"
+    )
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.params == dead.params
     assert retry.system_attrs["failed_trial"] == dead.number
@@ -191,6 +193,7 @@ def rdb_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_heartbeat_marks_a_silent_trial_fail_and_requeues_it(rdb_url: str) -> None:
     name = f"hb-{uuid.uuid4().hex[:8]}"

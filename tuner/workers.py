@@ -96,6 +96,7 @@ REASON_ATTR = "failed_reason"
 WORKER_ATTR = "worker"
 """User attribute naming the worker that ran the trial: ``host:pid``."""
 OWNER_ATTR = "tuner:owner"
+REQUEUED = f"; its parameters are re-queued (at most {MAX_RETRY} times)"
 """System attribute identifying the owner process for :func:`reap_stale_trials`."""
 
 
@@ -243,25 +244,23 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
     :func:`heartbeat_kwargs`), or the owner process ran here and is gone (any storage).
     """
     storage = _storage(study)
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    reaped = []
     interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
     if interval:  # RDB storages opened with heartbeat_kwargs
         # say why before Optuna fails them (a FAIL trial's attributes are read-only)
         silent = f"no heartbeat for {GRACE_FACTOR * interval} s: its worker was killed or lost"
-        for trial_id in storage._get_stale_trial_ids(study._study_id):
+        stale = storage._get_stale_trial_ids(study._study_id)
+        for trial_id in stale:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(trial_id, REASON_ATTR, f"{silent} (re-queued)")
+                storage.set_trial_user_attr(trial_id, REASON_ATTR, f"{silent}{REQUEUED}")
         with _no_experimental_warning():
-            optuna.storages.fail_stale_trials(study)
-    reaped = [
-        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t.number not in before
-    ]
+            optuna.storages.fail_stale_trials(study)  # FAIL + Optuna's retry callback
+        reaped = [storage.get_trial(i).number for i in stale]
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.system_attrs.get(OWNER_ATTR)
         if _owner_gone(owner):
             who = t.user_attrs.get(WORKER_ATTR, "?")
-            if _fail(study, t, f"worker {who} died while training it (re-queued)", retry=True):
+            if _fail(study, t, f"worker {who} died while training it{REQUEUED}", retry=True):
                 reaped.append(t.number)
     return sorted(reaped)
 

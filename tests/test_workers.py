@@ -277,7 +277,9 @@ def _study_file(tmp_path: Path, name: str, **overrides: Any) -> Path:
     return path
 
 
-def _tune(study_file: Path, *args: str) -> subprocess.Popen[str]:
+def _tune(study_file: Path, *args: str, url: str | None = None) -> subprocess.Popen[str]:
+    if url is not None:
+        make_storage(url)  # create the tables first: the test reads the storage while it runs
     # one torch thread: the machines running the suite are shared, and spinning intra-op
     # threads on busy cores make a tiny trial a hundred times slower
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -327,7 +329,7 @@ def test_four_workers_on_the_default_sqlite_storage(tmp_path: Path) -> None:
     """--workers 4 on studies' default SQLite file while a reader polls it like a dashboard."""
     study_file = _study_file(tmp_path, "four")
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    proc = _tune(study_file, "--workers", "4", "--n-trials", "30")
+    proc = _tune(study_file, "--workers", "4", "--n-trials", "30", url=url)
     reads = 0
     storage = make_storage(url)
     while proc.poll() is None:  # the dashboard's reads must neither fail nor block the workers
@@ -375,7 +377,8 @@ def file_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_sigkill_mid_trial_then_rerun_reaches_the_target(tmp_path: Path, file_url: str) -> None:
     name = "kill"
     study_file = _study_file(tmp_path, name, **SLOW_TRIALS)
-    proc = _tune(study_file, "--storage", file_url, "--n-trials", "3", "--heartbeat", "1")
+    proc = _tune(study_file, "--storage", file_url, "--n-trials", "3", "--heartbeat", "1",
+                 url=file_url)
     (victim,) = _wait_for_running(file_url, name)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -401,7 +404,7 @@ def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
     """SIGKILL one of two workers: the other re-runs its trial; the run still ends exact."""
     study_file = _study_file(tmp_path, "survive", **SLOW_TRIALS)
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    proc = _tune(study_file, "--workers", "2", "--n-trials", "3")
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "3", url=url)
     victim = _wait_for_running(url, "survive")[0]
     os.kill(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
     code, out, err = _finish(proc)
@@ -418,7 +421,7 @@ def test_ctrl_c_closes_trials_prints_the_summary_and_exits_130(
 ) -> None:
     study_file = _study_file(tmp_path, "stop", **SLOW_TRIALS)
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    proc = _tune(study_file, "--workers", str(n_workers), "--n-trials", "20")
+    proc = _tune(study_file, "--workers", str(n_workers), "--n-trials", "20", url=url)
     _wait_for_running(url, "stop", count=n_workers)
     proc.send_signal(signal.SIGINT)  # to the parent only; it forwards to its workers
     code, out, err = _finish(proc, timeout=90)

@@ -110,15 +110,13 @@ def check_storage_exists(url: str) -> None:
 def _open_rdb(
     url: str, engine_kwargs: dict[str, Any], rdb_kwargs: dict[str, Any]
 ) -> optuna.storages.RDBStorage:
-    """RDBStorage, retried once: processes that open a fresh server database at the same moment
-    (a Slurm array starting) race to create Optuna's tables, and the loser of that race fails."""
+    """RDBStorage, retried once: processes that open a fresh database at the same moment (a
+    Slurm array starting) race to create Optuna's tables, and the loser of that race fails."""
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
     except ImportError:
         raise
     except Exception:
-        if url.startswith(SQLITE_PREFIX):
-            raise
         time.sleep(0.5 + random.random())
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
 

@@ -296,7 +296,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str
 
 
 def _wait_for_running(url: str, name: str, count: int = 1, timeout: float = 90) -> list:
-    """Poll like a dashboard would, until ``count`` trials are training (worker recorded)."""
+    """Poll like a dashboard would, until ``count`` trials are training (an epoch reported)."""
     storage = make_storage(url)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -306,7 +306,7 @@ def _wait_for_running(url: str, name: str, count: int = 1, timeout: float = 90) 
             time.sleep(0.1)
             continue
         running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                   if WORKER_ATTR in t.user_attrs]
+                   if WORKER_ATTR in t.user_attrs and t.intermediate_values]
         if len(running) >= count:
             return running
         time.sleep(0.1)

@@ -109,7 +109,8 @@ def run_tune(
                 if workers > 1:
                     notes = run_workers(
                         cfg, storage_url, study, target, workers=workers, timeout=timeout,
-                        heartbeat_s=heartbeat_s, worker_index=worker_index, on_poll=on_trial,
+                        heartbeat_s=heartbeat_s, worker_index=worker_index,
+                        lr_bounds=objective.lr_bounds, on_poll=on_trial,
                     )
                 else:
                     run_trials(study, objective, target, timeout=timeout, on_trial=on_trial)

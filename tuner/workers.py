@@ -477,6 +477,7 @@ class _WorkerSpec:
     threads: int
     heartbeat_s: int
     sampler_seed: int
+    lr_bounds: tuple[float, float] | None
 
 
 def _worker_main(spec: _WorkerSpec) -> None:
@@ -493,7 +494,7 @@ def _worker_main(spec: _WorkerSpec) -> None:
         torch.set_num_threads(spec.threads)
         from tuner.study import make_objective, open_study
 
-        objective = make_objective(spec.cfg)
+        objective = make_objective(spec.cfg, spec.lr_bounds)
         study = open_study(
             spec.cfg, spec.storage_url, sampler_seed=spec.sampler_seed,
             storage_kwargs=heartbeat_kwargs(spec.storage_url, spec.heartbeat_s),
@@ -523,6 +524,7 @@ def run_workers(
     timeout: float | None = None,
     heartbeat_s: int = DEFAULT_HEARTBEAT_S,
     worker_index: int = 0,
+    lr_bounds: tuple[float, float] | None = None,
     on_poll: Callable[[optuna.Study], None] | None = None,
 ) -> list[str]:
     """Run ``workers`` spawned processes on the study until it has ``target`` finished trials.
@@ -536,6 +538,8 @@ def run_workers(
         study: the study, already created by this process (so workers only load it).
         worker_index: this command's index among independent ``tuner tune`` commands on the
             same study (Slurm array task, Kubernetes completion index), for distinct seeds.
+        lr_bounds: learning-rate bounds resolved by the parent (``make_objective``), so that
+            every worker searches the same range.
 
     Returns:
         Notes for the user about workers that died while the study still reached its target.
@@ -555,7 +559,7 @@ def run_workers(
         ctx.Process(
             target=_worker_main,
             args=(_WorkerSpec(cfg, storage_url, target, deadline, threads, heartbeat_s,
-                              cfg.study.seed + worker_index * workers + k),),
+                              cfg.study.seed + worker_index * workers + k, lr_bounds),),
             name=f"tuner-worker-{k}",
         )
         for k in range(workers)

@@ -100,10 +100,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tuner.lr_find import run_lr_find_command
+
+    cfg = _load(args.study)
+    if args.seed is not None:
+        cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
+    return run_lr_find_command(
+        cfg, optimizers=[args.optimizer] if args.optimizer else None,
+        out=Path(args.out) if args.out else None, min_lr=args.min_lr, max_lr=args.max_lr,
+        steps=args.steps,
+    )
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "tune": (cmd_tune, "run (or resume) a study until it has N finished trials"),
     "export": (cmd_export, "write the best trial's optimizer and schedule as plain JSON"),
     "dashboard": (cmd_dashboard, "serve optuna-dashboard over a study's storage"),
+    "lr-find": (cmd_lr_find, "LR range test: suggested rate, where the loss falls and diverges"),
 }
 
 
@@ -143,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--storage", help=storage_help)
     d.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     d.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
+
+    # defaults: tuner.lr_find.MIN_LR, MAX_LR, STEPS (not imported here: it imports torch)
+    f = p["lr-find"]
+    f.add_argument("study", metavar="STUDY.toml", help="study file (model, data, batch size)")
+    f.add_argument("--optimizer", metavar="NAME", help="sweep only this optimizer (sgd, adam, "
+                   "adamw, rmsprop; default: each in [space] optimizers)")
+    f.add_argument("--out", metavar="PATH", help="plot (self-contained HTML); default: "
+                   "reports/<study name>.lr_find.html in the study file's folder")
+    f.add_argument("--min-lr", type=_positive_float, help="first rate of the sweep (default 1e-7)")
+    f.add_argument("--max-lr", type=_positive_float, help="last rate of the sweep (default 10)")
+    f.add_argument("--steps", type=_positive_int,
+                   help="mini-batches per optimizer at most (default 200)")
+    f.add_argument("--seed", type=_nonneg_int, help="seed of weights and batch order "
+                   "(default: [study] seed)")
     return parser
 
 

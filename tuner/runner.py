@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuner.config import StudyConfig
+from tuner.lr_find import resolve_lr_bounds
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
 
 __all__ = ["TuneOutcome", "run_tune"]
@@ -50,7 +51,10 @@ def run_tune(
     """
     target = n_trials if n_trials is not None else cfg.study.n_trials
     timeout = timeout if timeout is not None else cfg.study.timeout
-    objective = make_objective(cfg)  # data and device first: nothing is written if they fail
+    # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
+    # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find.py)
+    lr_bounds = resolve_lr_bounds(cfg, storage_url, console=console)
+    objective = make_objective(cfg, lr_bounds)  # data and device first: nothing written if bad
     study = open_study(cfg, storage_url)
     before = count_finished(study)
     started = time.perf_counter()

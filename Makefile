@@ -27,6 +27,7 @@ help:
 	@echo "make export     write studies/<study name>.best.json"
 	@echo "make test       run the test suite"
 	@echo "make bench      run the benchmarks and write BENCHMARKS.md"
+	@echo "make lr-find    LR range test of $(STUDY): suggested rate, plot in studies/reports/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,3 +58,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# LR range test of a study (tuner lr-find): prints the rates, writes studies/reports/*.html
+.PHONY: lr-find
+lr-find: $(STAMP)
+	$(TUNER) lr-find $(STUDY)

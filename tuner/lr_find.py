@@ -12,12 +12,16 @@ over the ``n`` finite losses so far. The sweep stops once the loss is non-finite
 loss exceeds ``diverge_factor`` times its best value so far (the rate at which it diverged).
 
 From the curve, :meth:`LRSweep.analyze` reads three rates (cf. Lightning's LR finder, whose
-NaN-robust ``suggestion()`` this imitates):
+NaN-robust ``suggestion()`` this imitates). Non-finite points and the first ``SKIP_BEGIN``
+points are left out; ``start`` is the median smoothed loss of the first tenth of what is left,
+``lowest`` its minimum:
 
-- the **suggested** rate: the steepest descent of the smoothed loss, i.e. the most negative
-  ``d smoothed / d log(lr)``, over the finite points up to the minimum of the smoothed loss;
-- the **lowest falling** rate: the first rate at which the smoothed loss has covered
-  ``FALL_FRACTION`` (10 %) of its total fall from the start of the curve to its minimum;
+- the **lowest falling** rate: from this rate on (up to the minimum) the smoothed loss stays
+  below ``start - FALL_FRACTION * (start - lowest)``, i.e. it has made 10 % of its whole fall;
+- the **suggested** rate: the steepest descent of the smoothed loss between the lowest falling
+  rate and the minimum, i.e. the most negative ``d smoothed / d log(lr)``, taken as a central
+  difference over +-``1 / (1 - beta)`` points (the EMA's memory) so that mini-batch noise does
+  not make a steep point out of a wiggle;
 - the **divergence** rate: the rate at which the sweep stopped (None if it reached ``max_lr``).
 
 Where no suggestion is possible (too few finite points, or a loss that never falls by
@@ -202,7 +206,9 @@ class LRSweep:
     batch_size: int = 0
     seed: int = 0
     seconds: float = 0.0
-    _cache: dict[str, LRAnalysis] = field(default_factory=dict, compare=False, repr=False)
+    _cache: dict[str, LRAnalysis] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def from_losses(

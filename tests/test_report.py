@@ -159,3 +159,13 @@ def test_report_opens_in_headless_chromium_without_errors(finished, tmp_path: Pa
     assert requests == [out.html.as_uri()]  # self-contained: nothing else was fetched
     assert rendered == len(FIGURES)
     assert "tuner report: tiny" in text and FAKE_PASSWORD not in text
+
+
+def test_metric_vs_lr_colours_by_schedule(finished) -> None:
+    fig = report_figures(*finished)["metric_vs_lr"]
+    colours: dict[str, set[str]] = {}
+    for trace in fig.data:
+        colours.setdefault(trace.legendgroup, set()).add(trace.marker.color)
+    assert fig.layout.xaxis.type == "log"
+    assert all(len(c) == 1 for c in colours.values())  # complete and pruned: same colour
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # one per schedule

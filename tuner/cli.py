@@ -11,10 +11,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from tuner.errors import ConfigError, TunerError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tuner.config import StudyConfig
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -86,7 +92,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm_after_tune(study, cfg, args: argparse.Namespace, console: Console) -> None:  # noqa: ANN001
+def _confirm_after_tune(
+    study: optuna.Study, cfg: StudyConfig, args: argparse.Namespace, console: Console
+) -> None:
     """``tuner tune``'s closing step: confirm the top trials with fresh seeds (issue 4)."""
     from tuner.confirm import print_confirmation, run_confirm
     from tuner.study import completed

@@ -94,6 +94,11 @@ def run_tune(
                 callbacks=[on_trial],
                 catch=(),
             )
+
+    # optuna-dashboard: the study's note and figures, and why each stopped trial stopped
+    from tuner.dashboard_notes import refresh_study_notes
+
+    refresh_study_notes(study, cfg)
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started)
 
 

@@ -114,3 +114,16 @@ def test_export_records_confirmation_and_its_winner(tmp_path: Path) -> None:
     data = build_export(study, cfg, "sqlite:///x.db")
     assert data["selected_by"] == "single trial" and data["trial"] == newer
     assert data["confirmation"] is None and "out of date" in data["confirmation_note"]
+
+
+def test_atomic_write_gives_an_ordinary_file_mode(tmp_path: Path) -> None:
+    import os
+
+    from tuner.export import write_atomic
+
+    out = tmp_path / "x.best.json"
+    write_atomic(out, "{}\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.best.json"]

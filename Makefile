@@ -22,14 +22,17 @@ TUNE_FLAGS := $(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(STORAGE),--storage
 WORKERS    ?=
 TUNE_FLAGS += $(if $(WORKERS),--workers $(WORKERS))
 
-.PHONY: help install tune dashboard export test lint bench clean
+.PHONY: help install tune dashboard export test lint bench clean confirm report
 
 help:
 	@echo "make tune       create .venv, install, run $(STUDY) (STUDY=... N_TRIALS=...)"
 	@echo "make dashboard  optuna-dashboard on http://$(HOST):$(PORT)/ over the study's storage"
-	@echo "make export     write studies/<study name>.best.json"
+	@echo "make export     write studies/<study name>.best.json (FORMAT=yaml for .best.yaml)"
+	@echo "make confirm    retrain the top trials with fresh seeds (TOP=3 SEEDS=3)"
+	@echo "make report     write studies/reports/<study name>/report.html and PNG figures"
 	@echo "make test       run the test suite"
 	@echo "make bench      run the benchmarks and write BENCHMARKS.md"
+	@echo "make lr-find    LR range test of $(STUDY): suggested rate, plot in studies/reports/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +50,13 @@ dashboard: $(STAMP)
 	$(TUNER) dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --host $(HOST) --port $(PORT)
 
 export: $(STAMP)
-	$(TUNER) export $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
+	$(TUNER) export $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) $(if $(FORMAT),--format $(FORMAT))
+
+confirm: $(STAMP)
+	$(TUNER) confirm $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) $(if $(TOP),--top $(TOP)) $(if $(SEEDS),--seeds $(SEEDS))
+
+report: $(STAMP)
+	$(TUNER) report $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -60,3 +69,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# LR range test of a study (tuner lr-find): prints the rates, writes studies/reports/*.html
+.PHONY: lr-find
+lr-find: $(STAMP)
+	$(TUNER) lr-find $(STUDY)

@@ -58,3 +58,11 @@ def postgres_url() -> str:
             pytest.fail("CI=true but TUNER_TEST_POSTGRES_URL is not set (.ci/run sets it)")
         pytest.skip("no PostgreSQL: set TUNER_TEST_POSTGRES_URL=postgresql://... to run")
     return url
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A small finished tuner study in SQLite for the dashboard tests (tests/dashboard_study.py)."""
+    from dashboard_study import build_finished_study
+
+    return build_finished_study(tmp_path_factory.mktemp("finished_study"))

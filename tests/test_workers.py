@@ -284,7 +284,8 @@ def _tune(study_file: Path, *args: str, url: str | None = None) -> subprocess.Po
     # threads on busy cores make a tiny trial a hundred times slower
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-progress", *args],
+        [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-progress", "--no-confirm",
+         *args],
         cwd=study_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env,
     )

@@ -2,15 +2,22 @@
 
 Public API::
 
-    from tuner import load_study_config, run_tune, export_best
+    from tuner import load_study_config, load_best
+
+    best = load_best("studies/digits_mlp.best.json")     # an export of `tuner export`
+    optimizer = best.build_optimizer(model.parameters())
+    scheduler = best.build_scheduler(optimizer, steps_per_epoch)
 """
 
 from tuner.config import StudyConfig, load_study_config
 from tuner.errors import ConfigError, NoCompletedTrialError, StorageError, TunerError
+from tuner.load import BestConfig, load_best
 
 __all__ = [
     "StudyConfig",
     "load_study_config",
+    "load_best",
+    "BestConfig",
     "TunerError",
     "ConfigError",
     "StorageError",

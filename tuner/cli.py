@@ -11,12 +11,22 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from tuner.errors import ConfigError, TunerError
 
+if TYPE_CHECKING:
+    import optuna
+
+    from tuner.config import StudyConfig
+
 __all__ = ["main", "build_parser", "COMMANDS"]
+
+# tuner.confirm.DEFAULT_TOP / DEFAULT_SEEDS, repeated so that `tuner --help` need not import torch
+DEFAULT_TOP = 3
+DEFAULT_SEEDS = 3
 
 
 def _positive_int(text: str) -> int:
@@ -86,6 +96,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "(user attribute failed_reason); run the same command to resume.[/yellow]"
         )
         return 130
+    if not args.no_confirm:
+        _confirm_after_tune(outcome.study, cfg, args, console)
     return 0
 
 
@@ -104,6 +116,23 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm_after_tune(
+    study: optuna.Study, cfg: StudyConfig, args: argparse.Namespace, console: Console
+) -> None:
+    """``tuner tune``'s closing step: confirm the top trials with fresh seeds (issue 4)."""
+    from tuner.confirm import print_confirmation, run_confirm
+    from tuner.study import completed
+
+    if not completed(study):
+        console.print("[yellow]No complete trial to confirm.[/yellow]")
+        return
+    confirmation = run_confirm(
+        study, cfg, top=args.confirm_top, seeds=args.confirm_seeds,
+        progress=not args.no_progress,
+    )
+    print_confirmation(confirmation, console)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tuner.export import export_best
     from tuner.storage import resolve_storage_url
@@ -112,8 +141,84 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
-    path = export_best(study, cfg, url, Path(args.out) if args.out else None)
+    path = export_best(study, cfg, url, Path(args.out) if args.out else None, args.format)
     Console().print(f"wrote {path}")
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from tuner.confirm import print_confirmation, run_confirm
+    from tuner.storage import redact_url, resolve_storage_url
+    from tuner.study import load_existing_study
+
+    cfg = _load(args.study)
+    url = resolve_storage_url(cfg, args.storage)
+    study = load_existing_study(cfg, url)
+    console = Console()
+    console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
+    confirmation = run_confirm(
+        study, cfg, top=args.top, seeds=args.seeds, progress=not args.no_progress
+    )
+    print_confirmation(confirmation, console)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tuner.report import write_report
+    from tuner.storage import resolve_storage_url
+    from tuner.study import load_existing_study
+
+    cfg = _load(args.study)
+    url = resolve_storage_url(cfg, args.storage)
+    study = load_existing_study(cfg, url)
+    err = Console(stderr=True)
+    outcome = write_report(
+        study, cfg, url, Path(args.out) if args.out else None, png=not args.no_png,
+        warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+    )
+    console = Console()
+    console.print(f"wrote {outcome.html}")
+    if outcome.pngs:
+        console.print(f"  and {len(outcome.pngs)} PNG figures in {outcome.folder}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from tuner.load import load_best
+    from tuner.retrain import retrain
+
+    best = load_best(args.export)
+    console = Console()
+    metric = best.data["metric"]
+    console.print(
+        f"retraining trial #{best.data['trial']} of '{best.data['study']}' "
+        f"({best.data.get('selected_by', 'single trial')}) from scratch on train + validation"
+    )
+    outcome = retrain(best, args.seed)
+    console.print(
+        f"  {outcome.train_rows} training rows: the schedule is re-sized from "
+        f"{outcome.steps_per_epoch_study} to {outcome.steps_per_epoch_now} optimizer steps per "
+        f"epoch ({outcome.steps_per_epoch_now * best.epochs} steps over {best.epochs} epochs); "
+        f"seed {outcome.seed}"
+    )
+    r = outcome.result
+    if r.status != "complete":
+        reason = r.divergence.message() if r.divergence else r.status
+        console.print(f"[red]the retrain diverged: {reason}[/red]; try another --seed.")
+        return 1
+    console.print(
+        f"[bold]test {metric} {r.test_metric:.4f}[/bold] (test loss {r.test_loss:.4f}) after "
+        f"{r.epochs} epochs in {r.seconds:.1f} s"
+    )
+    single = best.data.get("test_metric")
+    conf = best.data.get("confirmation") or {}
+    if isinstance(single, float):
+        line = f"  study: test {metric} {single:.4f} for the trial itself (trained on train only)"
+        if conf.get("test_mean") is not None:
+            from tuner.confirm import fmt_mean_std
+
+            line += f", {fmt_mean_std(conf['test_mean'], conf['test_std'])} confirmed"
+        console.print(line)
     return 0
 
 
@@ -124,10 +229,29 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tuner.lr_find import run_lr_find_command
+
+    cfg = _load(args.study)
+    if args.seed is not None:
+        cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
+    return run_lr_find_command(
+        cfg, optimizers=[args.optimizer] if args.optimizer else None,
+        out=Path(args.out) if args.out else None, min_lr=args.min_lr, max_lr=args.max_lr,
+        steps=args.steps,
+    )
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "tune": (cmd_tune, "run (or resume) a study until it has N finished trials"),
-    "export": (cmd_export, "write the best trial's optimizer and schedule as plain JSON"),
+    "export": (cmd_export, "write the best configuration (optimizer, schedule) as JSON or YAML"),
     "dashboard": (cmd_dashboard, "serve optuna-dashboard over a study's storage"),
+    "confirm": (cmd_confirm, "retrain the top K configurations with fresh seeds; rank by mean"),
+    "report": (cmd_report, "write a self-contained HTML report (and PNG figures) of a study"),
+    "retrain": (cmd_retrain, "train an exported configuration on train + validation; test it"),
+    "lr-find": (cmd_lr_find, "LR range test: suggested rate, where the loss falls and diverges"),
     "cleanup": (cmd_cleanup, "mark trials left RUNNING by killed workers FAIL and re-queue them"),
 }
 
@@ -167,25 +291,72 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--worker-index", type=_nonneg_int, default=0, metavar="K",
                    help="index of this command among several on one study (e.g. "
                    "$SLURM_ARRAY_TASK_ID): gives its workers distinct sampler seeds (default 0)")
+    t.add_argument("--confirm-top", type=_positive_int, default=DEFAULT_TOP, metavar="K",
+                   help=f"at the end, confirm the top K trials (default {DEFAULT_TOP})")
+    t.add_argument("--confirm-seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="S",
+                   help=f"fresh seeds per confirmed trial (default {DEFAULT_SEEDS})")
+    t.add_argument("--no-confirm", action="store_true",
+                   help="skip the confirmation (tuner confirm) at the end")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")
     e.add_argument("--storage", help=storage_help)
-    e.add_argument("--out", metavar="PATH", help="default: studies/<study name>.best.json")
+    e.add_argument("--out", metavar="PATH",
+                   help="default: studies/<study name>.best.json (or .best.yaml)")
+    e.add_argument("--format", choices=("json", "yaml"),
+                   help="file format (default: from --out's suffix, else json)")
 
-    c = p["cleanup"]
+    c = p["confirm"]
     c.add_argument("study", metavar="STUDY.toml")
     c.add_argument("--storage", help=storage_help)
-    c.add_argument("--all-running", action="store_true",
-                   help="mark every RUNNING trial FAIL (only when no worker runs anywhere)")
-    c.add_argument("--heartbeat", type=_nonneg_int, default=10, metavar="SECONDS",
-                   help="the workers' --heartbeat: trials silent for 3x this long are stale")
+    c.add_argument("--top", type=_positive_int, default=DEFAULT_TOP, metavar="K",
+                   help=f"configurations to confirm, best first (default {DEFAULT_TOP})")
+    c.add_argument("--seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="S",
+                   help=f"fresh seeds per configuration (default {DEFAULT_SEEDS}); seeds start "
+                   "at [study] seed + 10000 and skip any a trial used")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = p["report"]
+    r.add_argument("study", metavar="STUDY.toml")
+    r.add_argument("--storage", help=storage_help)
+    r.add_argument("--out", metavar="DIR",
+                   help="report folder (default: studies/reports/<study name>)")
+    r.add_argument("--no-png", action="store_true",
+                   help="HTML only (PNG copies need Chromium: $TUNER_CHROMIUM or chromium)")
+
+    rt = p["retrain"]
+    rt.add_argument("export", metavar="BEST.json",
+                    help="an export, e.g. studies/digits_mlp.best.json (or .yaml)")
+    rt.add_argument("--seed", type=_nonneg_int,
+                    help="torch seed (default: the exported trial's seed)")
+
+    cu = p["cleanup"]
+    cu.add_argument("study", metavar="STUDY.toml")
+    cu.add_argument("--storage", help=storage_help)
+    cu.add_argument("--all-running", action="store_true",
+                    help="mark every RUNNING trial FAIL (only when no worker runs anywhere)")
+    cu.add_argument("--heartbeat", type=_nonneg_int, default=10, metavar="SECONDS",
+                    help="the workers' --heartbeat: trials silent for 3x this long are stale")
 
     d = p["dashboard"]
     d.add_argument("study", metavar="STUDY.toml", nargs="?", help="study file (its storage)")
     d.add_argument("--storage", help=storage_help)
     d.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     d.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
+
+    # defaults: tuner.lr_find.MIN_LR, MAX_LR, STEPS (not imported here: it imports torch)
+    f = p["lr-find"]
+    f.add_argument("study", metavar="STUDY.toml", help="study file (model, data, batch size)")
+    f.add_argument("--optimizer", metavar="NAME", help="sweep only this optimizer (sgd, adam, "
+                   "adamw, rmsprop; default: each in [space] optimizers)")
+    f.add_argument("--out", metavar="PATH", help="plot (self-contained HTML); default: "
+                   "reports/<study name>.lr_find.html in the study file's folder")
+    f.add_argument("--min-lr", type=_positive_float, help="first rate of the sweep (default 1e-7)")
+    f.add_argument("--max-lr", type=_positive_float, help="last rate of the sweep (default 10)")
+    f.add_argument("--steps", type=_positive_int,
+                   help="mini-batches per optimizer at most (default 200)")
+    f.add_argument("--seed", type=_nonneg_int, help="seed of weights and batch order "
+                   "(default: [study] seed)")
     return parser
 
 

@@ -1,17 +1,50 @@
-"""``tuner dashboard``: serve optuna-dashboard over the storage a study file (or URL) names."""
+"""``tuner dashboard``: serve optuna-dashboard over the storage a study file (or URL) names.
+
+The storage is resolved exactly as ``tuner tune`` resolves it (see
+:func:`tuner.storage.resolve_storage_url`): ``--storage``, then ``$OPTUNA_STORAGE``, then the
+study file's ``[study] storage``, then ``tuner.db`` next to the study file. A storage file that
+is missing or empty is an error: the dashboard never creates an empty database.
+
+The server binds 127.0.0.1 unless told otherwise: optuna-dashboard has no authentication and
+its API can rename and delete studies.
+"""
 
 from __future__ import annotations
 
+import socket
+import sys
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna
+
+from tuner.errors import StorageError, TunerError
 from tuner.storage import check_storage_exists, make_storage, redact_url, resolve_storage_url
 
-__all__ = ["dashboard_storage_url", "serve"]
+__all__ = [
+    "DashboardError",
+    "dashboard_storage_url",
+    "dashboard_url",
+    "open_server",
+    "serve",
+]
+
+
+class DashboardError(TunerError):
+    """The dashboard cannot listen on the requested address (port in use, bad host)."""
 
 
 def dashboard_storage_url(study_file: str | None, storage: str | None) -> str:
     """The storage URL to serve, resolved exactly as ``tune`` resolves it.
 
+    Args:
+        study_file: a study file (its storage), or None.
+        storage: ``--storage``: an Optuna URL or a bare file path (relative to the current
+            directory), or None.
+
     Raises:
-        StorageError: an SQLite file that does not exist or is empty (never creates one).
+        StorageError: a storage file that does not exist or is empty, or an in-memory storage
+            (never creates one).
         ConfigError: the study file is invalid.
     """
     cfg = None
@@ -20,8 +53,62 @@ def dashboard_storage_url(study_file: str | None, storage: str | None) -> str:
 
         cfg = load_study_config(study_file)
     url = resolve_storage_url(cfg, storage)
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        raise StorageError(f"storage {url} is in memory: it holds no study to show.")
     check_storage_exists(url)
     return url
+
+
+def dashboard_url(host: str, port: int) -> str:
+    """The address to open in a browser: ``http://127.0.0.1:8080/dashboard/``.
+
+    A wildcard bind address (``0.0.0.0``, ``::``) is shown as the loopback address.
+    """
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/dashboard/"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No line per request on stderr (the browser polls); errors are still printed."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+class _Server6(WSGIServer):
+    address_family = socket.AF_INET6
+
+
+def open_server(
+    storage: optuna.storages.BaseStorage, host: str = "127.0.0.1", port: int = 8080
+) -> WSGIServer:
+    """optuna-dashboard's WSGI app on a bound (not yet serving) ``wsgiref`` server.
+
+    Args:
+        storage: the Optuna storage to show.
+        host: bind address; ``port`` 0 lets the system pick a free port (``server.server_port``).
+
+    Returns:
+        The server; call ``serve_forever()`` (``shutdown()`` from another thread stops it) and
+        ``server_close()``.
+
+    Raises:
+        DashboardError: the address cannot be bound (port in use, unknown host).
+    """
+    import optuna_dashboard
+
+    app = optuna_dashboard.wsgi(storage)
+    server_class = _Server6 if ":" in host else WSGIServer
+    try:
+        return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    except (OSError, OverflowError) as exc:  # OverflowError: a port above 65535
+        reason = str(getattr(exc, "strerror", None) or exc).rstrip(".")
+        raise DashboardError(
+            f"cannot serve the dashboard on {host}:{port}: {reason}; pass another "
+            f"--port (or --host)."
+        ) from None
 
 
 def serve(
@@ -29,10 +116,34 @@ def serve(
     storage: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
+    *,
+    echo: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve optuna-dashboard until interrupted (Ctrl-C)."""
-    import optuna_dashboard
+    """Serve optuna-dashboard until interrupted (Ctrl-C), printing the URL to open.
 
+    Raises:
+        StorageError, ConfigError: see :func:`dashboard_storage_url`; the storage cannot be
+            opened.
+        DashboardError: see :func:`open_server`.
+    """
+    echo = echo or (lambda line: print(line, flush=True))
     url = dashboard_storage_url(study_file, storage)
-    print(f"optuna-dashboard on {redact_url(url)}: open http://{host}:{port}/", flush=True)
-    optuna_dashboard.run_server(make_storage(url), host=host, port=port)
+    store = make_storage(url)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(store)]
+    server = open_server(store, host, port)
+    try:
+        shown = ", ".join(names) if names else "none yet; they appear as `tuner tune` starts them"
+        echo(f"storage {redact_url(url)}: studies {shown}")
+        if study_file is not None and names:
+            from tuner.config import load_study_config
+
+            name = load_study_config(study_file).name
+            if name not in names:
+                echo(f"study '{name}' is not in this storage yet (run `tuner tune {study_file}`)")
+        echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("dashboard stopped", file=sys.stderr)
+    finally:
+        server.server_close()

@@ -1,16 +1,27 @@
-"""Export the best trial as plain JSON that rebuilds the optimizer and schedule without tuner.
+"""Export the best configuration as plain JSON or YAML that rebuilds it without tuner.
 
-The file (``studies/<study name>.best.json`` by default) holds, in plain JSON types:
+The file (``studies/<study name>.best.json`` or ``.best.yaml``) holds, in plain JSON types only
+(str, int, float, bool, None, lists and dicts; non-finite numbers as the strings "nan"/"inf"):
 
-- ``study``, ``metric``, ``direction``, ``value``, ``trial``, ``seed``, ``test_metric``;
-- ``dataset``, ``split``, ``model``, ``training``: the study file's settings;
+- ``format``: the version of this layout (:data:`EXPORT_FORMAT`);
+- ``study``, ``storage`` (password redacted), ``metric``, ``direction``;
+- ``selected_by``: ``"confirmation"`` when a current ``tuner confirm`` result exists (its winner
+  is exported), else ``"single trial"`` (the best single run);
+- ``trial``, ``value``, ``seed``, ``test_metric``: the exported trial's own single run;
+- ``single_best``: ``{"trial", "value", "test_metric"}`` of the best single run;
+- ``confirmation``: ``None`` or the winner's ``val_mean``/``val_std``/``test_mean``/``test_std``
+  over the fresh ``seeds``, ``winner_trial``, ``changed_winner`` and every ``candidates`` row;
+  ``confirmation_note`` says why a stored confirmation was not used (out of date);
+- ``params``: the trial's namespaced Optuna parameters (``lr``, ``schedule.*``, ...);
+- ``dataset``, ``split``, ``model``, ``training``, ``objective``, ``divergence``: the study
+  file's settings;
 - ``steps_per_epoch``, ``epochs``, ``total_steps``: how the schedule was sized;
 - ``optimizer``: ``{"class": <torch.optim class>, "kwargs": {...}}``;
 - ``scheduler``: ``{"class": <torch.optim.lr_scheduler class>, "kwargs": {...},
   "interval": "step" | "epoch"}``; a composite (``SequentialLR``) lists its ``schedulers`` and
   ``milestones``.
 
-Rebuild in plain PyTorch (see the README)::
+Rebuild in plain PyTorch (see the README) or with :func:`tuner.load_best`::
 
     o, s = e["optimizer"], e["scheduler"]
     opt = getattr(torch.optim, o["class"])(model.parameters(), **o["kwargs"])
@@ -20,24 +31,38 @@ Rebuild in plain PyTorch (see the README)::
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 
 from tuner.config import StudyConfig
+from tuner.confirm import confirmation_is_current, load_confirmation, no_complete_message
 from tuner.datasets import load_split
 from tuner.engine import steps_per_epoch
-from tuner.errors import NoCompletedTrialError
+from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.space import TrialParams
 from tuner.storage import redact_url
 from tuner.study import completed
 
-__all__ = ["EXPORT_FORMAT", "build_export", "write_atomic", "default_export_path", "export_best"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "FORMATS",
+    "build_export",
+    "dumps_export",
+    "plain",
+    "write_atomic",
+    "default_export_path",
+    "export_best",
+]
 
 EXPORT_FORMAT = 1
+FORMATS = ("json", "yaml")
 
 
 def default_export_path(cfg: StudyConfig, suffix: str = "json") -> Path:
@@ -45,54 +70,125 @@ def default_export_path(cfg: StudyConfig, suffix: str = "json") -> Path:
     return cfg.study_dir / f"{cfg.name}.best.{suffix}"
 
 
+def plain(v: Any) -> Any:
+    """``v`` as plain JSON types: numpy/torch scalars unwrapped, tuples to lists, dict keys to
+    str, non-finite floats to the strings "nan", "inf", "-inf" (strict JSON has no NaN)."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return float(v) if math.isfinite(v) else str(v)
+    if isinstance(v, Mapping):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [plain(x) for x in v]
+    if hasattr(v, "item"):  # numpy / torch scalar
+        return plain(v.item())
+    return str(v)
+
+
+def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
 def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dict[str, Any]:
-    """The export dict of the best COMPLETE trial, plain JSON types only.
+    """The export dict of the best configuration, plain JSON types only.
+
+    The confirmed winner is exported when the study holds a current confirmation (see
+    :func:`tuner.confirm.confirmation_is_current`), else the best COMPLETE trial.
 
     Raises:
         NoCompletedTrialError: the study has no COMPLETE trial.
     """
     best = completed(study)
     if not best:
-        raise NoCompletedTrialError(
-            f"study '{study.study_name}' has no complete trial (all pruned, diverged or failed), "
-            f"so there is nothing to export; run more trials or widen [space] lr."
+        raise NoCompletedTrialError(no_complete_message(study.study_name, "export"))
+    single = best[0]
+    conf = load_confirmation(study)
+    confirmation: dict[str, Any] | None = None
+    note: str | None = None
+    trial = single
+    if conf is not None and confirmation_is_current(conf, study, cfg):
+        winner = conf["candidates"][0]
+        trial = _trial(study, int(conf["winner_trial"]))
+        confirmation = {
+            "winner_trial": int(conf["winner_trial"]),
+            "changed_winner": bool(conf["changed_winner"]),
+            "val_mean": winner["val_mean"],
+            "val_std": winner["val_std"],
+            "test_mean": winner["test_mean"],
+            "test_std": winner["test_std"],
+            "n_runs": winner["n_runs"],
+            "n_diverged": winner["n_diverged"],
+            "seeds": conf["seeds"],
+            "epochs": conf["epochs"],
+            "top_k": conf["top_k"],
+            "ranked_by": f"mean validation {conf['metric']} (fewest diverged runs first)",
+            "candidates": [
+                {k: c[k] for k in ("rank", "trial", "single_value", "val_mean", "val_std",
+                                   "test_mean", "test_std", "n_runs", "n_diverged")}
+                for c in conf["candidates"]
+            ],
+        }
+    elif conf is not None:
+        note = (
+            "a stored confirmation is out of date (the study's top trials or settings changed "
+            "since); run `tuner confirm` to confirm the present top trials"
         )
-    trial = best[0]
     params = TrialParams.from_optuna_params(trial.params)
     data = load_split(cfg.dataset, cfg.split)
     spe = steps_per_epoch(len(data.X_train), cfg.training.batch_size)
     total = spe * cfg.training.epochs
     mode = "max" if cfg.direction == "maximize" else "min"
-    plain = cfg.to_dict()
-    return {
+    settings = cfg.to_dict()
+    out: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "study": study.study_name,
         "storage": redact_url(storage_url),
         "metric": cfg.objective.metric,
         "direction": cfg.direction,
-        "value": float(trial.value),  # type: ignore[arg-type]
+        "selected_by": "confirmation" if confirmation else "single trial",
         "trial": trial.number,
+        "value": trial.value,
         "seed": int(trial.user_attrs.get("seed", cfg.study.seed + trial.number)),
         "test_metric": trial.user_attrs.get("test_metric"),
-        "params": {k: _plain(v) for k, v in trial.params.items()},
-        "dataset": plain["dataset"],
-        "split": plain["split"],
-        "model": plain["model"],
-        "training": plain["training"],
+        "single_best": {
+            "trial": single.number,
+            "value": single.value,
+            "test_metric": single.user_attrs.get("test_metric"),
+        },
+        "confirmation": confirmation,
+        "params": dict(trial.params),
+        "dataset": settings["dataset"],
+        "split": settings["split"],
+        "model": settings["model"],
+        "training": settings["training"],
+        "objective": settings["objective"],
+        "divergence": settings["divergence"],
         "steps_per_epoch": spe,
         "epochs": cfg.training.epochs,
         "total_steps": total,
         "optimizer": params.optimizer_spec(),
         "scheduler": params.scheduler_spec(total, spe, mode),
     }
+    if note:
+        out["confirmation_note"] = note
+    return plain(out)
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, bool | int | float | str) or v is None:
-        return v
-    if hasattr(v, "item"):
-        return v.item()
-    return str(v)
+def dumps_export(data: Mapping[str, Any], fmt: str = "json") -> str:
+    """The export as text: indented strict JSON, or block-style YAML (keys in order).
+
+    Raises:
+        ConfigError: ``fmt`` is not one of :data:`FORMATS`.
+    """
+    if fmt == "json":
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    if fmt == "yaml":
+        return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False,
+                              allow_unicode=True)
+    raise ConfigError(f"--format {fmt!r} is invalid: must be one of {', '.join(FORMATS)}.")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -102,21 +198,45 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def export_format(out: Path | None, fmt: str | None) -> str:
+    """The format to write: ``fmt`` if given, else from ``out``'s suffix, else JSON."""
+    if fmt is not None:
+        return fmt
+    if out is not None and out.suffix.lower() in (".yaml", ".yml"):
+        return "yaml"
+    return "json"
+
+
 def export_best(
-    study: optuna.Study, cfg: StudyConfig, storage_url: str, out: Path | None = None
+    study: optuna.Study,
+    cfg: StudyConfig,
+    storage_url: str,
+    out: Path | None = None,
+    fmt: str | None = None,
 ) -> Path:
-    """Write the export JSON atomically; returns its path.
+    """Write the export (JSON or YAML) atomically; returns its path.
+
+    Args:
+        out: the file to write; default ``<study folder>/<study name>.best.<json|yaml>``.
+        fmt: 'json' or 'yaml'; default from ``out``'s suffix, else 'json'.
 
     Raises:
         NoCompletedTrialError: no COMPLETE trial (no file is written).
+        ConfigError: an unknown format (no file is written).
     """
+    fmt = export_format(out, fmt)
     data = build_export(study, cfg, storage_url)
-    path = out or default_export_path(cfg)
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    text = dumps_export(data, fmt)
+    path = out or default_export_path(cfg, fmt)
+    write_atomic(path, text)
     return path

@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 
 import optuna
+import plotly.colors
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,6 +42,8 @@ def metric_vs_lr(study: optuna.Study, metric: str = "value") -> go.Figure:
             continue
         groups[(t.params.get("schedule", "?"), kind)].append((t.params["lr"], value, t.number))
     fig = go.Figure()
+    palette = plotly.colors.qualitative.Plotly
+    colour = {s: palette[i % len(palette)] for i, s in enumerate(sorted({s for s, _ in groups}))}
     for (schedule, kind), points in sorted(groups.items()):
         fig.add_trace(
             go.Scatter(
@@ -50,7 +53,8 @@ def metric_vs_lr(study: optuna.Study, metric: str = "value") -> go.Figure:
                 name=f"{schedule} ({kind})",
                 legendgroup=schedule,
                 text=[f"trial {p[2]}" for p in points],
-                marker={"symbol": "circle" if kind == "complete" else "circle-open", "size": 9},
+                marker={"symbol": "circle" if kind == "complete" else "circle-open", "size": 9,
+                        "color": colour[schedule]},  # one colour per schedule, either state
             )
         )
     fig.update_layout(

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuner.config import StudyConfig
+from tuner.lr_find import resolve_lr_bounds
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
@@ -68,7 +69,10 @@ def run_tune(
     """
     target = n_trials if n_trials is not None else cfg.study.n_trials
     timeout = timeout if timeout is not None else cfg.study.timeout
-    objective = make_objective(cfg)  # data and device first: nothing is written if they fail
+    # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
+    # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find.py)
+    lr_bounds = resolve_lr_bounds(cfg, storage_url, console=console)
+    objective = make_objective(cfg, lr_bounds)  # data and device first: nothing written if bad
     study = open_study(
         cfg, storage_url, sampler_seed=cfg.study.seed + worker_index * workers,
         storage_kwargs=heartbeat_kwargs(storage_url, heartbeat_s),
@@ -116,6 +120,11 @@ def run_tune(
                     run_trials(study, objective, target, timeout=timeout, on_trial=on_trial)
             except KeyboardInterrupt:
                 interrupted = True
+
+    # optuna-dashboard: the study's note and figures, and why each stopped trial stopped
+    from tuner.dashboard_notes import refresh_study_notes
+
+    refresh_study_notes(study, cfg)
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
                        interrupted, tuple(notes))
 

@@ -88,7 +88,7 @@ def storage_file(url: str) -> Path | None:
     """The local file behind an SQLite or journal URL, else None."""
     for prefix in (SQLITE_PREFIX, JOURNAL_PREFIX):
         if url.startswith(prefix):
-            rest = url.removeprefix(prefix)
+            rest = url.removeprefix(prefix).split("?", 1)[0]  # sqlite:///x.db?timeout=5
             return None if rest in ("", ":memory:") else Path(rest)
     return None
 
@@ -98,6 +98,8 @@ def check_storage_exists(url: str) -> None:
     file = storage_file(url)
     if file is None:
         return
+    if file.is_dir():
+        raise StorageError(f"storage {file} is a folder, not a storage file.")
     if not file.is_file():
         raise StorageError(
             f"storage file {file} does not exist; run `tuner tune STUDY.toml` first, or pass "

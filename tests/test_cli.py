@@ -1,0 +1,104 @@
+"""End-to-end runs of the real entry point with tiny budgets, and its error handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = """
+[study]
+name = "cli_tiny"
+n_trials = 3
+
+[dataset]
+name = "iris"
+
+[model]
+hidden = [16]
+
+[training]
+epochs = 3
+batch_size = 16
+
+[space]
+lr = [1e-3, 0.1]
+"""
+
+
+def tuner(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_tune_then_export_end_to_end(tmp_path: Path) -> None:
+    study = tmp_path / "studies" / "tiny.toml"
+    study.parent.mkdir()
+    study.write_text(TINY)
+    run = tuner("tune", str(study), "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Top 5 trials" in run.stdout and "Best trial #" in run.stdout
+    assert "Trials and compute by state" in run.stdout
+    assert (tmp_path / "studies" / "tuner.db").is_file()  # default storage: next to the file
+    again = tuner("tune", str(study), "--n-trials", "4", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 trials finished" in again.stdout and "(4 in the study)" in again.stdout
+    exported = tuner("export", str(study), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    data = json.loads((tmp_path / "studies" / "cli_tiny.best.json").read_text())
+    assert data["study"] == "cli_tiny" and data["metric"] == "accuracy"
+    assert data["optimizer"]["class"] in ("SGD", "Adam", "AdamW", "RMSprop")
+
+
+BAD_FILES = {
+    "typo": (TINY.replace("[training]\nepochs", "[training]\nepoch"),
+             "unknown [training] key 'epoch'. Did you mean 'epochs'?"),
+    "log_bound": (TINY.replace("lr = [1e-3, 0.1]", "lr = [0, 0.1]"),
+                  "[space] lr = [0, 0.1] is invalid"),
+    "zero_epochs": (TINY.replace("epochs = 3", "epochs = 0"), "[training] epochs = 0"),
+    "not_toml": ("[study\n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_study_file_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case: str):
+    text, expected = BAD_FILES[case]
+    study = tmp_path / "bad.toml"
+    study.write_text(text)
+    run = tuner("tune", str(study), cwd=tmp_path)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tuner: error: {study}: "), run.stderr
+    assert expected in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # no storage created
+
+
+def test_export_and_dashboard_without_a_storage_are_clear_errors(tmp_path: Path) -> None:
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY)
+    for args in (["export", str(study)], ["dashboard", str(study)]):
+        run = tuner(*args, cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert "does not exist" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "tuner.db").exists()
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    run = tuner("--help", cwd=tmp_path)
+    assert run.returncode == 0
+    for command in ("tune", "export", "dashboard"):
+        assert command in run.stdout
+    sub = tuner("tune", "--help", cwd=tmp_path)
+    assert "--n-trials" in sub.stdout and "--storage" in sub.stdout
+
+
+def test_bad_flag_values_are_refused(tmp_path: Path) -> None:
+    run = tuner("tune", "x.toml", "--n-trials", "0", cwd=tmp_path)
+    assert run.returncode == 2 and "must be >= 1" in run.stderr

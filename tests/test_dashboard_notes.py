@@ -1,0 +1,189 @@
+"""The study note, figures and trial notes that tuner writes for optuna-dashboard.
+
+Trials are made with ask/tell and :func:`tuner.study.record_result` on in-memory storage; no
+model is trained here.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import optuna
+import optuna_dashboard
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from tuner.config import parse_study_config
+from tuner.dashboard_notes import (
+    AUTO_NOTE_MARKER,
+    FIGURE_IDS,
+    refresh_study_notes,
+    study_note,
+    trial_note,
+)
+from tuner.datasets import load_split
+from tuner.divergence import Divergence
+from tuner.engine import EpochReport, TrainResult
+from tuner.study import record_result
+
+SPACE = {
+    "lr": FloatDistribution(1e-4, 1e3, log=True),
+    "optimizer": CategoricalDistribution(["sgd", "adam"]),
+    "schedule": CategoricalDistribution(["constant", "cosine"]),
+}
+
+
+def _epochs(n: int) -> list[EpochReport]:
+    return [EpochReport(e, 6 * e, 1.5 - 0.1 * e, 1.2 - 0.1 * e, 0.5 + 0.05 * e, 0.01)
+            for e in range(1, n + 1)]
+
+
+def _add(study: optuna.Study, result: TrainResult, lr: float = 0.01) -> int:
+    """A trial as tuner's objective leaves it: reports, user attributes, final state."""
+    trial = study.ask({k: v for k, v in SPACE.items()})
+    for r in result.history:
+        trial.report(r.val_metric, r.epoch)
+    record_result(trial, result, seed=trial.number)
+    if result.status == "complete":
+        study.tell(trial, result.history[-1].val_metric)
+    else:
+        study.tell(trial, state=TrialState.PRUNED)
+    return trial.number
+
+
+def _pruned(study: optuna.Study) -> int:
+    history = _epochs(3)
+    return _add(study, TrainResult("pruned", 3, 18, history=history))
+
+
+def _diverged(study: optuna.Study, reason: str = "explosion") -> int:
+    loss = {"explosion": 63122.77, "nan": float("nan"), "inf": float("inf")}[reason]
+    div = Divergence(reason, step=12, epoch=2, loss=loss, initial_loss=1.154, factor=5.0)
+    return _add(study, TrainResult("diverged", 2, 12, history=_epochs(1), divergence=div))
+
+
+def _complete(study: optuna.Study) -> int:
+    result = TrainResult("complete", 4, 24, history=_epochs(4), test_metric=0.9, test_loss=0.3)
+    return _add(study, result)
+
+
+@pytest.fixture
+def study() -> optuna.Study:
+    return optuna.create_study(direction="maximize")
+
+
+def test_diverged_trial_note_gives_step_loss_and_rule(tiny_cfg, study) -> None:
+    cfg = tiny_cfg()
+    number = _diverged(study)
+    note = trial_note(study.trials[number], cfg)
+    assert note is not None
+    assert "diverged" in note
+    assert "| step | optimizer step 12 (epoch 2) |" in note
+    assert "| loss | 6.312e+04 (initial 1.154) |" in note
+    # the explosion rule names the setting and the limit it computed: 5 x 1.154
+    assert "`[divergence] factor` = 5 x the initial loss 1.154 = 5.77" in note
+
+    nan, inf = _diverged(study, "nan"), _diverged(study, "inf")
+    nan_note = trial_note(study.trials[nan], cfg)
+    assert "the loss became NaN" in nan_note and "| loss | nan" in nan_note
+    assert "became infinite" in trial_note(study.trials[inf], cfg)
+
+
+def test_pruned_trial_note_names_the_pruner_rule_epoch_and_losses(tiny_cfg, study) -> None:
+    number = _pruned(study)
+    median = trial_note(study.trials[number], tiny_cfg(pruner={"name": "median"}))
+    assert "lagged behind other trials" in median  # tuner's pruned_reason
+    assert "median pruner (n_startup_trials = 5, n_warmup_steps = 2)" in median
+    assert "| step | epoch 3 (optimizer step 18) |" in median
+    assert "| validation accuracy | 0.65 |" in median
+    assert "| loss | training 1.2, validation 0.9 |" in median
+
+    hyper = trial_note(
+        study.trials[number], tiny_cfg(pruner={"name": "hyperband", "reduction_factor": 4})
+    )
+    assert "Hyperband pruner" in hyper and "best 1/4" in hyper
+
+
+def test_trials_tuner_did_not_record_get_a_plain_note(tiny_cfg, study) -> None:
+    cfg = tiny_cfg()
+    odd = study.ask(SPACE)
+    odd.report(float("nan"), 1)
+    odd.report(float("inf"), 2)
+    study.tell(odd, state=TrialState.PRUNED)
+    bare = study.ask(SPACE)
+    study.tell(bare, state=TrialState.PRUNED)
+    assert "after step 2 (last reported value inf)" in trial_note(study.trials[0], cfg)
+    assert "before its first report" in trial_note(study.trials[1], cfg)
+
+
+def test_complete_and_failed_trials_get_no_note(tiny_cfg, study) -> None:
+    cfg = tiny_cfg()
+    number = _complete(study)
+    assert trial_note(study.trials[number], cfg) is None
+    failed = study.ask(SPACE)
+    study.tell(failed, state=TrialState.FAIL)
+    assert trial_note(study.trials[failed.number], cfg) is None
+
+
+def test_study_note_settings_rebuild_the_study_file(tiny_cfg, study) -> None:
+    cfg = tiny_cfg(pruner={"name": "median"})
+    data = load_split(cfg.dataset, cfg.split)
+    _complete(study)
+    _pruned(study)
+    _diverged(study)
+    note = study_note(study, cfg, data)
+    assert cfg.path in note
+    assert data.describe() in note  # "90 train / 30 validation / 30 test rows, ..., 3 classes"
+    assert "3 classes" in note
+    assert "validation accuracy: the fraction of validation rows classified correctly" in note
+    assert f"tuner export {cfg.path}" in note
+    assert "Trials so far: 1 complete, 1 pruned, 1 diverged, 0 failed" in note
+    assert "Trial 0: validation accuracy **0.7**, test 0.9" in note
+    assert note.rstrip().endswith(AUTO_NOTE_MARKER)
+    settings = re.search(r"```toml\n(.*?)```", note, re.S)
+    assert settings is not None
+    rebuilt = parse_study_config(tomllib.loads(settings.group(1)), "note")
+    # the settings shown are the study's: same sections, same values, defaults filled in
+    assert rebuilt.to_dict() == cfg.to_dict()
+    # settings that do not apply are left out (iris is shipped, the pruner is median)
+    assert "n_samples" not in settings.group(1) and "reduction_factor" not in settings.group(1)
+
+
+def test_regression_note_describes_rmse(tiny_cfg, study) -> None:
+    cfg = tiny_cfg(dataset={"name": "diabetes"}, objective={"metric": "rmse"})
+    note = study_note(study, cfg, load_split(cfg.dataset, cfg.split))
+    assert "regression" in note and "in the target's units (minimize)" in note
+    assert "No complete trial yet." in note
+
+
+def test_refresh_writes_missing_notes_and_keeps_a_persons_edits(tiny_cfg, study) -> None:
+    cfg = tiny_cfg()
+    _complete(study)
+    pruned, diverged = _pruned(study), _diverged(study)
+    first = refresh_study_notes(study, cfg)
+    assert first.study_note and first.figures == tuple(FIGURE_IDS)
+    assert first.trial_notes == (pruned, diverged)
+    assert "## tiny" in optuna_dashboard.get_note(study)
+    # written in optuna-dashboard's format: its own get_note reads them back
+    handle = optuna.trial.Trial(study, study.trials[pruned]._trial_id)
+    assert optuna_dashboard.get_note(handle) == trial_note(study.trials[pruned], cfg)
+
+    # a person edits one trial note, empties another, and edits the study note (no marker)
+    optuna_dashboard.save_note(handle, "looked at it: fine")
+    emptied = optuna.trial.Trial(study, study.trials[diverged]._trial_id)
+    optuna_dashboard.save_note(emptied, "")
+    optuna_dashboard.save_note(study, "my conclusions")
+    later = _pruned(study)
+    second = refresh_study_notes(study, cfg)
+    assert second.trial_notes == (later,)  # only the new trial; the others keep theirs
+    assert not second.study_note
+    assert optuna_dashboard.get_note(study) == "my conclusions"
+    assert optuna_dashboard.get_note(handle) == "looked at it: fine"
+    assert optuna_dashboard.get_note(emptied) == ""
+
+    # a note that still carries the marker is tuner's and is rewritten with the new counts
+    optuna_dashboard.save_note(study, "old numbers\n" + AUTO_NOTE_MARKER)
+    assert refresh_study_notes(study, cfg).study_note
+    assert "2 pruned, 1 diverged" in optuna_dashboard.get_note(study)

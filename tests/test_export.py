@@ -1,0 +1,129 @@
+"""The export: JSON and YAML round-trip, plain types, confirmation fields, redaction, no-file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from tests._trust import (
+    FAKE_PASSWORD,
+    FAKE_PG_URL,
+    add_told_trial,
+    all_pruned_study,
+    fixed_params,
+    make_cfg,
+    trained_study,
+)
+from tuner.confirm import CONFIRM_ATTR, run_confirm
+from tuner.errors import ConfigError, NoCompletedTrialError
+from tuner.export import build_export, dumps_export, export_best, plain
+
+
+@pytest.fixture(scope="module")
+def study_and_cfg(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    cfg = make_cfg(tmp_path_factory.mktemp("export"))
+    study = trained_study(cfg, [fixed_params("cosine"), fixed_params("one_cycle", lr=0.01)])
+    return study, cfg
+
+
+def assert_plain(v: Any, where: str = "export") -> None:
+    """Only str, int, float, bool, None, list and dict (with str keys), exactly."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            assert type(k) is str, f"{where}: key {k!r}"
+            assert_plain(x, f"{where}.{k}")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            assert_plain(x, f"{where}[{i}]")
+    else:
+        assert type(v) in (str, int, float, bool, type(None)), f"{where}: {type(v).__name__}"
+
+
+def test_plain_unwraps_numpy_tuples_and_non_finite() -> None:
+    got = plain({"a": np.float32(0.5), "b": (np.int64(3), float("nan")), 1: float("-inf")})
+    assert got == {"a": 0.5, "b": [3, "nan"], "1": "-inf"}
+    assert_plain(got)
+
+
+def test_export_is_plain_and_json_yaml_round_trip(study_and_cfg, tmp_path: Path) -> None:
+    study, cfg = study_and_cfg
+    data = build_export(study, cfg, "sqlite:///x.db")
+    assert_plain(data)
+    assert data["format"] == 1 and data["selected_by"] == "single trial"
+    assert data["confirmation"] is None
+    j = export_best(study, cfg, "sqlite:///x.db", tmp_path / "b.best.json")
+    y = export_best(study, cfg, "sqlite:///x.db", tmp_path / "b.best.yaml")  # format from suffix
+    from_json = json.loads(j.read_text())
+    from_yaml = yaml.safe_load(y.read_text())
+    assert from_json == from_yaml == data
+    assert not y.read_text().lstrip().startswith("{")  # really YAML, not JSON in a .yaml file
+
+
+def test_default_paths_follow_the_format(study_and_cfg) -> None:
+    study, cfg = study_and_cfg
+    path = export_best(study, cfg, "sqlite:///x.db", fmt="yaml")
+    assert path == cfg.study_dir / "tiny.best.yaml" and path.is_file()
+    assert not list(cfg.study_dir.glob(".tiny.best.yaml.*"))  # no temporary file left
+
+
+def test_unknown_format_writes_nothing(study_and_cfg, tmp_path: Path) -> None:
+    study, cfg = study_and_cfg
+    with pytest.raises(ConfigError, match="must be one of json, yaml"):
+        export_best(study, cfg, "sqlite:///x.db", tmp_path / "b.best.toml", fmt="toml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_password_never_written(study_and_cfg, tmp_path: Path) -> None:
+    study, cfg = study_and_cfg
+    for fmt in ("json", "yaml"):
+        text = dumps_export(build_export(study, cfg, FAKE_PG_URL), fmt)
+        assert FAKE_PASSWORD not in text
+        assert "postgresql://tuner_user:***@db.example.org:5432/studies" in text
+
+
+def test_all_pruned_study_exports_nothing(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    study = all_pruned_study(cfg)
+    with pytest.raises(NoCompletedTrialError, match="no complete trial"):
+        export_best(study, cfg, "sqlite:///x.db")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_records_confirmation_and_its_winner(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    study = trained_study(cfg, [fixed_params("cosine")])
+    # a lucky single run: too small a learning rate for 3 epochs, told a perfect value
+    lucky = add_told_trial(study, cfg, fixed_params("constant", lr=1e-3, optimizer="adam"), 1.0)
+    run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    data = build_export(study, cfg, "sqlite:///x.db")
+    assert data["single_best"]["trial"] == lucky and data["single_best"]["value"] == 1.0
+    conf = data["confirmation"]
+    assert data["selected_by"] == "confirmation"
+    assert conf["winner_trial"] == data["trial"] == 0 and conf["changed_winner"] is True
+    assert conf["val_mean"] == study.user_attrs[CONFIRM_ATTR]["candidates"][0]["val_mean"]
+    assert conf["val_std"] is not None and len(conf["seeds"]) == 2
+    assert data["optimizer"]["kwargs"]["lr"] == 0.05  # the winner's configuration
+    assert_plain(data)
+    # a new best trial makes the stored confirmation out of date: back to the single best
+    newer = add_told_trial(study, cfg, fixed_params("step"), 1.5)
+    data = build_export(study, cfg, "sqlite:///x.db")
+    assert data["selected_by"] == "single trial" and data["trial"] == newer
+    assert data["confirmation"] is None and "out of date" in data["confirmation_note"]
+
+
+def test_atomic_write_gives_an_ordinary_file_mode(tmp_path: Path) -> None:
+    import os
+
+    from tuner.export import write_atomic
+
+    out = tmp_path / "x.best.json"
+    write_atomic(out, "{}\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.best.json"]

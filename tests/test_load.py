@@ -1,0 +1,166 @@
+"""export -> load_best (and the README's plain-PyTorch rebuild) -> the same LR at every step."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import tuner
+from tests._trust import fixed_params, make_cfg, trained_study
+from tuner.engine import TrainResult
+from tuner.errors import ConfigError
+from tuner.export import export_best
+from tuner.schedules import SCHEDULES
+
+EPOCHS = 8
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, TrainResult]]:
+    """One real trial per registered schedule (tiny iris study), each exported as JSON."""
+    from tests._trust import run_trial
+    from tuner.study import make_objective
+
+    out: dict[str, tuple[Path, TrainResult]] = {}
+    for name in SCHEDULES:
+        folder = tmp_path_factory.mktemp(name)
+        cfg = make_cfg(folder, training={"epochs": EPOCHS})
+        study = trained_study(cfg, [])
+        lr = 0.2 if name == "plateau" else 0.05  # plateau: accuracy stalls, the LR is reduced
+        result = run_trial(study, make_objective(cfg), fixed_params(name, lr=lr))
+        assert result.status == "complete", (name, result.divergence)
+        path = export_best(study, cfg, f"sqlite:///{folder}/tuner.db")
+        out[name] = (path, result)
+    return out
+
+
+def replay(optimizer: torch.optim.Optimizer, scheduler: Any, interval: str, epochs: int,
+           steps_per_epoch: int, val_metrics: list[float]) -> list[float]:
+    """A user's loop without training: the LR before every optimizer step."""
+    lrs = []
+    for epoch in range(epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if interval == "step":
+                scheduler.step()
+        if interval == "epoch":
+            scheduler.step(val_metrics[epoch])
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_load_best_rebuilds_the_trained_lr_at_every_step(exported, schedule: str) -> None:
+    path, result = exported[schedule]
+    best = tuner.load_best(path)
+    model = best.build_model()
+    optimizer = best.build_optimizer(model.parameters())
+    scheduler = best.build_scheduler(optimizer, best.steps_per_epoch)
+    lrs = replay(optimizer, scheduler, best.interval, best.epochs, best.steps_per_epoch,
+                 [r.val_metric for r in result.history])
+    assert len(result.lrs) == EPOCHS * best.steps_per_epoch
+    assert lrs == result.lrs
+    assert best.scheduler_spec_for(best.steps_per_epoch) == best.scheduler_spec
+
+
+def test_plateau_case_really_reduces_the_lr(exported) -> None:
+    # otherwise the plateau replay above would compare two constant sequences
+    _, result = exported["plateau"]
+    assert len(set(result.lrs)) > 1
+
+
+def test_load_best_model_and_data_fit_together(exported) -> None:
+    best = tuner.load_best(exported["cosine"][0])
+    data = best.load_data()
+    out = best.build_model()(data.X_val)
+    assert out.shape == (len(data.X_val), data.n_outputs)
+    assert (best.batch_size, best.mode, best.lr, best.interval) == (16, "max", 0.05, "step")
+
+
+def test_build_scheduler_resizes_for_another_batch_count(exported) -> None:
+    best = tuner.load_best(exported["warmup_cosine"][0])
+    spe = best.steps_per_epoch
+    resized = best.scheduler_spec_for(2 * spe)
+    assert resized["milestones"][0] == pytest.approx(2 * best.scheduler_spec["milestones"][0],
+                                                     abs=1)
+    cos = resized["schedulers"][1]["kwargs"]
+    assert cos["T_max"] + resized["milestones"][0] == 2 * spe * best.epochs
+    one = tuner.load_best(exported["one_cycle"][0])
+    model = one.build_model()
+    opt = one.build_optimizer(model.parameters())
+    sched = one.build_scheduler(opt, 3 * one.steps_per_epoch)
+    assert sched.total_steps == 3 * one.steps_per_epoch * one.epochs
+
+
+def test_yaml_export_loads_the_same(exported, tmp_path: Path) -> None:
+    import yaml
+
+    data = json.loads(exported["step"][0].read_text())
+    path = tmp_path / "x.best.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert tuner.load_best(path).data == tuner.load_best(exported["step"][0]).data
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not a valid export file"),
+        ('{"format": 1}', "key 'study' is missing"),
+        ("[1, 2]", "expected a mapping"),
+    ],
+)
+def test_load_best_rejects_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.best.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        tuner.load_best(path)
+
+
+def test_load_best_rejects_newer_format(exported, tmp_path: Path) -> None:
+    data = json.loads(exported["step"][0].read_text())
+    data["format"] = 99
+    path = tmp_path / "new.best.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="format = 99 is invalid"):
+        tuner.load_best(path)
+
+
+def test_load_best_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such export file"):
+        tuner.load_best(tmp_path / "nope.json")
+
+
+# --- the README's plain-PyTorch rebuild, from the JSON alone ---------------------------------
+
+def readme_rebuild_block() -> str:
+    """The python block that follows the README's ``<!-- rebuild-plain-pytorch -->`` marker."""
+    text = README.read_text(encoding="utf-8")
+    marker = text.index("<!-- rebuild-plain-pytorch -->")
+    match = re.search(r"```python\n(.*?)```", text[marker:], re.S)
+    assert match, "README: no python block after the rebuild marker"
+    return match.group(1)
+
+
+def test_readme_block_uses_only_torch_and_json() -> None:
+    code = readme_rebuild_block()
+    imports = set(re.findall(r"^\s*(?:import|from)\s+(\w+)", code, re.M))
+    assert imports == {"json", "torch"}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_readme_plain_pytorch_rebuild_matches_the_trained_lrs(exported, schedule: str) -> None:
+    path, result = exported[schedule]
+    code = readme_rebuild_block().replace('"studies/digits_mlp.best.json"', repr(str(path)))
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    best = json.loads(path.read_text())
+    lrs = replay(namespace["optimizer"], namespace["scheduler"],
+                 "step" if namespace["per_step"] else "epoch", best["epochs"],
+                 best["steps_per_epoch"], [r.val_metric for r in result.history])
+    assert lrs == result.lrs

@@ -1,0 +1,330 @@
+"""The LR range test (tuner.lr_find): sweeps, suggestions, "auto" bounds, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import tuner.lr_find as lr_find
+from tuner.cli import main
+from tuner.datasets import load_split
+from tuner.lr_find import LRFindError, LRSweep, auto_bounds, lr_range_test, smooth
+from tuner.runner import run_tune
+from tuner.storage import make_storage
+
+
+def _lrs(n: int, low: float = 1e-6, high: float = 1.0) -> np.ndarray:
+    return np.geomspace(low, high, n)
+
+
+def _falling_losses(n: int, steep_at: float = 0.5) -> np.ndarray:
+    """A clean logistic fall in log(lr) whose steepest point is at index ``steep_at * n``."""
+    x = np.arange(n)
+    return 0.2 + 2.0 / (1 + np.exp((x - steep_at * n) / (n / 20)))
+
+
+# --- reading a curve ---------------------------------------------------------------------------
+
+
+def test_suggestion_of_a_clean_curve_is_its_steepest_point() -> None:
+    lrs = _lrs(200)
+    sweep = LRSweep.from_losses(lrs, _falling_losses(200, steep_at=0.5), beta=0.0)
+    a = sweep.analyze()
+    assert a.reason is None
+    # steepest descent of 0.2 + 2 / (1 + exp(...)) is at index 100 (central difference, +-1)
+    assert sweep.suggestion() == pytest.approx(lrs[100], rel=0.1)
+    assert a.falling_lr < a.suggested_lr < a.min_loss_lr
+    assert a.diverged_lr is None  # never stopped: the curve reached its end
+
+
+def test_suggestion_ignores_non_finite_points() -> None:
+    lrs = _lrs(200)
+    losses = _falling_losses(200, steep_at=0.4)
+    losses[[30, 90, 150]] = [math.nan, math.inf, math.nan]  # nan/inf in the middle
+    losses = np.append(losses[:180], [math.nan])  # and a nan at the end, where it stopped
+    sweep = LRSweep.from_losses(lrs[:181], losses, beta=0.5)
+    assert sweep.stop == "nan" and sweep.diverged_lr == pytest.approx(lrs[180])
+    s = sweep.suggestion()
+    assert math.isfinite(s)
+    assert s == pytest.approx(lrs[80], rel=0.3)
+    assert s not in (lrs[30], lrs[90], lrs[150])
+    bad = (30, 90, 150, 180)
+    assert all(math.isfinite(x) for i, x in enumerate(sweep.smoothed) if i not in bad)
+
+
+def test_a_loss_that_never_falls_gives_a_clear_reason() -> None:
+    lrs = _lrs(100)
+    flat_noisy = 2.3 + 0.01 * np.sin(np.arange(100))
+    rising = np.linspace(1.0, 3.0, 100)
+    for losses in (flat_noisy, rising):
+        sweep = LRSweep.from_losses(lrs, losses, optimizer="adam")
+        a = sweep.analyze()
+        assert a.suggested_lr is None and a.falling_lr is None
+        assert "never falls" in a.reason and "--max-lr" in a.reason
+        with pytest.raises(LRFindError, match=r"adam.*no suggestion.*never falls"):
+            sweep.suggestion()
+
+
+def test_too_few_points_gives_a_clear_reason() -> None:
+    sweep = LRSweep.from_losses([1e-3, 1e-2, 1e-1, 1.0], [2.0, 1.0, 0.5, math.nan])
+    with pytest.raises(LRFindError, match="too few points.*--min-lr"):
+        sweep.suggestion()
+    assert sweep.analyze().diverged_lr == 1.0
+
+
+def test_smooth_is_bias_corrected_and_skips_non_finite() -> None:
+    assert smooth([2.0, 2.0, 2.0], beta=0.9) == pytest.approx([2.0, 2.0, 2.0])
+    out = smooth([1.0, math.nan, 3.0], beta=0.5)
+    assert out[0] == 1.0 and math.isnan(out[1])
+    assert out[2] == pytest.approx((0.5 * 0.5 * 1.0 + 0.5 * 3.0) / (1 - 0.25))
+
+
+def test_attrs_round_trip_as_plain_json() -> None:
+    losses = np.append(_falling_losses(60), math.nan)
+    sweep = LRSweep.from_losses(_lrs(61), losses, optimizer="sgd",
+                                optimizer_kwargs={"momentum": 0.9, "nesterov": False})
+    attrs = sweep.to_attrs()
+    text = json.dumps(attrs, allow_nan=False)  # plain JSON: no NaN tokens
+    back = LRSweep.from_attrs(json.loads(text))
+    assert back.optimizer == "sgd" and back.optimizer_kwargs["momentum"] == 0.9
+    assert math.isnan(back.losses[-1]) and back.stop == "nan"
+    assert back.suggestion() == pytest.approx(sweep.suggestion(), rel=1e-4)
+    assert attrs["suggested_lr"] == sweep.suggestion()
+
+
+# --- real sweeps ---------------------------------------------------------------------------------
+
+
+def test_digits_suggestion_is_finite_and_inside_the_swept_range(tiny_cfg) -> None:
+    cfg = tiny_cfg(dataset={"name": "digits"}, training={"batch_size": 64}, model={"hidden": [64]})
+    for name in ("sgd", "adam"):
+        sweep = lr_range_test(cfg, name, steps=150)
+        a = sweep.analyze()
+        assert a.reason is None, a.reason
+        s = sweep.suggestion()
+        assert math.isfinite(s) and sweep.lrs[0] <= s <= sweep.lrs[-1]
+        assert a.falling_lr <= s <= a.min_loss_lr
+        # the loss really fell: its smoothed minimum is well below its start (ln 10 = 2.30)
+        assert min(sweep.smoothed) < 0.5 * sweep.smoothed[0]
+        assert sweep.stop == "diverged" and s < a.diverged_lr <= sweep.max_lr
+        assert len(sweep.lrs) <= 150 and sweep.batch_size == 64
+    assert lr_range_test(cfg, "sgd", steps=150).optimizer_kwargs == {
+        "momentum": 0.9, "nesterov": False
+    }
+
+
+def test_a_sweep_that_hits_nan_still_suggests_from_the_finite_part(tiny_cfg) -> None:
+    cfg = tiny_cfg()
+    # no smoothed-loss stop: the sweep runs on until the raw loss is no longer finite
+    sweep = lr_range_test(cfg, "sgd", max_lr=1e12, steps=200, diverge_factor=1e300)
+    assert sweep.stop in ("nan", "inf")
+    assert not math.isfinite(sweep.losses[-1])
+    s = sweep.suggestion()
+    assert math.isfinite(s) and sweep.lrs[0] <= s < sweep.diverged_lr
+
+
+def test_a_real_sweep_whose_loss_never_falls_says_so(tiny_cfg) -> None:
+    sweep = lr_range_test(tiny_cfg(), "adam", max_lr=1e-5, steps=100)
+    assert sweep.stop == "end" and sweep.diverged_lr is None
+    assert "never falls" in sweep.analyze().reason
+    with pytest.raises(LRFindError, match="never falls"):
+        sweep.suggestion()
+
+
+def test_sweeps_start_fresh_and_leave_nothing_behind(tiny_cfg) -> None:
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    before = {k: getattr(data, k).clone() for k in ("X_train", "y_train", "X_val", "y_val")}
+    torch.manual_seed(1234)
+    rng = torch.get_rng_state()
+    first = lr_range_test(cfg, "adam", data=data, steps=80)
+    lr_range_test(cfg, "sgd", data=data, steps=80)  # in between: another optimizer
+    again = lr_range_test(cfg, "adam", data=data, steps=80)
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is untouched
+    for key, tensor in before.items():
+        assert torch.equal(getattr(data, key), tensor), key
+    # the same seed gives the same curve: a fresh model and batch order each time
+    assert first.lrs == again.lrs and first.losses == again.losses
+    other = lr_range_test(cfg, "adam", data=data, steps=80, seed=7)
+    assert other.losses != first.losses
+
+
+def test_bad_sweep_arguments_are_refused(tiny_cfg) -> None:
+    cfg = tiny_cfg()
+    with pytest.raises(LRFindError, match="min_lr"):
+        lr_range_test(cfg, "adam", min_lr=1.0, max_lr=0.1)
+    with pytest.raises(LRFindError, match="steps"):
+        lr_range_test(cfg, "adam", steps=1)
+    with pytest.raises(LRFindError, match="unknown optimizer 'lion'"):
+        lr_range_test(cfg, "lion")
+
+
+# --- "auto" bounds ---------------------------------------------------------------------------
+
+
+def _sweep(optimizer: str, steep_at: float, n: int = 200, diverge: bool = True) -> LRSweep:
+    lrs = _lrs(n, 1e-7, 10.0)
+    losses = _falling_losses(n, steep_at)
+    if diverge:  # the loss turns up at 80 % of the sweep and is infinite at 90 %
+        rise = int(0.8 * n)
+        losses[rise:] += np.linspace(0.0, 1.0, n - rise)
+        losses = np.append(losses[: int(0.9 * n)], math.inf)
+        lrs = lrs[: len(losses)]
+    return LRSweep.from_losses(lrs, losses, optimizer=optimizer, beta=0.5)
+
+
+def test_auto_bounds_are_the_envelope_of_each_optimizers_range() -> None:
+    sgd, adam = _sweep("sgd", 0.7), _sweep("adam", 0.4)
+    never = LRSweep.from_losses(_lrs(100), np.linspace(1, 2, 100), optimizer="rmsprop")
+    b = auto_bounds([sgd, adam, never])
+    assert b.low == pytest.approx(adam.suggestion() / 10)
+    assert b.high == pytest.approx(sgd.diverged_lr / 2)
+    assert sgd.analyze().min_loss_lr < sgd.diverged_lr / 2
+    for s in (sgd, adam):
+        low, high = b.per_optimizer[s.optimizer]
+        assert low == pytest.approx(s.suggestion() / 10)
+        assert low < s.suggestion() <= high < s.diverged_lr
+        assert b.low <= low and high <= b.high
+    assert set(b.suggestions) == {"sgd", "adam"} and "never falls" in b.failed["rmsprop"]
+    with pytest.raises(LRFindError, match="no suggestion for any optimizer.*rmsprop"):
+        auto_bounds([never])
+
+
+def test_auto_bounds_without_divergence_reach_the_last_rate() -> None:
+    s = _sweep("adam", 0.4, diverge=False)
+    assert auto_bounds([s]).high == pytest.approx(s.lrs[-1])
+
+
+def test_auto_high_bound_never_falls_below_the_minimum_of_the_loss() -> None:
+    # the loss falls right up to the rate where it blows up: high = the min-loss rate
+    n = 200
+    losses = np.append(_falling_losses(n, 0.8)[:180], math.inf)
+    s = LRSweep.from_losses(_lrs(181, 1e-7, 10.0 ** (-7 + 8 * 180 / 199)), losses, beta=0.5)
+    a = s.analyze()
+    assert a.min_loss_lr > a.diverged_lr / 2
+    assert auto_bounds([s]).high == pytest.approx(a.min_loss_lr)
+
+
+def _trial_lr_bounds(study: optuna.Study) -> set[tuple[float, float]]:
+    return {
+        (t.distributions["lr"].low, t.distributions["lr"].high)
+        for t in study.get_trials(deepcopy=False)
+        if "lr" in t.distributions
+    }
+
+
+def test_auto_bounds_are_recorded_seeded_and_reused_on_resume(
+    tiny_cfg, sqlite_url, monkeypatch
+) -> None:
+    cfg = tiny_cfg(space={"lr": "auto", "optimizers": ["sgd", "adam"]})
+    calls: list[str] = []
+    real = lr_find.lr_range_test
+
+    def counting(cfg, optimizer, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append(optimizer)
+        return real(cfg, optimizer, steps=120, **kw)
+
+    monkeypatch.setattr(lr_find, "lr_range_test", counting)
+    run_tune(cfg, sqlite_url, n_trials=3, progress=False)
+    assert calls == ["sgd", "adam"]
+    study = optuna.load_study(study_name=cfg.name, storage=make_storage(sqlite_url))
+    rec = study.user_attrs["lr_find"]
+    json.dumps(rec, allow_nan=False)
+    low, high = rec["bounds"]
+    assert 0 < low < high
+    assert set(rec["optimizers"]) == {"sgd", "adam"}
+    sweeps = {s.optimizer: s for s in lr_find.recorded_sweeps(study)}
+    assert set(sweeps) == {"sgd", "adam"}
+    assert low == pytest.approx(min(s.suggestion() for s in sweeps.values()) / 10, rel=1e-4)
+    # the study's trials sample lr from the recorded bounds
+    assert _trial_lr_bounds(study) == {(low, high)}
+    # the first trials try each optimizer's suggested rate (best sweep first)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    enqueued = rec["enqueued"]
+    assert {e["optimizer"] for e in enqueued} == {"sgd", "adam"}
+    for trial, fixed in zip(trials, enqueued, strict=False):
+        assert trial.params["optimizer"] == fixed["optimizer"]
+        assert trial.params["lr"] == pytest.approx(sweeps[fixed["optimizer"]].suggestion(),
+                                                   rel=1e-4)
+        if fixed["optimizer"] == "sgd":
+            assert trial.params["optimizer.momentum"] == 0.9
+    assert low <= min(e["lr"] for e in enqueued) and max(e["lr"] for e in enqueued) <= high
+
+    # resume: no new sweep, same bounds
+    def must_not_run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the LR range test ran again on resume")
+
+    monkeypatch.setattr(lr_find, "lr_range_test", must_not_run)
+    outcome = run_tune(cfg, sqlite_url, n_trials=5, progress=False)
+    assert outcome.finished_after == 5
+    assert _trial_lr_bounds(outcome.study) == {(low, high)}
+    assert outcome.study.user_attrs["lr_find"] == rec
+
+
+def test_a_failing_auto_sweep_writes_nothing(tiny_cfg, sqlite_url, monkeypatch) -> None:
+    cfg = tiny_cfg(space={"lr": "auto", "optimizers": ["adam"]})
+    never = LRSweep.from_losses(_lrs(100), np.linspace(1, 2, 100), optimizer="adam")
+    monkeypatch.setattr(lr_find, "lr_range_test", lambda *a, **k: never)
+    with pytest.raises(LRFindError, match="never falls"):
+        run_tune(cfg, sqlite_url, progress=False)
+    storage = make_storage(sqlite_url)
+    assert cfg.name not in [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def test_fixed_bounds_run_no_sweep(tiny_cfg, sqlite_url, monkeypatch) -> None:
+    monkeypatch.setattr(lr_find, "lr_range_test", lambda *a, **k: pytest.fail("swept"))
+    outcome = run_tune(tiny_cfg(), sqlite_url, n_trials=1, progress=False)
+    assert "lr_find" not in outcome.study.user_attrs
+    assert _trial_lr_bounds(outcome.study) == {(1e-3, 0.3)}
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _study_file(tmp_path: Path, dataset: str = "iris") -> Path:
+    path = tmp_path / "lrf.toml"
+    path.write_text(
+        '[study]\nname = "lrf"\n'
+        f'[dataset]\nname = "{dataset}"\n'
+        "[model]\nhidden = [16]\n"
+        "[training]\nbatch_size = 16\n"
+        '[space]\nlr = "auto"\noptimizers = ["sgd", "adam"]\n'
+    )
+    return path
+
+
+def test_cli_lr_find_prints_rates_and_writes_the_plot(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    assert main(["lr-find", str(study), "--steps", "150"]) == 0
+    out = capsys.readouterr().out
+    for text in ("suggested", "falls from", "diverged", "sweep time", "sgd", "adam", "search"):
+        assert text in out
+    plot = tmp_path / "reports" / "lrf.lr_find.html"
+    html = plot.read_text()
+    assert "plotly" in html.lower() and "adam (smoothed)" in html and "sgd suggested" in html
+
+
+def test_cli_lr_find_without_a_suggestion_says_why_and_fails(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    out = tmp_path / "flat.html"
+    code = main(["lr-find", str(study), "--optimizer", "adam", "--max-lr", "1e-5",
+                 "--steps", "100", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no suggested rate for adam" in err and "never falls" in err
+    assert out.exists()  # the plot shows why
+
+
+def test_cli_lr_find_refuses_bad_options(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    assert main(["lr-find", str(study), "--optimizer", "lion"]) == 2
+    assert "--optimizer 'lion' is invalid" in capsys.readouterr().err
+    assert main(["lr-find", str(study), "--min-lr", "1", "--max-lr", "0.1"]) == 2
+    assert "--min-lr 1 and --max-lr 0.1 are invalid" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()

@@ -1,0 +1,171 @@
+"""The HTML report: self-contained, every figure, atomic, redacted, PNGs, opens in Chromium."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI
+from optuna.trial import TrialState
+
+from tests._trust import (
+    FAKE_PASSWORD,
+    FAKE_PG_URL,
+    add_told_trial,
+    all_pruned_study,
+    fixed_params,
+    make_cfg,
+    trained_study,
+)
+from tuner.confirm import run_confirm
+from tuner.errors import NoCompletedTrialError
+from tuner.report import ReportError, find_browser, report_figures, write_report
+
+FIGURES = ("optimization_history", "metric_vs_lr", "learning_curves", "lr_curves",
+           "param_importances", "states", "diverged", "confirmation")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A small finished study: complete trials, a pruned one, a diverged one, a confirmation."""
+    cfg = make_cfg(tmp_path_factory.mktemp("report"))
+    study = trained_study(cfg, [
+        fixed_params("cosine"),
+        fixed_params("warmup_cosine", lr=0.02),
+        fixed_params("plateau", lr=0.1),
+    ])
+    add_told_trial(study, cfg, fixed_params("step", lr=0.003), 0.5, TrialState.PRUNED)
+    add_told_trial(study, cfg, fixed_params("constant", lr=0.3), 0.3, TrialState.PRUNED,
+                   divergence={"reason": "nan", "step": 3, "epoch": 1, "loss": "nan"})
+    run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    return study, cfg
+
+
+def chromium() -> str:
+    """The Chromium to drive; skips locally without one, fails in CI (.ci/run installs it)."""
+    path = os.environ.get("TUNER_CHROMIUM", "/usr/bin/chromium")
+    if not Path(path).is_file():
+        if IN_CI:
+            pytest.fail(f"CI=true but no Chromium at {path} (.ci/run installs Debian's chromium)")
+        pytest.skip(f"no Chromium at {path}: apt-get install chromium, or set TUNER_CHROMIUM")
+    return path
+
+
+def test_report_has_every_figure_inline_and_no_password(finished, tmp_path: Path) -> None:
+    study, cfg = finished
+    out = write_report(study, cfg, FAKE_PG_URL, tmp_path / "r", png=False)
+    assert out.html == tmp_path / "r" / "report.html" and out.pngs == ()
+    page = out.html.read_text(encoding="utf-8")
+    for name in FIGURES:
+        assert f'id="fig-{name}"' in page
+    assert "<script src=" not in page.replace("<script src=\"data:", "")  # nothing fetched
+    assert "Plotly.newPlot" in page and len(page) > 3_000_000  # plotly.js is inlined
+    assert "postgresql://tuner_user:***@db.example.org" in page
+    assert FAKE_PASSWORD not in page
+    assert "Confirmation changed the winner" not in page  # that is the console's wording
+    assert "confirmed winner" in page
+
+
+def test_report_replaces_an_old_report_atomically(finished, tmp_path: Path) -> None:
+    study, cfg = finished
+    target = tmp_path / "reports" / "tiny"
+    target.mkdir(parents=True)
+    (target / "stale.png").write_bytes(b"old")
+    write_report(study, cfg, "sqlite:///x.db", target, png=False)
+    assert sorted(p.name for p in target.iterdir()) == ["report.html"]
+    assert [p.name for p in target.parent.iterdir()] == ["tiny"]  # no temporary folder left
+
+
+def test_all_pruned_study_reports_nothing(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path / "study")
+    study = all_pruned_study(cfg)
+    with pytest.raises(NoCompletedTrialError, match="nothing to report"):
+        write_report(study, cfg, "sqlite:///x.db", tmp_path / "reports" / "tiny", png=False)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_report_default_folder_is_next_to_the_study(finished) -> None:
+    study, cfg = finished
+    out = write_report(study, cfg, "sqlite:///x.db", png=False)
+    assert out.folder == cfg.study_dir / "reports" / "tiny"
+
+
+def test_report_without_confirmation_says_how_to_confirm(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    study = trained_study(cfg, [fixed_params("cosine")])
+    assert "confirmation" not in report_figures(study, cfg)
+    out = write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", png=False)
+    assert "Not confirmed: run <code>tuner confirm" in out.html.read_text()
+
+
+def test_pngs_skipped_with_a_warning_without_a_browser(finished, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    study, cfg = finished
+    monkeypatch.setattr("tuner.report.find_browser", lambda: None)
+    warnings: list[str] = []
+    out = write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", warn=warnings.append)
+    assert out.pngs == () and out.html.is_file()
+    assert len(warnings) == 1 and "no Chromium found" in warnings[0]
+
+
+def test_failing_browser_writes_nothing(finished, tmp_path: Path) -> None:
+    study, cfg = finished
+    with pytest.raises(ReportError, match="PNG export with kaleido"):
+        write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", browser="/bin/false")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.browser
+def test_pngs_are_written(finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNER_CHROMIUM", chromium())
+    assert find_browser() == os.environ["TUNER_CHROMIUM"]
+    study, cfg = finished
+    out = write_report(study, cfg, "sqlite:///x.db", tmp_path / "r")
+    assert sorted(p.stem for p in out.pngs) == sorted(FIGURES)
+    for png in out.pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.browser
+def test_report_opens_in_headless_chromium_without_errors(finished, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    study, cfg = finished
+    out = write_report(study, cfg, FAKE_PG_URL, tmp_path / "r", png=False)
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(out.html.as_uri(), wait_until="load")
+            page.wait_for_function(
+                f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {len(FIGURES)}",
+                timeout=30_000,
+            )
+            rendered = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert problems == []
+    assert requests == [out.html.as_uri()]  # self-contained: nothing else was fetched
+    assert rendered == len(FIGURES)
+    assert "tuner report: tiny" in text and FAKE_PASSWORD not in text
+
+
+def test_metric_vs_lr_colours_by_schedule(finished) -> None:
+    fig = report_figures(*finished)["metric_vs_lr"]
+    colours: dict[str, set[str]] = {}
+    for trace in fig.data:
+        colours.setdefault(trace.legendgroup, set()).add(trace.marker.color)
+    assert fig.layout.xaxis.type == "log"
+    assert all(len(c) == 1 for c in colours.values())  # complete and pruned: same colour
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # one per schedule

@@ -1,0 +1,63 @@
+"""Studies on a real storage: divergence ends PRUNED with its reason, resumes top up."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.runner import run_tune
+from tuner.study import count_finished, make_objective, open_study, trial_kind
+
+
+def test_diverging_trial_is_pruned_in_its_first_epoch_with_its_reason(tiny_cfg, sqlite_url):
+    cfg = tiny_cfg(space={"lr": [1e-3, 1e5], "optimizers": ["sgd"], "schedules": ["constant"]},
+                   training={"epochs": 4})
+    study = open_study(cfg, sqlite_url)
+    study.enqueue_trial({"lr": 1e4, "optimizer": "sgd", "optimizer.momentum": 0.9,
+                         "optimizer.nesterov": False, "schedule": "constant"})
+    study.optimize(make_objective(cfg), n_trials=1)
+    trial = optuna.load_study(study_name=cfg.name, storage=sqlite_url).trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert trial_kind(trial) == "diverged"
+    div = trial.user_attrs["divergence"]
+    assert div["reason"] in ("nan", "inf", "explosion") and div["epoch"] == 1
+    assert div["step"] >= 1 and "loss" in div
+    assert trial.user_attrs["pruned_reason"].startswith("diverged: loss")
+    assert trial.user_attrs["epochs_run"] == 1
+    assert trial.intermediate_values == {}  # stopped before the first epoch ended
+
+
+def test_complete_trial_records_what_a_person_needs(tiny_cfg, sqlite_url):
+    cfg = tiny_cfg(space={"lr": [1e-3, 1e-2]}, training={"epochs": 3})
+    outcome = run_tune(cfg, sqlite_url, n_trials=2, progress=False)
+    for t in outcome.study.get_trials(states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        assert a["epochs_run"] == 3 and len(a["lr_per_epoch"]) == 3
+        assert a["seconds"] > 0 and a["seed"] == cfg.study.seed + t.number
+        assert 0 <= a["val_metric"] <= 1 and 0 <= a["test_metric"] <= 1
+        assert a["val_metric"] == t.value
+        assert sorted(t.intermediate_values) == [1, 2, 3]
+
+
+def test_second_run_tops_up_to_the_requested_count(tiny_cfg, sqlite_url):
+    cfg = tiny_cfg()
+    first = run_tune(cfg, sqlite_url, n_trials=3, progress=False)
+    assert (first.finished_before, first.finished_after) == (0, 3)
+    second = run_tune(cfg, sqlite_url, n_trials=5, progress=False)
+    assert (second.finished_before, second.finished_after) == (3, 5)
+    third = run_tune(cfg, sqlite_url, n_trials=5, progress=False)
+    assert third.finished_after == 5
+    numbers = [t.number for t in third.study.trials]
+    assert numbers == list(range(5))
+    assert count_finished(third.study) == 5
+
+
+def test_hyperband_prunes_lagging_trials_per_epoch(tiny_cfg, sqlite_url):
+    cfg = tiny_cfg(pruner={"name": "hyperband"}, training={"epochs": 9},
+                   space={"lr": [1e-5, 1.0]}, sampler={"name": "random"})
+    outcome = run_tune(cfg, sqlite_url, n_trials=12, progress=False)
+    kinds = [trial_kind(t) for t in outcome.study.trials]
+    assert "pruned" in kinds, kinds
+    pruned = [t for t in outcome.study.trials if trial_kind(t) == "pruned"]
+    assert all(t.user_attrs["epochs_run"] < 9 for t in pruned)
+    assert all("pruner" in t.user_attrs["pruned_reason"] for t in pruned)

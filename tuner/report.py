@@ -1,0 +1,436 @@
+"""``tuner report``: one self-contained HTML page of a study, plus PNG copies of its figures.
+
+The page (``studies/reports/<study name>/report.html`` by default) opens without network
+access: plotly's JavaScript is inlined once in its ``<head>`` and no figure loads anything from a
+CDN (no MathJax). Figures, in order:
+
+1. optimization history (``optuna.visualization.plot_optimization_history``);
+2. final validation metric against learning rate on a log axis, coloured by schedule;
+3. learning curves (intermediate values), pruned and diverged trials marked;
+4. the learning-rate curves of the top trials (the schedules actually applied, per epoch);
+5. parameter importances (``optuna.visualization.plot_param_importances``);
+6. trials, epochs and wall seconds per state (complete / pruned / diverged / failed);
+7. diverged trials: learning rate against the step where the loss blew up;
+8. the confirmed top-K table (``tuner confirm``), when the study has one.
+
+PNG copies (``<figure name>.png``) are rendered by plotly's static export, kaleido, which drives
+a Chromium: ``$TUNER_CHROMIUM``, ``$BROWSER_PATH`` or ``chromium`` / ``google-chrome`` on the
+PATH (Debian: ``apt-get install chromium``). Without one, the PNGs are skipped with a warning
+and the HTML is still written; with one that fails, nothing is written.
+
+Everything is written into a temporary folder next to the target and moved into place at the
+end, so a report folder is never half-written. Storage URLs appear with their password
+redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+import math
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tuner.config import StudyConfig
+from tuner.confirm import (
+    confirmation_is_current,
+    fmt_mean_std,
+    load_confirmation,
+    no_complete_message,
+)
+from tuner.errors import NoCompletedTrialError, TunerError
+from tuner.figures import diverged_trials, learning_curves, lr_curves, metric_vs_lr
+from tuner.space import TrialParams
+from tuner.storage import redact_url
+from tuner.study import completed
+from tuner.summary import KINDS, state_counts
+
+__all__ = [
+    "ReportError",
+    "ReportOutcome",
+    "BROWSER_ENV",
+    "default_report_dir",
+    "find_browser",
+    "report_figures",
+    "render_html",
+    "write_report",
+]
+
+BROWSER_ENV = ("TUNER_CHROMIUM", "BROWSER_PATH")
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+PNG_SIZE = {"width": 1000, "height": 560}
+TOP_LR_CURVES = 5
+
+
+class ReportError(TunerError):
+    """The report cannot be written (e.g. PNG rendering failed); nothing was written."""
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """Where the report went: the folder, the HTML file, the PNGs, and why PNGs were skipped."""
+
+    folder: Path
+    html: Path
+    pngs: tuple[Path, ...]
+    png_skipped: str | None = None
+
+
+def default_report_dir(cfg: StudyConfig) -> Path:
+    """``<folder of the study file>/reports/<study name>`` (git-ignored)."""
+    return cfg.study_dir / "reports" / cfg.name
+
+
+def find_browser() -> str | None:
+    """The Chromium that renders PNGs: ``$TUNER_CHROMIUM``, ``$BROWSER_PATH``, then the PATH."""
+    for var in BROWSER_ENV:
+        path = os.environ.get(var)
+        if path and Path(path).is_file():
+            return path
+    for name in BROWSER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures.
+
+
+def _note_figure(title: str, text: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
+def _history(study: optuna.Study, metric: str) -> go.Figure:
+    fig = optuna.visualization.plot_optimization_history(
+        study, target_name=f"validation {metric}"
+    )
+    fig.update_layout(title="Optimization history (complete trials and the best so far)")
+    return fig
+
+
+def _importances(study: optuna.Study) -> go.Figure:
+    title = "Parameter importances (for the validation metric)"
+    if len(completed(study)) < 2:
+        return _note_figure(title, "needs at least two complete trials")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = optuna.visualization.plot_param_importances(study)
+    except (ValueError, RuntimeError) as exc:  # e.g. a parameter with a single value
+        return _note_figure(title, f"not computable for this study: {html.escape(str(exc))}")
+    fig.update_layout(title=title)
+    return fig
+
+
+def _states(study: optuna.Study) -> go.Figure:
+    counts = state_counts(study)
+    kinds = [k for k in KINDS if counts.trials.get(k)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("trials", "epochs run", "wall seconds"))
+    colours = {"complete": "#2ca02c", "pruned": "#ff7f0e", "diverged": "#d62728",
+               "failed": "#7f7f7f", "running": "#1f77b4"}
+    for col, values in enumerate((counts.trials, counts.epochs, counts.seconds), start=1):
+        fig.add_trace(
+            go.Bar(
+                x=kinds,
+                y=[values.get(k, 0) for k in kinds],
+                marker_color=[colours.get(k, "#1f77b4") for k in kinds],
+                showlegend=False,
+            ),
+            row=1, col=col,
+        )
+    fig.update_layout(title="Trials and compute per state")
+    return fig
+
+
+def _confirmation_figure(payload: Mapping[str, Any]) -> go.Figure:
+    metric = payload["metric"]
+    rows = payload["candidates"]
+    header = ["rank", "trial", "single run", f"val {metric} mean ± std",
+              f"test {metric} mean ± std", "diverged", "configuration"]
+    cells = [
+        [c["rank"] for c in rows],
+        [f"#{c['trial']}" for c in rows],
+        [f"{c['single_value']:.4f}" for c in rows],
+        [fmt_mean_std(c["val_mean"], c["val_std"]) for c in rows],
+        [fmt_mean_std(c["test_mean"], c["test_std"]) for c in rows],
+        [f"{c['n_diverged']}/{c['n_runs']}" for c in rows],
+        [TrialParams.from_optuna_params(c["params"]).describe() for c in rows],
+    ]
+    fig = go.Figure(
+        go.Table(
+            columnwidth=[40, 50, 70, 120, 120, 60, 420],
+            header={"values": header, "align": "left", "fill_color": "#e8e8e8"},
+            cells={"values": cells, "align": "left"},
+        )
+    )
+    fig.update_layout(
+        title=f"Confirmed top {payload['top_k']}: {payload['n_seeds']} fresh seeds each, "
+        f"ranked by mean validation {metric} (test never used to choose)",
+    )
+    return fig
+
+
+def report_figures(study: optuna.Study, cfg: StudyConfig) -> dict[str, go.Figure]:
+    """The report's figures by file name (without ``.png``), in page order.
+
+    Raises:
+        NoCompletedTrialError: the study has no COMPLETE trial.
+    """
+    if not completed(study):
+        raise NoCompletedTrialError(no_complete_message(study.study_name, "report"))
+    metric = cfg.objective.metric
+    figs: dict[str, go.Figure] = {
+        "optimization_history": _history(study, metric),
+        "metric_vs_lr": metric_vs_lr(study, metric),
+        "learning_curves": learning_curves(study, metric),
+        "lr_curves": lr_curves(study, TOP_LR_CURVES),
+        "param_importances": _importances(study),
+        "states": _states(study),
+        "diverged": diverged_trials(study),
+    }
+    payload = load_confirmation(study)
+    if payload is not None:
+        figs["confirmation"] = _confirmation_figure(payload)
+    return figs
+
+
+# ---------------------------------------------------------------------------------------------
+# The page.
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table.kv { border-collapse: collapse; } table.kv td { padding: 2px 12px 2px 0; }
+table.kv td:first-child { color: #555; }
+.note { color: #8a5a00; }
+"""
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows
+    )
+    return f'<table class="kv">{body}</table>'
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else str(v)
+    return "n/a" if v is None else str(v)
+
+
+def _summary_html(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> str:
+    best = completed(study)[0]
+    counts = state_counts(study)
+    metric = cfg.objective.metric
+    rows = [
+        ("study file", str(cfg.path)),
+        ("storage", redact_url(storage_url)),
+        ("objective", f"validation {metric} ({cfg.direction})"),
+        ("trials", ", ".join(f"{counts.trials[k]} {k}" for k in KINDS if counts.trials.get(k))),
+        ("best single trial", f"#{best.number}: validation {metric} {_fmt(best.value)}, test "
+                              f"{_fmt(best.user_attrs.get('test_metric'))} (held out)"),
+        ("its configuration", TrialParams.from_optuna_params(best.params).describe()),
+    ]
+    parts = [_kv_table(rows)]
+    payload = load_confirmation(study)
+    if payload is None:
+        parts.append(
+            '<p class="note">Not confirmed: run <code>tuner confirm '
+            f"{html.escape(str(cfg.path))}</code> to retrain the top configurations with fresh "
+            "seeds.</p>"
+        )
+    else:
+        winner = payload["candidates"][0]
+        single = next(
+            (c for c in payload["candidates"] if c["trial"] == payload["single_best_trial"]),
+            winner,
+        )
+        changed = (
+            f"yes: trial #{winner['trial']} replaces #{single['trial']}"
+            if payload["changed_winner"] else f"no: trial #{winner['trial']} stays the winner"
+        )
+        crows = [
+            ("seeds", f"{payload['n_seeds']} fresh seeds per configuration "
+                      f"({payload['seeds'][0]}..{payload['seeds'][-1]}), full "
+                      f"{payload['epochs']} epochs, no pruning"),
+            ("single-best trial", f"#{single['trial']}: {_fmt(single['single_value'])} (one "
+                                  f"seed) -> {fmt_mean_std(single['val_mean'], single['val_std'])}"
+                                  " confirmed"),
+            ("confirmed winner", f"#{winner['trial']}: validation "
+                                 f"{fmt_mean_std(winner['val_mean'], winner['val_std'])}, test "
+                                 f"{fmt_mean_std(winner['test_mean'], winner['test_std'])}"),
+            ("confirmation changed the winner", changed),
+        ]
+        parts.append("<h2>Confirmation</h2>" + _kv_table(crows))
+        if not confirmation_is_current(payload, study, cfg):
+            parts.append(
+                '<p class="note">This confirmation is out of date: the study\'s top trials or '
+                "settings changed since; run <code>tuner confirm</code> again.</p>"
+            )
+    return "\n".join(parts)
+
+
+FIGURE_TITLES = {
+    "optimization_history": "Optimization history",
+    "metric_vs_lr": "Validation metric against learning rate",
+    "learning_curves": "Learning curves (pruned: dotted, diverged: dashed with x)",
+    "lr_curves": "Learning-rate curves of the top trials",
+    "param_importances": "Parameter importances",
+    "states": "Trials and compute per state",
+    "diverged": "Diverged trials",
+    "confirmation": "Confirmed top-K",
+}
+
+
+def render_html(
+    study: optuna.Study, cfg: StudyConfig, storage_url: str, figs: Mapping[str, go.Figure]
+) -> str:
+    """The report page as one HTML string with plotly's JavaScript inlined (no network)."""
+    from plotly.offline import get_plotlyjs
+
+    sections = []
+    for name, fig in figs.items():
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            include_mathjax=False,
+            div_id=f"fig-{name}",
+            config={"displaylogo": False, "responsive": True},
+        )
+        title = html.escape(FIGURE_TITLES.get(name, name))
+        sections.append(f'<section id="{name}"><h2>{title}</h2>\n{div}\n</section>')
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    name = html.escape(study.study_name)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>tuner report: {name}</title>\n<style>{STYLE}</style>\n"
+        f'<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n'
+        f"<h1>tuner report: {name}</h1>\n<p>written {stamp}</p>\n"
+        f"{_summary_html(study, cfg, storage_url)}\n"
+        + "\n".join(sections)
+        + "\n</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing.
+
+
+def _write_pngs(figs: Mapping[str, go.Figure], folder: Path, browser: str) -> list[Path]:
+    import kaleido
+
+    paths = [folder / f"{name}.png" for name in figs]
+    jobs = [
+        {"fig": fig, "path": str(path), "opts": dict(PNG_SIZE)}
+        for fig, path in zip(figs.values(), paths, strict=True)
+    ]
+    try:
+        kaleido.write_fig_from_object_sync(
+            jobs, kopts={"path": browser, "mathjax": False}, cancel_on_error=True
+        )
+    except Exception as exc:  # kaleido and choreographer raise many kinds
+        raise ReportError(
+            f"PNG export with kaleido and {browser} failed: {type(exc).__name__}: {exc}; "
+            f"rerun with --no-png to write the HTML only, or point $TUNER_CHROMIUM at a "
+            f"working Chromium."
+        ) from None
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ReportError(f"PNG export with kaleido and {browser} wrote no {missing[0]}.")
+    return [p for p in paths]
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Replace ``target`` (a folder, possibly existing) by ``tmp`` with two renames."""
+    if target.exists() and not target.is_dir():
+        raise ReportError(f"{target} exists and is not a folder; pass --out DIR.")
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    storage_url: str,
+    out: Path | None = None,
+    *,
+    png: bool = True,
+    browser: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> ReportOutcome:
+    """Write ``report.html`` and ``<figure>.png`` files into ``out``, atomically.
+
+    Args:
+        study: a study with at least one COMPLETE trial.
+        cfg: its study file.
+        storage_url: shown on the page with its password redacted.
+        out: the report folder; default ``studies/reports/<study name>``. An existing report
+            there is replaced as a whole.
+        png: False to write the HTML only.
+        browser: the Chromium for PNGs (default :func:`find_browser`).
+        warn: called with a message when PNGs are skipped for want of a browser.
+
+    Raises:
+        NoCompletedTrialError: the study has no COMPLETE trial (nothing is written).
+        ReportError: PNG rendering failed (nothing is written).
+    """
+    figs = report_figures(study, cfg)  # raises before anything touches the disk
+    page = render_html(study, cfg, storage_url, figs)
+    target = Path(out) if out is not None else default_report_dir(cfg)
+    skipped: str | None = None
+    if png:
+        browser = browser or find_browser()
+        if browser is None:
+            skipped = (
+                "no Chromium found for the PNG copies ($TUNER_CHROMIUM, $BROWSER_PATH or "
+                "chromium on the PATH; Debian: apt-get install chromium); wrote the HTML only"
+            )
+            if warn is not None:
+                warn(skipped)
+    else:
+        skipped = "--no-png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the report is an ordinary folder
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+        pngs = _write_pngs(figs, tmp, browser) if (png and browser) else []
+        _move_into_place(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    return ReportOutcome(
+        folder=target,
+        html=target / "report.html",
+        pngs=tuple(target / p.name for p in pngs),
+        png_skipped=skipped,
+    )

@@ -1,6 +1,7 @@
 """Trials per second of one study with 1 and 2 worker processes (``tuner tune --workers N``).
 
-Each run is the real command, ``python -m tuner tune STUDY --workers N``, on a fresh SQLite
+Each run is the real command, ``python -m tuner tune STUDY --workers N --no-confirm`` (the
+closing confirmation is not tuning), on a fresh SQLite
 storage with the same study: digits MLP, 40 trials, no pruner, a learning-rate range that does
 not diverge, so every trial trains all its epochs and the work per trial is the same in every
 run. Throughput is finished trials / seconds from the first trial's start to the last trial's end
@@ -95,7 +96,7 @@ def run(study_file: Path, folder: Path, label: str, workers: int, threads: int |
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "tuner", "tune", str(study_file), "--storage", url,
-           "--workers", str(workers), "--no-progress"]
+           "--workers", str(workers), "--no-progress", "--no-confirm"]
     if timeout is not None:
         cmd += ["--timeout", f"{timeout:.0f}"]
     print(f"bench_parallel: {label} ...", flush=True)
@@ -125,7 +126,7 @@ def run_independent(study_file: Path, folder: Path, n_trials: int, round_: str) 
     started = time.perf_counter()
     procs = [
         subprocess.Popen([sys.executable, "-m", "tuner", "tune", str(study_file), "--storage", url,
-                          "--n-trials", str(n_trials // 2), "--no-progress"],
+                          "--n-trials", str(n_trials // 2), "--no-progress", "--no-confirm"],
                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         for url in urls
     ]
@@ -178,8 +179,8 @@ def main() -> int:
 
 The same study (digits MLP, hidden 128, {args.epochs} epochs, batch 64, {args.n_trials} trials,
 TPE, no pruner, learning rate in [1e-3, 1e-2] so no trial diverges and every trial does the same
-work) run by `python -m tuner tune --workers N` on a fresh SQLite storage. Trials per second:
-finished trials / seconds from the first trial's start to the last trial's end (storage
+work) run by `python -m tuner tune --workers N --no-confirm` on a fresh SQLite storage. Trials
+per second: finished trials / seconds from the first trial's start to the last trial's end (storage
 timestamps), i.e. without process start-up; "wall" is the whole command, start-up included.
 Each worker of `--workers N` uses `cores // N` torch threads.
 

@@ -69,7 +69,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
-        cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress
+        cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
+        batch_trials=args.batch_trials,
     )
     print_summary(outcome.study, cfg, console)
     console.print(
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="start no new trial after this many seconds")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--batch-trials", type=_positive_int, metavar="K",
+                   help="train K trials in lockstep as one batched model (default 8 where the "
+                   "model can be batched: an MLP without dropout); 1 = one trial at a time")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")

@@ -9,6 +9,8 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
+from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
 
@@ -33,6 +35,7 @@ def run_tune(
     timeout: float | None = None,
     console: Console | None = None,
     progress: bool = True,
+    batch_trials: int | None = None,
 ) -> TuneOutcome:
     """Create or resume the study and run trials until ``n_trials`` have finished.
 
@@ -44,6 +47,8 @@ def run_tune(
         timeout: seconds after which no new trial starts (default ``[study] timeout``).
         console: where the progress bar goes.
         progress: False for no progress bar.
+        batch_trials: trials trained in lockstep as one batched model (default
+            ``DEFAULT_BATCH_TRIALS`` where the model can be batched; 1 = one at a time).
 
     Raises:
         StorageError, DeviceError, ConfigError: before any trial starts.
@@ -55,6 +60,7 @@ def run_tune(
     before = count_finished(study)
     started = time.perf_counter()
     console = console or Console(stderr=True)
+    batch_trials = _resolve_batch_trials(cfg, batch_trials, console)  # issue 6: batched trials
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -79,10 +85,15 @@ def run_tune(
                 completed=min(done, target),
                 status=f"#{trial.number} {trial_kind(trial)} | {best}",
             )
-            if done >= target:
+            if done >= target and batch_trials == 1:
                 study.stop()
 
-        if before < target:
+        if before < target and batch_trials > 1:
+            run_batched(
+                study, objective, target=target, batch_trials=batch_trials, timeout=timeout,
+                on_trial=lambda trial: on_trial(study, trial),
+            )
+        elif before < target:
             study.optimize(
                 objective,
                 n_trials=None,
@@ -91,6 +102,17 @@ def run_tune(
                 catch=(),
             )
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started)
+
+
+def _resolve_batch_trials(cfg: StudyConfig, requested: int | None, console: Console) -> int:
+    """Batched trials by default; one at a time where the model cannot be batched."""
+    reason = batch_unsupported_reason(cfg)
+    if reason is None:
+        return requested if requested is not None else DEFAULT_BATCH_TRIALS
+    if requested is not None and requested > 1:
+        console.print(f"[yellow]--batch-trials {requested} ignored: {reason}; "
+                      f"trials run one at a time.[/yellow]")
+    return 1
 
 
 def remaining(study: optuna.Study, target: int) -> int:

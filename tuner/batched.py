@@ -105,9 +105,10 @@ class MemberHyper:
     alpha: float = 0.99
 
     @property
-    def rule(self) -> tuple[str, bool]:
-        """Members with the same rule are updated together (one set of kernels per step)."""
-        return (self.cls, self.nesterov)
+    def rule(self) -> str:
+        """The update rule's family: members of one family are updated together, with one set
+        of kernels per step (SGD with and without Nesterov; Adam and AdamW)."""
+        return {"AdamW": "Adam"}.get(self.cls, self.cls)
 
     @classmethod
     def from_optimizer(cls, optimizer: torch.optim.Optimizer) -> MemberHyper:
@@ -197,11 +198,11 @@ class StackedOptimizer:
             rows = slice(seg.start, seg.stop)
             p, g = p_all[rows], grad[rows]
             lr = [float(x) for x in lrs[rows]]
-            cls = seg.hypers[0].cls
-            if cls == "SGD":
+            rule = seg.hypers[0].rule
+            if rule == "SGD":
                 self._sgd(seg, p, g, lr)
-            elif cls in ("Adam", "AdamW"):
-                self._adam(seg, p, g, lr, decoupled=cls == "AdamW")
+            elif rule == "Adam":
+                self._adam(seg, p, g, lr)
             else:
                 self._rmsprop(seg, p, g, lr)
 
@@ -215,13 +216,17 @@ class StackedOptimizer:
         if seg.any_momentum:
             buf = self._buffer("momentum_buffer")[seg.start : seg.stop]
             buf.mul_(seg.momentum).add_(g)  # first step: 0 * m + g = g.clone()
-            g = g.add(buf * seg.momentum) if seg.hypers[0].nesterov else buf
+            if seg.all_nesterov:
+                g = g.add(buf * seg.momentum)  # grad.add(buf, alpha=momentum)
+            elif seg.any_nesterov:
+                g = torch.where(seg.nesterov, g.add(buf * seg.momentum), buf)
+            else:
+                g = buf
         p.addcmul_(g, self._column([-x for x in lr]))  # param.add_(grad, alpha=-lr)
 
-    def _adam(
-        self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, lr: list[float], decoupled: bool
-    ) -> None:
-        # torch.optim.adam._single_tensor_adam (amsgrad False, not capturable)
+    def _adam(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, lr: list[float]) -> None:
+        # torch.optim.adam._single_tensor_adam (amsgrad False, not capturable); AdamW is Adam
+        # with decoupled weight decay: its members shrink the parameter, Adam's add to the grad
         per_step: list[list[float]] = []
         for i, h in enumerate(seg.hypers):
             k = seg.start + i
@@ -229,14 +234,14 @@ class StackedOptimizer:
             beta1, beta2 = h.betas
             step_size = lr[i] / (1 - beta1 ** self.steps[k])
             bias_correction2_sqrt = (1 - beta2 ** self.steps[k]) ** 0.5
-            per_step.append([-step_size, bias_correction2_sqrt, 1 - lr[i] * h.weight_decay])
+            decay = 1 - lr[i] * h.weight_decay if h.cls == "AdamW" else 1.0
+            per_step.append([-step_size, bias_correction2_sqrt, decay])
         coef = torch.tensor(per_step, dtype=p.dtype, device=p.device)
         neg_step_size, bc2_sqrt, decay = coef[:, 0:1], coef[:, 1:2], coef[:, 2:3]
-        if seg.any_weight_decay:
-            if decoupled:
-                p.mul_(decay)  # param.mul_(1 - lr * weight_decay)
-            else:
-                g = torch.addcmul(g, p, seg.weight_decay)
+        if seg.any_decoupled_weight_decay:
+            p.mul_(decay)  # param.mul_(1 - lr * weight_decay); 1.0 for Adam members
+        if seg.any_l2_weight_decay:
+            g = torch.addcmul(g, p, seg.l2_weight_decay)  # 0 for AdamW members
         exp_avg = self._buffer("exp_avg")[seg.start : seg.stop]
         exp_avg_sq = self._buffer("exp_avg_sq")[seg.start : seg.stop]
         exp_avg.lerp_(g, seg.one_minus_beta1)
@@ -289,8 +294,21 @@ class _Segment:
 
         self.weight_decay = column([h.weight_decay for h in hypers])
         self.any_weight_decay = any(h.weight_decay != 0 for h in hypers)
+        decoupled = [h.cls == "AdamW" for h in hypers]
+        self.any_decoupled_weight_decay = any(
+            d and h.weight_decay != 0 for d, h in zip(decoupled, hypers, strict=True)
+        )
+        self.l2_weight_decay = column(
+            [0.0 if d else h.weight_decay for d, h in zip(decoupled, hypers, strict=True)]
+        )
+        self.any_l2_weight_decay = any(
+            not d and h.weight_decay != 0 for d, h in zip(decoupled, hypers, strict=True)
+        )
         self.momentum = column([h.momentum for h in hypers])
         self.any_momentum = any(h.momentum != 0 for h in hypers)
+        self.nesterov = torch.tensor([h.nesterov for h in hypers], device=device).view(-1, 1)
+        self.any_nesterov = any(h.nesterov for h in hypers)
+        self.all_nesterov = all(h.nesterov for h in hypers)
         self.one_minus_beta1 = column([1 - h.betas[0] for h in hypers])
         self.beta2 = column([h.betas[1] for h in hypers])
         self.one_minus_beta2 = column([1 - h.betas[1] for h in hypers])

@@ -1,0 +1,94 @@
+"""Shared helpers of the performance benchmarks (bench_engine, bench_overhead, bench_quality,
+bench_storage): study configurations, sampled trial parameters, one fresh process per measured
+variant, Markdown tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner.config import StudyConfig, load_study_config
+from tuner.space import suggest_params
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = {
+    "digits": ROOT / "studies" / "digits_mlp.toml",
+    "make_classification": ROOT / "studies" / "make_classification_mlp.toml",
+}
+DESCRIBE = {
+    "digits": "digits (1,257 training rows, 64-128-10 MLP, batch 64, 20 epochs)",
+    "make_classification": (
+        "make_classification (50,000 rows: 35,000 training, 20-64-64-2 MLP, batch 256, 5 epochs)"
+    ),
+}
+# Equal-work benchmarks keep every trial to its full length: learning rates low enough that no
+# configuration diverges (the usual loop has no divergence guard and would train on).
+EQUAL_WORK_LR = (1e-4, 1e-2)
+
+
+def bench_cfg(study: str, **sections: dict[str, Any]) -> StudyConfig:
+    """A shipped study with some fields replaced: ``bench_cfg("digits", pruner={"name": ...})``."""
+    cfg = load_study_config(STUDIES[study])
+    for section, values in sections.items():
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
+    return cfg
+
+
+def equal_work_cfg(study: str) -> StudyConfig:
+    """The study as the equal-work benchmarks run it: random sampler, no pruner, safe LRs."""
+    return bench_cfg(
+        study,
+        sampler={"name": "random"},
+        pruner={"name": "none"},
+        space={"lr": EQUAL_WORK_LR},
+    )
+
+
+def sample_params(cfg: StudyConfig, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` trial parameter sets drawn at random from the study's space (to enqueue)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        suggest_params(trial, cfg.space)
+        out.append(dict(trial.params))
+    return out
+
+
+def run_variant(variant: str, study: str, params: list[dict[str, Any]], storage: str) -> dict:
+    """Run one measured variant in a fresh Python process (see ``_variants.py``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pfile, rfile = Path(tmp, "params.json"), Path(tmp, "result.json")
+        pfile.write_text(json.dumps(params))
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "_variants.py"), variant, study, str(pfile),
+             storage, str(rfile), tmp],
+            check=True, cwd=ROOT,
+        )
+        return json.loads(rfile.read_text())
+
+
+def load_text() -> str:
+    """The machine's load averages, to judge how disturbed a measurement may be."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text.strip() + "\n")
+    print(text)

@@ -34,9 +34,9 @@ DESCRIBE = {
 EQUAL_WORK_LR = (1e-4, 1e-2)
 
 
-def bench_cfg(study: str, **sections: dict[str, Any]) -> StudyConfig:
+def bench_cfg(name: str, /, **sections: dict[str, Any]) -> StudyConfig:
     """A shipped study with some fields replaced: ``bench_cfg("digits", pruner={"name": ...})``."""
-    cfg = load_study_config(STUDIES[study])
+    cfg = load_study_config(STUDIES[name])
     for section, values in sections.items():
         cfg = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
     return cfg
@@ -63,14 +63,17 @@ def sample_params(cfg: StudyConfig, n: int, seed: int = 0) -> list[dict[str, Any
     return out
 
 
-def run_variant(variant: str, study: str, params: list[dict[str, Any]], storage: str) -> dict:
-    """Run one measured variant in a fresh Python process (see ``_variants.py``)."""
+def run_variant(
+    variant: str, study: str, params: list[dict[str, Any]], storage: str, repeats: int = 1
+) -> dict:
+    """Run one measured variant in a fresh Python process (see ``_variants.py``): the fastest
+    of ``repeats`` runs in ``seconds``, all of them in ``all_seconds``."""
     with tempfile.TemporaryDirectory() as tmp:
         pfile, rfile = Path(tmp, "params.json"), Path(tmp, "result.json")
         pfile.write_text(json.dumps(params))
         subprocess.run(
             [sys.executable, str(ROOT / "bench" / "_variants.py"), variant, study, str(pfile),
-             storage, str(rfile), tmp],
+             storage, str(repeats), str(rfile), tmp],
             check=True, cwd=ROOT,
         )
         return json.loads(rfile.read_text())

@@ -172,6 +172,8 @@ class StackedOptimizer:
         self.steps = [0] * len(hypers)
         self.state: dict[str, torch.Tensor] = {}  # buffer name -> (K, P), rows of unused: 0
         self._segments = self._split_segments()
+        self._plan: list[torch.Tensor] = []  # per segment: (steps, n, coefficients)
+        self._planned = self._taken = 0
 
     def _split_segments(self) -> list[_Segment]:
         segments: list[_Segment] = []
@@ -187,29 +189,68 @@ class StackedOptimizer:
             self.state[name] = torch.zeros_like(self.param, memory_format=torch.contiguous_format)
         return self.state[name]
 
-    @torch.no_grad()
-    def step(self, lrs: Sequence[float]) -> None:
-        """One optimizer step of every member, member k with learning rate ``lrs[k]``."""
-        grad = self.param.grad
-        if grad is None:
-            return
-        p_all = self.param.detach()
+    def prepare(self, lr_table: Sequence[Sequence[float]]) -> None:
+        """Plan the next ``len(lr_table)`` steps; row t holds every member's LR at step t.
+
+        The per-member coefficients of those steps (learning rates, Adam's bias corrections)
+        are computed on the host exactly as torch.optim computes them (in double precision)
+        and moved to the device in one copy per segment, so the steps themselves launch no
+        host-to-device copy (on CUDA such a copy would wait for the queue at every step).
+        """
+        self._plan = []
         for seg in self._segments:
+            rows = []
+            for t, lrs in enumerate(lr_table):
+                row = []
+                for i, h in enumerate(seg.hypers):
+                    lr = float(lrs[seg.start + i])
+                    if seg.rule == "Adam":
+                        step = self.steps[seg.start + i] + t + 1
+                        beta1, beta2 = h.betas
+                        step_size = lr / (1 - beta1**step)
+                        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+                        decay = 1 - lr * h.weight_decay if h.cls == "AdamW" else 1.0
+                        row.append([-step_size, bias_correction2_sqrt, decay])
+                    else:
+                        row.append([-lr])
+                rows.append(row)
+            coef = torch.tensor(rows, dtype=self.param.dtype)
+            if self.param.device.type == "cuda":
+                coef = coef.pin_memory()  # so that the copy below is truly asynchronous
+            self._plan.append(coef.to(self.param.device, non_blocking=True))
+        self._planned, self._taken = len(lr_table), 0
+
+    @torch.no_grad()
+    def step(self, lrs: Sequence[float] | None = None) -> None:
+        """One optimizer step of every member: member k with learning rate ``lrs[k]``, or,
+        without ``lrs``, the next step planned by :meth:`prepare`.
+
+        Raises:
+            RuntimeError: no ``lrs`` and no planned step left, or ``param.grad`` is not set.
+        """
+        if self.param.grad is None:
+            raise RuntimeError("StackedOptimizer.step: param.grad is not set")
+        if lrs is not None:
+            self.prepare([lrs])
+        if self._taken >= self._planned:
+            raise RuntimeError("no planned step left: call prepare() or pass lrs")
+        t = self._taken
+        self._taken += 1
+        grad = self.param.grad
+        p_all = self.param.detach()
+        for seg, coef in zip(self._segments, self._plan, strict=True):
+            for k in range(seg.start, seg.stop):
+                self.steps[k] += 1
             rows = slice(seg.start, seg.stop)
-            p, g = p_all[rows], grad[rows]
-            lr = [float(x) for x in lrs[rows]]
-            rule = seg.hypers[0].rule
-            if rule == "SGD":
-                self._sgd(seg, p, g, lr)
-            elif rule == "Adam":
-                self._adam(seg, p, g, lr)
+            p, g, c = p_all[rows], grad[rows], coef[t]
+            if seg.rule == "SGD":
+                self._sgd(seg, p, g, neg_lr=c)
+            elif seg.rule == "Adam":
+                self._adam(seg, p, g, neg_step_size=c[:, 0:1], bc2_sqrt=c[:, 1:2], decay=c[:, 2:3])
             else:
-                self._rmsprop(seg, p, g, lr)
+                self._rmsprop(seg, p, g, neg_lr=c)
 
-    def _column(self, values: Sequence[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=self.param.dtype, device=self.param.device).view(-1, 1)
-
-    def _sgd(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, lr: list[float]) -> None:
+    def _sgd(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: torch.Tensor) -> None:
         # torch.optim.sgd._single_tensor_sgd (dampening 0)
         if seg.any_weight_decay:
             g = torch.addcmul(g, p, seg.weight_decay)  # grad.add(param, alpha=weight_decay)
@@ -222,22 +263,19 @@ class StackedOptimizer:
                 g = torch.where(seg.nesterov, g.add(buf * seg.momentum), buf)
             else:
                 g = buf
-        p.addcmul_(g, self._column([-x for x in lr]))  # param.add_(grad, alpha=-lr)
+        p.addcmul_(g, neg_lr)  # param.add_(grad, alpha=-lr)
 
-    def _adam(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, lr: list[float]) -> None:
+    def _adam(
+        self,
+        seg: _Segment,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        neg_step_size: torch.Tensor,
+        bc2_sqrt: torch.Tensor,
+        decay: torch.Tensor,
+    ) -> None:
         # torch.optim.adam._single_tensor_adam (amsgrad False, not capturable); AdamW is Adam
         # with decoupled weight decay: its members shrink the parameter, Adam's add to the grad
-        per_step: list[list[float]] = []
-        for i, h in enumerate(seg.hypers):
-            k = seg.start + i
-            self.steps[k] += 1
-            beta1, beta2 = h.betas
-            step_size = lr[i] / (1 - beta1 ** self.steps[k])
-            bias_correction2_sqrt = (1 - beta2 ** self.steps[k]) ** 0.5
-            decay = 1 - lr[i] * h.weight_decay if h.cls == "AdamW" else 1.0
-            per_step.append([-step_size, bias_correction2_sqrt, decay])
-        coef = torch.tensor(per_step, dtype=p.dtype, device=p.device)
-        neg_step_size, bc2_sqrt, decay = coef[:, 0:1], coef[:, 1:2], coef[:, 2:3]
         if seg.any_decoupled_weight_decay:
             p.mul_(decay)  # param.mul_(1 - lr * weight_decay); 1.0 for Adam members
         if seg.any_l2_weight_decay:
@@ -249,16 +287,16 @@ class StackedOptimizer:
         denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(seg.eps)
         p.addcdiv_(exp_avg * neg_step_size, denom)  # param.addcdiv_(exp_avg, denom, -step_size)
 
-    def _rmsprop(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, lr: list[float]) -> None:
+    def _rmsprop(
+        self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: torch.Tensor
+    ) -> None:
         # torch.optim.rmsprop._single_tensor_rmsprop (not centered, no momentum)
-        for k in range(seg.start, seg.stop):
-            self.steps[k] += 1
         if seg.any_weight_decay:
             g = torch.addcmul(g, p, seg.weight_decay)
         square_avg = self._buffer("square_avg")[seg.start : seg.stop]
         square_avg.mul_(seg.alpha).addcmul_(g * seg.one_minus_alpha, g)
         avg = square_avg.sqrt().add_(seg.eps)
-        p.addcdiv_(g * self._column([-x for x in lr]), avg)  # param.addcdiv_(grad, avg, -lr)
+        p.addcdiv_(g * neg_lr, avg)  # param.addcdiv_(grad, avg, value=-lr)
 
     def select(
         self, param: torch.Tensor, rows: Sequence[int | None], hypers: Sequence[MemberHyper]
@@ -288,6 +326,7 @@ class _Segment:
         self, start: int, stop: int, hypers: Sequence[MemberHyper], device: torch.device
     ) -> None:
         self.start, self.stop, self.hypers = start, stop, list(hypers)
+        self.rule = self.hypers[0].rule
 
         def column(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
@@ -512,23 +551,27 @@ class BatchedTrainer:
         orders = torch.stack(
             [torch.randperm(self.n_rows, generator=m.generator) for m in members]
         ).to(self.device)
-        first_lrs = [m.lr for m in members]
-        step_losses = []
-        for b in range(self.spe):
+        # the learning rates of the whole epoch: each member's scheduler stepped as the engine
+        # steps it (per step; plateau only at the epoch's end, on the validation metric)
+        lr_table = []
+        for _ in range(self.spe):
             lrs = [m.lr for m in members]
+            lr_table.append(lrs)
             for m, lr in zip(members, lrs, strict=True):
                 m.result.lrs.append(lr)
+                if m.per_step:
+                    step_scheduler(m.scheduler)
+        self.optimizer.prepare(lr_table)
+        step_losses = []
+        for b in range(self.spe):
             idx = orders[:, b * batch : (b + 1) * batch]
             losses = self._losses(self.forward(self.flat, data.X_train[idx]), data.y_train[idx])
             step_losses.append(losses.detach())
             self.flat.grad = None
             losses.sum().backward()  # member k's gradient is that of its own mean loss
-            self.optimizer.step(lrs)
-            for m in members:
-                if m.per_step:
-                    step_scheduler(m.scheduler)
+            self.optimizer.step()
         values = torch.stack(step_losses).t().tolist()  # (K, steps): one read-back per epoch
-        ended = self._end_epoch(members, values, first_lrs)
+        ended = self._end_epoch(members, values, lr_table[0])
         share = (time.perf_counter() - started) / k
         for m in members:
             m.result.seconds += share

@@ -29,6 +29,21 @@ DESCRIBE = {
         "make_classification (50,000 rows: 35,000 training, 20-64-64-2 MLP, batch 256, 5 epochs)"
     ),
 }
+# torch threads of every benchmark process (TUNER_BENCH_THREADS, default: torch's own choice, one
+# per core). On a machine shared with other jobs, 1 is steadier: a parallel region waits for its
+# slowest thread, so any other load stalls every small op; the sections say which was used.
+BENCH_THREADS = int(os.environ.get("TUNER_BENCH_THREADS", "0"))
+
+
+def set_threads() -> int:
+    """Apply TUNER_BENCH_THREADS (0: leave torch's default); returns the threads in use."""
+    import torch
+
+    if BENCH_THREADS > 0:
+        torch.set_num_threads(BENCH_THREADS)
+    return torch.get_num_threads()
+
+
 # Equal-work benchmarks keep every trial to its full length: learning rates low enough that no
 # configuration diverges (the usual loop has no divergence guard and would train on).
 EQUAL_WORK_LR = (1e-4, 1e-2)
@@ -83,6 +98,10 @@ def load_text() -> str:
     """The machine's load averages, to judge how disturbed a measurement may be."""
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def threads_text() -> str:
+    return f"{set_threads()} torch thread(s) per process (TUNER_BENCH_THREADS)"
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import equal_work_cfg  # noqa: E402
+from _common import equal_work_cfg, set_threads  # noqa: E402
 
 from tuner.batched import DEFAULT_BATCH_TRIALS  # noqa: E402
 from tuner.batched_runner import run_batched  # noqa: E402
@@ -150,6 +150,7 @@ def run_once(
 def main() -> None:
     variant, study_name, pfile, storage_kind, repeats, rfile, tmp = sys.argv[1:8]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    set_threads()
     cfg = equal_work_cfg(study_name)
     enqueue: list[dict[str, Any]] = json.loads(Path(pfile).read_text())
     warm_up(cfg)

@@ -26,13 +26,14 @@ from _common import (  # noqa: E402
     md_table,
     run_variant,
     sample_params,
+    threads_text,
     write_section,
 )
 
 from tuner.batched import DEFAULT_BATCH_TRIALS  # noqa: E402
 
 TRIALS = {"digits": 16, "make_classification": 8}
-REPEATS = 3
+REPEATS = 2
 TARGET = 0.10
 
 
@@ -89,7 +90,7 @@ What is left on a SQLite file is Optuna's storage: every reported epoch and ever
 attribute is one SQLAlchemy transaction (section 4 measures them per trial); on a short trial
 (digits: 20 epochs of 20 steps) they weigh as much as the training.
 
-Load: {load_before} before, {load_text()} after.
+Load: {load_before} before, {load_text()} after. {threads_text()}.
 Command: `python bench/bench_overhead.py --out bench/out/overhead.md` (or
 `make bench BENCH=overhead`).
 """

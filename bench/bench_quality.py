@@ -10,12 +10,12 @@ sampler and every trial's torch seed):
   search without pruning trains diverged configurations to the end);
 - ``tuner``: the default, TPE (10 random start-up trials) + Hyperband + divergence pruning,
   batched trials (K=8), run until it has consumed the same 600 epochs;
-- ``tuner one at a time``: the same with ``--batch-trials 1``.
+- ``tuner one at a time`` (with ``--sequential``): the same with ``--batch-trials 1``.
 
 Epochs consumed count every epoch trained by every trial (running ones included, a diverged
 trial's last partial epoch as one). The best value is that of the best COMPLETE trial so far.
 
-Usage: ``python bench/bench_quality.py --out bench/out/quality.md [--seeds 3]``.
+Usage: ``python bench/bench_quality.py --out bench/out/quality.md [--seeds 3] [--sequential]``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import bench_cfg, load_text, md_table, write_section  # noqa: E402
+from _common import (  # noqa: E402
+    bench_cfg,
+    load_text,
+    md_table,
+    set_threads,
+    threads_text,
+    write_section,
+)
 
 from tuner.batched import DEFAULT_BATCH_TRIALS  # noqa: E402
 from tuner.batched_runner import run_batched  # noqa: E402
@@ -118,10 +125,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sequential", action="store_true",
+                        help="add the arm 'tuner one at a time' (--batch-trials 1)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    set_threads()
     load_before = load_text()
-    arms = ("random", "tuner", "tuner one at a time")
+    arms = ("random", "tuner", "tuner one at a time") if args.sequential else ("random", "tuner")
     curves = {
         arm: [run_arm(arm, seed + (0 if arm == "random" else TUNER_SEEDS_FROM))
               for seed in range(args.seeds)]
@@ -157,26 +167,26 @@ Digits, 64-128-10 MLP, {EPOCHS} epochs per trial, objective: validation loss (mi
 shipped search space (lr in [1e-4, 1], SGD/Adam/AdamW/RMSprop, seven schedules). Budget: the
 {RANDOM_TRIALS} x {EPOCHS} = {BUDGET} epochs of a random search without pruning (`RandomSampler`,
 no pruner; each of its trials counts {EPOCHS} epochs, diverged or not). tuner's default (TPE with
-10 random start-up trials, Hyperband, divergence pruning, batched K={DEFAULT_BATCH_TRIALS}) and
-the same one trial at a time run until they have consumed as many epochs (every epoch of every
-trial, running ones included). The best value is the best complete trial's so far. Run i
-uses seed i for random search and seed {TUNER_SEEDS_FROM} + i for tuner (a seed seeds the sampler
-and each trial's weights and batches; different seeds, so that tuner's random start-up trials
-are not random search's first trials). The mark to reach is the median of random search's final
-bests, **{target:.4f}**, within {REACH_TOLERANCE:.1%}.
+10 random start-up trials, Hyperband, divergence pruning, batched K={DEFAULT_BATCH_TRIALS})
+{"and the same one trial at a time run" if args.sequential else "runs"} until it has consumed as
+many epochs (every epoch of every trial, running ones included). The best value is the best
+complete trial's so far. Run i uses seed i for random search and seed {TUNER_SEEDS_FROM} + i for
+tuner (a seed seeds the sampler and each trial's weights and batches; different seeds, so that
+tuner's random start-up trials are not random search's first trials). The mark to reach is the
+median of random search's final bests, **{target:.4f}**, within {REACH_TOLERANCE:.1%}.
 
 {md_table(
     ["run", "random: best after 600 epochs",
      "tuner: best after 200", "tuner: best after 600", "tuner: epochs to reach the mark",
      "one at a time: best after 200", "one at a time: best after 600",
-     "one at a time: epochs to reach the mark"],
+     "one at a time: epochs to reach the mark"][: 2 + 3 * (len(arms) - 1)],
     rows,
 )}
 
 Target: tuner reaches random search's final best within a third of its epochs (200).
 {chr(10).join('- ' + c for c in checks)}
 
-Load: {load_before} before, {load_text()} after.
+Load: {load_before} before, {load_text()} after. {threads_text()}.
 Command: `python bench/bench_quality.py --out bench/out/quality.md` (or
 `make bench BENCH=quality`).
 """

@@ -26,7 +26,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import bench_cfg, load_text, md_table, write_section  # noqa: E402
+from _common import bench_cfg, load_text, md_table, threads_text, write_section  # noqa: E402
 
 from tuner.engine import EpochReport, TrainResult  # noqa: E402
 from tuner.space import suggest_params  # noqa: E402
@@ -146,7 +146,7 @@ are what it buys. A journal file (`--storage studies/x.journal`) or a PostgreSQL
 alternatives; the sampler's share grows with the number of finished trials (TPE fits its
 densities to all of them).
 
-Load: {load_before} before, {load_text()} after.
+Load: {load_before} before, {load_text()} after. {threads_text()}.
 Command: `python bench/bench_storage.py --out bench/out/storage.md` (or
 `make bench BENCH=storage`).
 """

@@ -330,3 +330,22 @@ def test_a_failure_marks_the_running_trials_failed(tiny_cfg: Callable[..., Study
         run_batched(study, objective, target=6, batch_trials=3)
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
+
+
+@pytest.mark.slow
+def test_cli_batch_trials_flag_runs_a_batched_study(tmp_path, capsys) -> None:
+    from tuner.cli import main
+
+    study = tmp_path / "cli.toml"
+    study.write_text(
+        '[study]\nname = "cli_batched"\nn_trials = 5\n[dataset]\nname = "iris"\n'
+        '[model]\nhidden = [8]\n[training]\nepochs = 2\nbatch_size = 32\n'
+        '[space]\nlr = [1e-3, 0.1]\n[pruner]\nname = "none"\n'
+    )
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["tune", str(study), "--storage", url, "--batch-trials", "3", "--no-progress"]) == 0
+    trials = optuna.load_study(study_name="cli_batched", storage=url).get_trials()
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials)
+    with pytest.raises(SystemExit):
+        main(["tune", str(study), "--batch-trials", "0"])
+    assert "must be >= 1" in capsys.readouterr().err

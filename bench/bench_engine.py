@@ -77,9 +77,10 @@ def main() -> None:
     text = f"""
 ## 1. Equal work against the usual one-trial-at-a-time DataLoader pattern
 
-The same configurations (random draws from the study's space, learning rates in [1e-4, 1e-2] so
-that every trial runs to the end: the usual loop has no divergence guard), the same model, data,
-epochs, batch size and seeds, pruning off. `reference` is
+The same configurations (random draws from the study's space with learning rates in
+[1e-4, 1e-2], and tuner's explosion guard set out of reach, so that every trial runs to the end
+as in the usual loop, which has no divergence guard), the same model, data, epochs, batch size
+and seeds, pruning off. `reference` is
 [bench/reference_dataloader.py](bench/reference_dataloader.py) (`study.optimize`,
 `DataLoader(TensorDataset, shuffle=True)`, `nn.Sequential`, `torch.optim`, `lr_scheduler`);
 "one at a time" is `tuner tune --batch-trials 1`; "batched" is the default

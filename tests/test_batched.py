@@ -22,6 +22,7 @@ from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
 from tuner.datasets import load_split
 from tuner.engine import TrainResult, train
+from tuner.models import ACTIVATIONS
 from tuner.runner import _resolve_batch_trials, run_tune
 from tuner.schedules import SCHEDULES, Schedule
 from tuner.space import OPTIMIZERS, TrialParams, build_optimizer
@@ -158,6 +159,17 @@ def test_batched_training_matches_one_at_a_time(
     for (params, seed), result in zip(runs, batched, strict=True):
         assert_same_run(train(cfg, data, params, seed), result)
     assert batched[0].status == "complete" and len(batched[0].lrs) == 18
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_batched_matches_one_at_a_time_for_every_activation_and_depth(
+    tiny_cfg: Callable[..., StudyConfig], activation: str
+) -> None:
+    cfg = tiny_cfg(model={"hidden": [12, 8], "activation": activation}, training={"epochs": 2})
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [(params_for("adam", "cosine"), 0), (params_for("sgd", "step"), 1)]
+    for (params, seed), result in zip(runs, train_batched(cfg, data, runs), strict=True):
+        assert_same_run(train(cfg, data, params, seed), result)
 
 
 @pytest.mark.parametrize("metric", ["rmse", "loss"])

@@ -91,7 +91,7 @@ def build_finished_study(folder: Path) -> FinishedStudy:
                          "optimizer.momentum": 0.9, "optimizer.nesterov": False})
     study.enqueue_trial({"lr": 1e-4, "optimizer": "sgd", "schedule": "constant",
                          "optimizer.momentum": 0.8, "optimizer.nesterov": False})
-    run_tune(cfg, url, n_trials=4, progress=False)
+    run_tune(cfg, url, n_trials=4, progress=False, batch_trials=1)
 
     lr = {"lr": FloatDistribution(1e-4, 1e3, log=True)}
     odd = study.ask(lr)
@@ -101,7 +101,7 @@ def build_finished_study(folder: Path) -> FinishedStudy:
     bare = study.ask(lr)
     study.tell(bare, state=TrialState.PRUNED)
     # a second run with nothing left to do refreshes the notes (now for the odd trials too)
-    run_tune(cfg, url, n_trials=4, progress=False)
+    run_tune(cfg, url, n_trials=4, progress=False, batch_trials=1)
 
     kinds = {t.number: trial_kind(t) for t in study.get_trials()}
     assert kinds[0] == "complete" and kinds[1] == "diverged" and kinds[2] == "pruned", kinds

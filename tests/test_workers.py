@@ -375,29 +375,35 @@ def file_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_trial_then_rerun_reaches_the_target(tmp_path: Path, file_url: str) -> None:
+@pytest.mark.parametrize("batch", ["1", "3"], ids=["one-at-a-time", "batched"])
+def test_sigkill_mid_trial_then_rerun_reaches_the_target(
+    tmp_path: Path, file_url: str, batch: str
+) -> None:
     name = "kill"
     study_file = _study_file(tmp_path, name, **SLOW_TRIALS)
     proc = _tune(study_file, "--storage", file_url, "--n-trials", "3", "--heartbeat", "1",
-                 url=file_url)
-    (victim,) = _wait_for_running(file_url, name)
+                 "--batch-trials", batch, url=file_url)
+    victims = _wait_for_running(file_url, name, count=int(batch))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     left = optuna.load_study(study_name=name, storage=make_storage(file_url))
-    assert left.trials[victim.number].state == TrialState.RUNNING  # what a crash leaves
+    for victim in victims:
+        assert left.trials[victim.number].state == TrialState.RUNNING  # what a crash leaves
 
     code, _, err = _finish(_tune(study_file, "--storage", file_url, "--n-trials", "3",
-                                 "--heartbeat", "1"))
+                                 "--heartbeat", "1", "--batch-trials", batch))
     assert code == 0, err
     study = _assert_exact(file_url, name, 3)
-    killed = study.trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    # the dead owner (any storage) or the silent heartbeat (RDB), whichever is seen first
-    reason = killed.user_attrs[REASON_ATTR]
-    assert "died while training" in reason or "no heartbeat for 3 s" in reason
-    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retried) == 1 and retried[0].params == killed.params
-    assert retried[0].state in FINISHED
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    for victim in victims:
+        killed = study.trials[victim.number]
+        assert killed.state == TrialState.FAIL
+        # the dead owner (any storage) or the silent heartbeat (RDB), whichever is seen first
+        reason = killed.user_attrs[REASON_ATTR]
+        assert "died while training" in reason or "no heartbeat for 3 s" in reason
+        retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+        assert len(retried) == 1 and retried[0].params == killed.params
+        assert retried[0].state in FINISHED
 
 
 @pytest.mark.slow
@@ -416,14 +422,16 @@ def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n_workers", [1, 2])
+@pytest.mark.parametrize(("n_workers", "batch", "in_flight"), [(1, 1, 1), (1, 4, 4), (2, 1, 2)],
+                         ids=["one-at-a-time", "batched", "two-workers"])
 def test_ctrl_c_closes_trials_prints_the_summary_and_exits_130(
-    tmp_path: Path, n_workers: int
+    tmp_path: Path, n_workers: int, batch: int, in_flight: int
 ) -> None:
     study_file = _study_file(tmp_path, "stop", **SLOW_TRIALS)
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    proc = _tune(study_file, "--workers", str(n_workers), "--n-trials", "20", url=url)
-    _wait_for_running(url, "stop", count=n_workers)
+    proc = _tune(study_file, "--workers", str(n_workers), "--batch-trials", str(batch),
+                 "--n-trials", "20", url=url)
+    _wait_for_running(url, "stop", count=in_flight)
     proc.send_signal(signal.SIGINT)  # to the parent only; it forwards to its workers
     code, out, err = _finish(proc, timeout=90)
     assert code == 130, err
@@ -432,5 +440,5 @@ def test_ctrl_c_closes_trials_prints_the_summary_and_exits_130(
     study = optuna.load_study(study_name="stop", storage=make_storage(url))
     assert not study.get_trials(states=(TrialState.RUNNING,))
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert len(failed) == n_workers
+    assert len(failed) == in_flight
     assert all(t.user_attrs[REASON_ATTR].startswith("interrupted: SIGINT") for t in failed)

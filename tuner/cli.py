@@ -81,6 +81,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     outcome = run_tune(
         cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
         workers=args.workers, heartbeat_s=args.heartbeat, worker_index=args.worker_index,
+        batch_trials=args.batch_trials,
     )
     print_summary(outcome.study, cfg, console)
     console.print(
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"fresh seeds per confirmed trial (default {DEFAULT_SEEDS})")
     t.add_argument("--no-confirm", action="store_true",
                    help="skip the confirmation (tuner confirm) at the end")
+    t.add_argument("--batch-trials", type=_positive_int, metavar="K",
+                   help="train K trials in lockstep as one batched model (default 8 where the "
+                   "model can be batched: an MLP without dropout); 1 = one trial at a time")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,16 @@ if TYPE_CHECKING:
     from tuner.config import StudyConfig
     from tuner.datasets import SplitData
 
-__all__ = ["EpochReport", "TrainResult", "train", "resolve_device", "evaluate", "steps_per_epoch"]
+__all__ = [
+    "EpochReport",
+    "TrainResult",
+    "train",
+    "resolve_device",
+    "evaluate",
+    "steps_per_epoch",
+    "step_scheduler",
+    "build_fast_optimizer",
+]
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,7 @@ def train(
     on_epoch: Callable[[EpochReport], bool] | None = None,
     *,
     device: torch.device | None = None,
+    check_every_step: bool | None = None,
 ) -> TrainResult:
     """Train a fresh model with one configuration.
 
@@ -168,18 +178,24 @@ def train(
         seed: seeds weight initialization and shuffling (the study uses seed + trial number).
         on_epoch: called after each epoch; return True to stop the run (status 'pruned').
         device: overrides ``cfg.training.device`` (already resolved).
+        check_every_step: read each step's loss back at once (default on the CPU, where it is
+            free) rather than once per epoch (default on accelerators, where a read-back stalls
+            the queue). Either way every step's loss is checked, and a diverged run's result
+            ends at the offending step; deferring only spends the rest of that epoch's compute.
 
     Returns:
         A :class:`TrainResult`; a diverged run stops at the offending optimizer step.
     """
     started = time.perf_counter()
     device = device or resolve_device(cfg.training.device)
+    if check_every_step is None:
+        check_every_step = device.type == "cpu"
     if data.X_train.device != device:
         data = data.to(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_model(cfg.model, data.n_features, data.n_outputs).to(device)
-    optimizer = build_optimizer(model.parameters(), params.optimizer_spec())
+    optimizer = build_fast_optimizer(model.parameters(), params.optimizer_spec())
     n_rows = len(data.X_train)
     batch = cfg.training.batch_size
     spe = steps_per_epoch(n_rows, batch)
@@ -191,39 +207,47 @@ def train(
     loss_fn = _loss_fn(data.task)
     guard = DivergenceGuard(cfg.divergence.factor)
     result = TrainResult(status="complete", epochs=0, steps=0)
-    X, y = data.X_train, data.y_train
     model.train()
     for epoch in range(1, cfg.training.epochs + 1):
+        # this epoch's shuffled rows, gathered once; each mini-batch is a slice (a view) of them
         order = torch.randperm(n_rows, generator=generator).to(device)
-        loss_sum = 0.0
+        X, y = data.X_train[order], data.y_train[order]
         first_lr = optimizer.param_groups[0]["lr"]
+        losses: list[Any] = []  # floats, or device tensors while the check is deferred
         for b in range(spe):
-            idx = order[b * batch : (b + 1) * batch]
             result.lrs.append(float(optimizer.param_groups[0]["lr"]))
-            loss = loss_fn(model(X[idx]), y[idx])
-            value = loss.item()
+            loss = loss_fn(model(X[b * batch : (b + 1) * batch]), y[b * batch : (b + 1) * batch])
             result.steps += 1
-            diverged = guard.check(value, result.steps, epoch)
-            if diverged is not None:
-                result.status, result.divergence, result.epochs = "diverged", diverged, epoch
-                result.seconds = time.perf_counter() - started
-                return result
+            if check_every_step:
+                losses.append(loss.item())
+                diverged = guard.check(losses[-1], result.steps, epoch)
+                if diverged is not None:
+                    return _diverged(result, diverged, epoch, started)
+            else:
+                losses.append(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_step:
-                _step(scheduler)
-            loss_sum += value * len(idx)
+                step_scheduler(scheduler)
+        if not check_every_step:
+            losses = torch.stack(losses).tolist()
+            first = result.steps - spe + 1
+            for i, value in enumerate(losses):
+                diverged = guard.check(value, first + i, epoch)
+                if diverged is not None:
+                    del result.lrs[first + i :]
+                    result.steps = first + i
+                    return _diverged(result, diverged, epoch, started)
+        loss_sum = sum(v * min(batch, n_rows - i * batch) for i, v in enumerate(losses))
         val_loss, val_metric = evaluate(model, data.X_val, data.y_val, data, cfg.objective.metric)
         if not math.isfinite(val_loss):
             # the weights blew up on the last step: the validation loss shows it first
             diverged = guard.check(val_loss, result.steps, epoch)
             if diverged is not None:
-                result.status, result.divergence, result.epochs = "diverged", diverged, epoch
-                result.seconds = time.perf_counter() - started
-                return result
+                return _diverged(result, diverged, epoch, started)
         if not per_step:
-            _step(scheduler, val_metric if math.isfinite(val_metric) else None)
+            step_scheduler(scheduler, val_metric if math.isfinite(val_metric) else None)
         report = EpochReport(
             epoch, result.steps, loss_sum / n_rows, val_loss, val_metric, float(first_lr)
         )
@@ -240,7 +264,41 @@ def train(
     return result
 
 
-def _step(scheduler: Any, metric: float | None = None) -> None:
+def _diverged(
+    result: TrainResult, divergence: Divergence, epoch: int, started: float
+) -> TrainResult:
+    result.status, result.divergence, result.epochs = "diverged", divergence, epoch
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# torch.optim classes with a fused kernel on the CPU and CUDA (torch >= 2.4): one kernel per step
+# for all parameters instead of a handful of small ops per parameter tensor.
+FUSED_CLASSES = ("SGD", "Adam", "AdamW")
+
+
+def build_fast_optimizer(
+    parameters: Iterable[torch.nn.Parameter], spec: Mapping[str, Any]
+) -> torch.optim.Optimizer:
+    """The optimizer an optimizer spec describes, with torch's fused kernel where it has one.
+
+    Same update rule as the spec's ``torch.optim`` class (the fused kernel only rounds
+    differently, in the last bits); ``fused`` is not written into the spec, so exports and
+    rebuilt optimizers are unchanged. Falls back to the default implementation where this
+    torch build or device has no fused kernel.
+    """
+    parameters = list(parameters)
+    if spec["class"] in FUSED_CLASSES:
+        try:
+            fused = {**spec, "kwargs": {**spec["kwargs"], "fused": True}}
+            return build_optimizer(parameters, fused)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # no fused kernel for this device / torch version
+    return build_optimizer(parameters, spec)
+
+
+def step_scheduler(scheduler: Any, metric: float | None = None) -> None:
+    """Step a scheduler once: per-step ones without a metric, plateau with a finite metric."""
     if metric is not None:
         scheduler.step(metric)
     elif not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

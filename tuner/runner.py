@@ -10,11 +10,14 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
+from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
 from tuner.lr_find import resolve_lr_bounds
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
+    Interrupts,
     heartbeat_kwargs,
     reap_stale_trials,
     run_trials,
@@ -47,6 +50,7 @@ def run_tune(
     workers: int = 1,
     heartbeat_s: int = DEFAULT_HEARTBEAT_S,
     worker_index: int = 0,
+    batch_trials: int | None = None,
 ) -> TuneOutcome:
     """Create or resume the study and run trials until ``n_trials`` have finished.
 
@@ -60,9 +64,13 @@ def run_tune(
         progress: False for no progress bar.
         workers: worker processes on this machine (1: trials run in this process); see
             ``tuner.workers`` for how they share the study and stop at exactly ``n_trials``.
+            Each worker runs its trials one at a time.
         heartbeat_s: seconds between heartbeats of running trials on RDB storages (0: off).
         worker_index: this command's index among independent commands on the same study
             (a Slurm array task, ...); it only offsets the sampler seed.
+        batch_trials: trials trained in lockstep as one batched model in this process
+            (default ``DEFAULT_BATCH_TRIALS`` where the model can be batched and
+            ``workers == 1``; 1 = one at a time). See ``tuner.batched_runner``.
 
     Raises:
         StorageError, DeviceError, ConfigError: before any trial starts.
@@ -82,6 +90,7 @@ def run_tune(
     started = time.perf_counter()
     console = console or Console(stderr=True)
     interrupted, notes = False, []
+    batch_trials = _resolve_batch_trials(cfg, batch_trials, workers, console)
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -116,6 +125,13 @@ def run_tune(
                         heartbeat_s=heartbeat_s, worker_index=worker_index,
                         lr_bounds=objective.lr_bounds, on_poll=on_trial,
                     )
+                elif batch_trials > 1:
+                    with Interrupts() as interrupts:
+                        run_batched(
+                            study, objective, target=target, batch_trials=batch_trials,
+                            timeout=timeout, on_trial=lambda trial: on_trial(study, trial),
+                            interrupts=interrupts,
+                        )
                 else:
                     run_trials(study, objective, target, timeout=timeout, on_trial=on_trial)
             except KeyboardInterrupt:
@@ -127,6 +143,22 @@ def run_tune(
     refresh_study_notes(study, cfg)
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
                        interrupted, tuple(notes))
+
+
+def _resolve_batch_trials(
+    cfg: StudyConfig, requested: int | None, workers: int, console: Console
+) -> int:
+    """Batched trials by default; one at a time where the model cannot be batched or
+    where worker processes share the study."""
+    reason = batch_unsupported_reason(cfg)
+    if reason is None and workers > 1:
+        reason = "with --workers each worker runs its trials one at a time"
+    if reason is None:
+        return requested if requested is not None else DEFAULT_BATCH_TRIALS
+    if requested is not None and requested > 1:
+        console.print(f"[yellow]--batch-trials {requested} ignored: {reason}; "
+                      f"trials run one at a time.[/yellow]")
+    return 1
 
 
 def remaining(study: optuna.Study, target: int) -> int:

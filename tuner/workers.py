@@ -49,7 +49,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,12 +71,15 @@ __all__ = [
     "WORKER_ATTR",
     "Gate",
     "TrialCancelled",
+    "claim_trial",
     "cleanup_study",
     "fail_running_trials",
     "heartbeat_kwargs",
     "reap_stale_trials",
+    "record_heartbeats",
     "run_trials",
     "run_workers",
+    "target_covered",
     "torch_threads_per_worker",
 ]
 
@@ -352,6 +355,43 @@ class Interrupts:
             self._safe = False
 
 
+def claim_trial(trial: optuna.Trial) -> None:
+    """Mark ``trial`` as this process's, so that :func:`reap_stale_trials` can tell when its
+    owner is gone (the ``worker`` user attribute says ``host:pid`` for people)."""
+    _storage(trial.study).set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
+    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+
+
+def target_covered(trial: optuna.Trial, target: int) -> str | None:
+    """Why ``trial`` must not run (the study's target is covered without it), or None.
+
+    Covered: finished trials plus RUNNING or WAITING trials numbered below this one (they were
+    created first, by any process) reach ``target``. Trial numbers follow creation order, so of
+    several processes asking at once exactly the trials that fit are allowed to run.
+    """
+    trials = trial.study.get_trials(deepcopy=False)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    ahead = sum(
+        t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
+        for t in trials
+    )
+    if finished + ahead < target:
+        return None
+    return (
+        f"cancelled: {finished} trials had finished and {ahead} earlier ones were running "
+        f"when it started; the target is {target}"
+    )
+
+
+def record_heartbeats(study: optuna.Study, trials: Iterable[optuna.Trial]) -> None:
+    """Record a heartbeat for trials run outside ``study.optimize`` (ask-and-tell), on storages
+    opened with :func:`heartbeat_kwargs`; a no-op elsewhere."""
+    storage = _storage(study)
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        for trial in trials:
+            storage.record_heartbeat(trial._trial_id)
+
+
 @dataclass
 class Gate:
     """The objective behind the exact-count check (see the module docstring).
@@ -365,20 +405,10 @@ class Gate:
     interrupts: Interrupts | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
-        _storage(trial.study).set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-        trials = trial.study.get_trials(deepcopy=False)
-        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-        ahead = sum(
-            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
-            for t in trials
-        )
-        if finished + ahead >= self.target:
-            trial.set_user_attr(
-                REASON_ATTR,
-                f"cancelled: {finished} trials had finished and {ahead} earlier ones were "
-                f"running when it started; the target is {self.target}",
-            )
+        claim_trial(trial)
+        reason = target_covered(trial, self.target)
+        if reason is not None:
+            trial.set_user_attr(REASON_ATTR, reason)
             raise TrialCancelled(f"trial {trial.number}: target {self.target} already covered")
         try:
             if self.interrupts is None:

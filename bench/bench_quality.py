@@ -1,0 +1,203 @@
+"""Benchmark 3: compute to quality. On the same budget of epochs, the best validation loss
+reached against the epochs consumed, tuner's default against random search without pruning.
+
+Digits, 64-128-10 MLP, 20 epochs per trial, objective = validation loss (minimize), the shipped
+search space (lr in [1e-4, 1], four optimizers, seven schedules). Budget: random search's
+30 trials x 20 epochs = 600 epochs. Arms, each with several seeds (the study seed seeds the
+sampler and every trial's torch seed):
+
+- ``random``: ``RandomSampler``, no pruner; every trial counts its full 20 epochs (a random
+  search without pruning trains diverged configurations to the end);
+- ``tuner``: the default, TPE (10 random start-up trials) + Hyperband + divergence pruning,
+  batched trials (K=8), run until it has consumed the same 600 epochs;
+- ``tuner one at a time``: the same with ``--batch-trials 1``.
+
+Epochs consumed count every epoch trained by every trial (running ones included, a diverged
+trial's last partial epoch as one). The best value is that of the best COMPLETE trial so far.
+
+Usage: ``python bench/bench_quality.py --out bench/out/quality.md [--seeds 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    bench_cfg,
+    load_text,
+    md_table,
+    set_threads,
+    threads_text,
+    write_section,
+)
+
+from tuner.batched import DEFAULT_BATCH_TRIALS  # noqa: E402
+from tuner.batched_runner import run_batched  # noqa: E402
+from tuner.study import make_objective, make_pruner, make_sampler  # noqa: E402
+
+RANDOM_TRIALS = 30
+EPOCHS = 20
+BUDGET = RANDOM_TRIALS * EPOCHS
+REACH_TOLERANCE = 1e-3
+TUNER_SEEDS_FROM = 100  # tuner's seeds differ from random search's: no shared start-up trials
+
+
+class BudgetSpent(Exception):
+    """Raised by the callback once the epoch budget is consumed."""
+
+
+def best_complete(study: optuna.Study) -> float:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return min(values) if values else float("inf")  # type: ignore[type-var]
+
+
+def consumed(study: optuna.Study, full_epochs: bool) -> int:
+    total = 0
+    for t in study.get_trials(deepcopy=False):
+        if full_epochs and t.state.is_finished():
+            total += EPOCHS
+        elif t.state.is_finished():
+            total += int(t.user_attrs.get("epochs_run", len(t.intermediate_values)))
+        else:
+            total += len(t.intermediate_values)
+    return total
+
+
+def run_arm(arm: str, seed: int) -> list[tuple[int, float]]:
+    """The (epochs consumed, best validation loss) curve of one arm and seed."""
+    sampler = "random" if arm == "random" else "tpe"
+    cfg = bench_cfg(
+        "digits",
+        study={"seed": seed},
+        objective={"metric": "loss"},
+        sampler={"name": sampler},
+        pruner={"name": "none" if arm == "random" else "hyperband"},
+    )
+    study = optuna.create_study(  # named: Hyperband assigns brackets by study name and trial
+        study_name=f"quality-{arm}-{seed}",
+        direction=cfg.direction, sampler=make_sampler(cfg), pruner=make_pruner(cfg),
+    )
+    objective = make_objective(cfg)
+    curve: list[tuple[int, float]] = []
+
+    def record(study: optuna.Study, trial: Any) -> None:
+        spent = consumed(study, full_epochs=arm == "random")
+        curve.append((spent, best_complete(study)))
+        if spent >= BUDGET:
+            raise BudgetSpent
+
+    try:
+        if arm == "tuner":
+            run_batched(
+                study, objective, target=10**6, batch_trials=DEFAULT_BATCH_TRIALS,
+                on_trial=lambda t: record(study, t),
+            )
+        else:
+            study.optimize(objective, n_trials=10**6, callbacks=[record])
+    except BudgetSpent:
+        pass
+    return curve
+
+
+def best_at(curve: list[tuple[int, float]], epochs: float) -> float:
+    """The best value reached within ``epochs`` consumed (inf before the first complete)."""
+    values = [best for spent, best in curve if spent <= epochs]
+    return min(values) if values else float("inf")
+
+
+def epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    """Epochs consumed when the best value first came within 0.1% of ``target``."""
+    for spent, best in curve:
+        if best <= target * (1 + REACH_TOLERANCE):
+            return spent
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    set_threads()
+    load_before = load_text()
+    arms = ("random", "tuner", "tuner one at a time")
+    curves = {
+        arm: [run_arm(arm, seed + (0 if arm == "random" else TUNER_SEEDS_FROM))
+              for seed in range(args.seeds)]
+        for arm in arms
+    }
+    random_finals = [best_at(c, BUDGET) for c in curves["random"]]
+    target = statistics.median(random_finals)
+    rows, fractions = [], {a: [] for a in arms[1:]}
+    for i in range(args.seeds):
+        row: list[Any] = [i, f"{random_finals[i]:.4f}"]
+        for arm in arms[1:]:
+            curve = curves[arm][i]
+            reach = epochs_to_reach(curve, target)
+            frac = reach / BUDGET if reach is not None else float("inf")
+            fractions[arm].append(frac)
+            row += [
+                f"{best_at(curve, BUDGET / 3):.4f}",
+                f"{best_at(curve, BUDGET):.4f}",
+                f"{reach} ({frac:.0%})" if reach is not None else "not reached",
+            ]
+        rows.append(row)
+    medians = {arm: statistics.median(f) for arm, f in fractions.items()}
+    checks = [
+        f"{arm}: median {medians[arm]:.0%} of the budget "
+        f"({'met' if medians[arm] <= 1 / 3 else 'MISSED'}: target <= 33%); per seed "
+        + ", ".join(f"{f:.0%}" if f != float("inf") else "not reached" for f in fractions[arm])
+        for arm in fractions
+    ]
+    for arm in arms[1:]:
+        finals = [best_at(c, BUDGET) for c in curves[arm]]
+        checks.append(
+            f"{arm}, at the full budget: median best {statistics.median(finals):.4f} against "
+            f"random search's {target:.4f}; better than the mark in "
+            f"{sum(f < target for f in finals)} of {len(finals)} runs"
+        )
+    text = f"""
+## 3. Compute to quality: best validation loss against epochs consumed
+
+Digits, 64-128-10 MLP, {EPOCHS} epochs per trial, objective: validation loss (minimize), the
+shipped search space (lr in [1e-4, 1], SGD/Adam/AdamW/RMSprop, seven schedules). Budget: the
+{RANDOM_TRIALS} x {EPOCHS} = {BUDGET} epochs of a random search without pruning (`RandomSampler`,
+no pruner; each of its trials counts {EPOCHS} epochs, diverged or not). tuner's default (TPE with
+10 random start-up trials, Hyperband, divergence pruning, batched K={DEFAULT_BATCH_TRIALS})
+and the same one trial at a time (`--batch-trials 1`) run until they have consumed as many
+epochs (every epoch of every trial, running ones included). The best value is the best
+complete trial's so far. Run i uses seed i for random search and seed {TUNER_SEEDS_FROM} + i for
+tuner (a seed seeds the sampler and each trial's weights and batches; different seeds, so that
+tuner's random start-up trials are not random search's first trials). The mark to reach is the
+median of random search's final bests, **{target:.4f}**, within {REACH_TOLERANCE:.1%}.
+
+{md_table(
+    ["run", "random: best after 600 epochs",
+     "tuner: best after 200", "tuner: best after 600", "tuner: epochs to reach the mark",
+     "one at a time: best after 200", "one at a time: best after 600",
+     "one at a time: epochs to reach the mark"],
+    rows,
+)}
+
+Target: tuner reaches random search's final best within a third of its epochs (200).
+{chr(10).join('- ' + c for c in checks)}
+
+Load: {load_before} before, {load_text()} after. {threads_text()}.
+Command: `python bench/bench_quality.py --out bench/out/quality.md` (or
+`make bench BENCH=quality`).
+"""
+    write_section(args.out, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,663 @@
+"""Batched trials: K configurations of one model trained in lockstep as one stacked model.
+
+The models tuner searches over are small, so one trial at a time spends most of its time in
+per-step overhead (Python, dispatch, a dozen tiny kernels), not arithmetic. Here K trials of
+the same architecture share every step: their weights are rows of one ``(K, P)`` tensor, each
+layer is one batched matrix product (``torch.baddbmm``) over the K members, and one backward
+pass gives every member its own gradient (the members' losses are independent, so the gradient
+of their sum is each member's own gradient).
+
+Each member keeps what makes it a separate trial:
+
+- its own weight initialization and mini-batch order: the same ``torch.manual_seed(seed)`` model
+  build and the same seeded generator as :func:`tuner.engine.train`, so a member sees exactly
+  the rows the one-at-a-time run sees, in the same order;
+- its own learning rate, from a real ``torch.optim.lr_scheduler`` (built from the trial's
+  scheduler spec on a one-parameter ``torch.optim`` optimizer of the member's class) stepped
+  exactly as the engine steps it: the learning-rate sequence is identical;
+- its own optimizer state and hyperparameters: :class:`StackedOptimizer` applies the update
+  rules of ``torch.optim.SGD`` (momentum, Nesterov, weight decay), ``Adam``, ``AdamW`` and
+  ``RMSprop`` as written in torch's reference implementation, with per-member coefficients;
+- its own divergence guard, epoch counter, reports and stop: a member that diverges, is pruned
+  or completes leaves the batch at the end of that epoch, and a new member can take its place
+  (members join at epoch boundaries, where every member's mini-batches line up).
+
+Results agree with the one-at-a-time engine up to floating-point rounding (a batched matrix
+product and a fused loop add in a different order), so losses match within a small tolerance
+and the learning-rate sequences match exactly (tests/test_batched.py checks both).
+
+Divergence is checked on every step's loss, read back once per epoch (one device sync per
+epoch, not per step): a diverged member's result ends at the offending step, as in the engine;
+its row keeps computing (harmlessly: rows never mix) until the epoch ends.
+
+Supported: the ``mlp`` model without dropout (dropout would need per-member masks; such studies
+run one trial at a time, see :func:`batch_unsupported_reason`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner.divergence import DivergenceGuard
+from tuner.engine import (
+    EpochReport,
+    TrainResult,
+    resolve_device,
+    step_scheduler,
+    steps_per_epoch,
+)
+from tuner.models import ACTIVATIONS, build_model
+from tuner.schedules import build_scheduler
+from tuner.space import TrialParams, build_optimizer
+
+if TYPE_CHECKING:
+    from tuner.config import StudyConfig
+    from tuner.datasets import SplitData
+
+__all__ = [
+    "DEFAULT_BATCH_TRIALS",
+    "batch_unsupported_reason",
+    "MemberHyper",
+    "StackedOptimizer",
+    "Member",
+    "BatchedTrainer",
+    "train_batched",
+]
+
+DEFAULT_BATCH_TRIALS = 8
+
+
+def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
+    """Why the study's trials cannot be batched, or None if they can."""
+    if cfg.model.name != "mlp":
+        return f'model "{cfg.model.name}" has no batched form (only "mlp" has)'
+    if cfg.model.dropout > 0:
+        return "dropout > 0 (batched members would need their own dropout masks)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer: torch.optim's update rules over the rows of a stacked (K, P) parameter.
+
+
+@dataclass(frozen=True)
+class MemberHyper:
+    """One member's optimizer: its ``torch.optim`` class name and hyperparameters.
+
+    Read from a real optimizer's ``param_groups[0]`` (:meth:`from_optimizer`), so torch's own
+    defaults apply (e.g. AdamW's weight decay 0.01, RMSprop's alpha 0.99).
+    """
+
+    cls: str
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    alpha: float = 0.99
+
+    @property
+    def rule(self) -> str:
+        """The update rule's family: members of one family are updated together, with one set
+        of kernels per step (SGD with and without Nesterov; Adam and AdamW)."""
+        return {"AdamW": "Adam"}.get(self.cls, self.cls)
+
+    @classmethod
+    def from_optimizer(cls, optimizer: torch.optim.Optimizer) -> MemberHyper:
+        """The hyperparameters of a one-group ``SGD``/``Adam``/``AdamW``/``RMSprop``.
+
+        Raises:
+            ValueError: a class or option the stacked update does not implement (amsgrad,
+                centered RMSprop, RMSprop momentum, SGD dampening, maximize).
+        """
+        name = type(optimizer).__name__
+        g = optimizer.param_groups[0]
+        unsupported = [
+            key
+            for key, bad in (
+                ("maximize", g.get("maximize", False)),
+                ("amsgrad", g.get("amsgrad", False)),
+                ("centered", g.get("centered", False)),
+                ("dampening", g.get("dampening", 0) != 0),
+                ("momentum", name == "RMSprop" and g.get("momentum", 0) != 0),
+            )
+            if bad
+        ]
+        if name not in ("SGD", "Adam", "AdamW", "RMSprop") or unsupported:
+            raise ValueError(
+                f"batched trials support SGD, Adam, AdamW and RMSprop with their default "
+                f"options; got {name}{' with ' + ', '.join(unsupported) if unsupported else ''}"
+            )
+        return cls(
+            cls=name,
+            weight_decay=float(g.get("weight_decay", 0.0)),
+            momentum=float(g.get("momentum", 0.0)),
+            nesterov=bool(g.get("nesterov", False)),
+            betas=tuple(float(b) for b in g.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
+            eps=float(g.get("eps", 1e-8)),
+            alpha=float(g.get("alpha", 0.99)),
+        )
+
+
+class StackedOptimizer:
+    """``torch.optim``'s update rules applied to K members stacked as rows of one parameter.
+
+    Args:
+        param: a leaf tensor of shape (K, P) (member k's parameters are row k); its ``.grad``
+            (same shape) is read by :meth:`step`.
+        hypers: one :class:`MemberHyper` per row. Rows with the same rule should be
+            contiguous (each contiguous run is updated with one set of kernels).
+
+    The update of row k equals that of ``torch.optim.<cls>`` with ``hypers[k]`` (the
+    single-tensor reference implementation, ``foreach=False``), up to floating-point rounding:
+    the same operations in the same order, with per-member coefficients as (n, 1) tensors.
+    State per member: the step count (Adam, AdamW, RMSprop) and the moment buffers.
+    """
+
+    def __init__(self, param: torch.Tensor, hypers: Sequence[MemberHyper]) -> None:
+        if param.dim() != 2 or param.shape[0] != len(hypers):
+            raise ValueError(
+                f"param must be (K, P) with K = {len(hypers)} members, got {tuple(param.shape)}"
+            )
+        self.param = param
+        self.hypers = list(hypers)
+        self.steps = [0] * len(hypers)
+        self.state: dict[str, torch.Tensor] = {}  # buffer name -> (K, P), rows of unused: 0
+        self._segments = self._split_segments()
+        self._plan: list[torch.Tensor] = []  # per segment: (steps, n, coefficients)
+        self._planned = self._taken = 0
+
+    def _split_segments(self) -> list[_Segment]:
+        segments: list[_Segment] = []
+        start = 0
+        for k in range(1, len(self.hypers) + 1):
+            if k == len(self.hypers) or self.hypers[k].rule != self.hypers[start].rule:
+                segments.append(_Segment(start, k, self.hypers[start:k], self.param.device))
+                start = k
+        return segments
+
+    def _buffer(self, name: str) -> torch.Tensor:
+        if name not in self.state:
+            self.state[name] = torch.zeros_like(self.param, memory_format=torch.contiguous_format)
+        return self.state[name]
+
+    def prepare(self, lr_table: Sequence[Sequence[float]]) -> None:
+        """Plan the next ``len(lr_table)`` steps; row t holds every member's LR at step t.
+
+        The per-member coefficients of those steps (learning rates, Adam's bias corrections)
+        are computed on the host exactly as torch.optim computes them (in double precision)
+        and moved to the device in one copy per segment, so the steps themselves launch no
+        host-to-device copy (on CUDA such a copy would wait for the queue at every step).
+        """
+        self._plan = []
+        for seg in self._segments:
+            rows = []
+            for t, lrs in enumerate(lr_table):
+                row = []
+                for i, h in enumerate(seg.hypers):
+                    lr = float(lrs[seg.start + i])
+                    if seg.rule == "Adam":
+                        step = self.steps[seg.start + i] + t + 1
+                        beta1, beta2 = h.betas
+                        step_size = lr / (1 - beta1**step)
+                        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+                        decay = 1 - lr * h.weight_decay if h.cls == "AdamW" else 1.0
+                        row.append([-step_size, bias_correction2_sqrt, decay])
+                    else:
+                        row.append([-lr])
+                rows.append(row)
+            coef = torch.tensor(rows, dtype=self.param.dtype)
+            if self.param.device.type == "cuda":
+                coef = coef.pin_memory()  # so that the copy below is truly asynchronous
+            self._plan.append(coef.to(self.param.device, non_blocking=True))
+        self._planned, self._taken = len(lr_table), 0
+
+    @torch.no_grad()
+    def step(self, lrs: Sequence[float] | None = None) -> None:
+        """One optimizer step of every member: member k with learning rate ``lrs[k]``, or,
+        without ``lrs``, the next step planned by :meth:`prepare`.
+
+        Raises:
+            RuntimeError: no ``lrs`` and no planned step left, or ``param.grad`` is not set.
+        """
+        if self.param.grad is None:
+            raise RuntimeError("StackedOptimizer.step: param.grad is not set")
+        if lrs is not None:
+            self.prepare([lrs])
+        if self._taken >= self._planned:
+            raise RuntimeError("no planned step left: call prepare() or pass lrs")
+        t = self._taken
+        self._taken += 1
+        grad = self.param.grad
+        p_all = self.param.detach()
+        for seg, coef in zip(self._segments, self._plan, strict=True):
+            for k in range(seg.start, seg.stop):
+                self.steps[k] += 1
+            rows = slice(seg.start, seg.stop)
+            p, g, c = p_all[rows], grad[rows], coef[t]
+            if seg.rule == "SGD":
+                self._sgd(seg, p, g, neg_lr=c)
+            elif seg.rule == "Adam":
+                self._adam(seg, p, g, neg_step_size=c[:, 0:1], bc2_sqrt=c[:, 1:2], decay=c[:, 2:3])
+            else:
+                self._rmsprop(seg, p, g, neg_lr=c)
+
+    def _sgd(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: torch.Tensor) -> None:
+        # torch.optim.sgd._single_tensor_sgd (dampening 0)
+        if seg.any_weight_decay:
+            g = torch.addcmul(g, p, seg.weight_decay)  # grad.add(param, alpha=weight_decay)
+        if seg.any_momentum:
+            buf = self._buffer("momentum_buffer")[seg.start : seg.stop]
+            buf.mul_(seg.momentum).add_(g)  # first step: 0 * m + g = g.clone()
+            if seg.all_nesterov:
+                g = g.add(buf * seg.momentum)  # grad.add(buf, alpha=momentum)
+            elif seg.any_nesterov:
+                g = torch.where(seg.nesterov, g.add(buf * seg.momentum), buf)
+            else:
+                g = buf
+        p.addcmul_(g, neg_lr)  # param.add_(grad, alpha=-lr)
+
+    def _adam(
+        self,
+        seg: _Segment,
+        p: torch.Tensor,
+        g: torch.Tensor,
+        neg_step_size: torch.Tensor,
+        bc2_sqrt: torch.Tensor,
+        decay: torch.Tensor,
+    ) -> None:
+        # torch.optim.adam._single_tensor_adam (amsgrad False, not capturable); AdamW is Adam
+        # with decoupled weight decay: its members shrink the parameter, Adam's add to the grad
+        if seg.any_decoupled_weight_decay:
+            p.mul_(decay)  # param.mul_(1 - lr * weight_decay); 1.0 for Adam members
+        if seg.any_l2_weight_decay:
+            g = torch.addcmul(g, p, seg.l2_weight_decay)  # 0 for AdamW members
+        exp_avg = self._buffer("exp_avg")[seg.start : seg.stop]
+        exp_avg_sq = self._buffer("exp_avg_sq")[seg.start : seg.stop]
+        exp_avg.lerp_(g, seg.one_minus_beta1)
+        exp_avg_sq.mul_(seg.beta2).addcmul_(g * seg.one_minus_beta2, g)
+        denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(seg.eps)
+        p.addcdiv_(exp_avg * neg_step_size, denom)  # param.addcdiv_(exp_avg, denom, -step_size)
+
+    def _rmsprop(
+        self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: torch.Tensor
+    ) -> None:
+        # torch.optim.rmsprop._single_tensor_rmsprop (not centered, no momentum)
+        if seg.any_weight_decay:
+            g = torch.addcmul(g, p, seg.weight_decay)
+        square_avg = self._buffer("square_avg")[seg.start : seg.stop]
+        square_avg.mul_(seg.alpha).addcmul_(g * seg.one_minus_alpha, g)
+        avg = square_avg.sqrt().add_(seg.eps)
+        p.addcdiv_(g * neg_lr, avg)  # param.addcdiv_(grad, avg, value=-lr)
+
+    def select(
+        self, param: torch.Tensor, rows: Sequence[int | None], hypers: Sequence[MemberHyper]
+    ) -> StackedOptimizer:
+        """A new optimizer over ``param`` whose member i continues this one's row ``rows[i]``
+        (its step count and buffers), or starts fresh where ``rows[i]`` is None."""
+        new = StackedOptimizer(param, hypers)
+        for i, row in enumerate(rows):
+            if row is not None:
+                new.steps[i] = self.steps[row]
+        if self.state:
+            n_old = self.param.shape[0]
+            index = torch.tensor(
+                [n_old if r is None else r for r in rows], device=param.device, dtype=torch.long
+            )
+            for name, buf in self.state.items():
+                padded = torch.cat([buf, buf.new_zeros(1, buf.shape[1])])
+                new.state[name] = padded.index_select(0, index)
+        return new
+
+
+class _Segment:
+    """A contiguous run of members sharing one update rule, with their coefficients as (n, 1)
+    tensors (constant per member: built once per layout)."""
+
+    def __init__(
+        self, start: int, stop: int, hypers: Sequence[MemberHyper], device: torch.device
+    ) -> None:
+        self.start, self.stop, self.hypers = start, stop, list(hypers)
+        self.rule = self.hypers[0].rule
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
+
+        self.weight_decay = column([h.weight_decay for h in hypers])
+        self.any_weight_decay = any(h.weight_decay != 0 for h in hypers)
+        decoupled = [h.cls == "AdamW" for h in hypers]
+        self.any_decoupled_weight_decay = any(
+            d and h.weight_decay != 0 for d, h in zip(decoupled, hypers, strict=True)
+        )
+        self.l2_weight_decay = column(
+            [0.0 if d else h.weight_decay for d, h in zip(decoupled, hypers, strict=True)]
+        )
+        self.any_l2_weight_decay = any(
+            not d and h.weight_decay != 0 for d, h in zip(decoupled, hypers, strict=True)
+        )
+        self.momentum = column([h.momentum for h in hypers])
+        self.any_momentum = any(h.momentum != 0 for h in hypers)
+        self.nesterov = torch.tensor([h.nesterov for h in hypers], device=device).view(-1, 1)
+        self.any_nesterov = any(h.nesterov for h in hypers)
+        self.all_nesterov = all(h.nesterov for h in hypers)
+        self.one_minus_beta1 = column([1 - h.betas[0] for h in hypers])
+        self.beta2 = column([h.betas[1] for h in hypers])
+        self.one_minus_beta2 = column([1 - h.betas[1] for h in hypers])
+        self.eps = column([h.eps for h in hypers])
+        self.alpha = column([h.alpha for h in hypers])
+        self.one_minus_alpha = column([1 - h.alpha for h in hypers])
+
+
+# ---------------------------------------------------------------------------------------------
+# Members and the lockstep trainer.
+
+
+@dataclass(eq=False)
+class Member:
+    """One trial's run inside a batch.
+
+    Attributes:
+        params: the trial's learning rate, optimizer and schedule.
+        seed: seeds the member's weight initialization and mini-batch order (as in the engine).
+        on_epoch: called after each of the member's epochs; True stops it (status 'pruned').
+        tag: the caller's handle (the batched runner keeps the Optuna trial here).
+        result: the member's :class:`~tuner.engine.TrainResult`, final once it has ended.
+            ``seconds`` is its share of the batch's wall time (each epoch's time divided by
+            the members that ran it).
+        epoch: epochs the member has run.
+        ended: True once the member is complete, pruned or diverged.
+    """
+
+    params: TrialParams
+    seed: int
+    on_epoch: Callable[[EpochReport], bool] | None = None
+    tag: Any = None
+    result: TrainResult = field(default_factory=lambda: TrainResult("complete", 0, 0))
+    epoch: int = 0
+    ended: bool = False
+    # run state, set by BatchedTrainer.add
+    hyper: MemberHyper = field(init=False, repr=False)
+    optimizer: torch.optim.Optimizer = field(init=False, repr=False)  # holds the LR only
+    scheduler: Any = field(init=False, repr=False)
+    per_step: bool = field(init=False, repr=False)
+    guard: DivergenceGuard = field(init=False, repr=False)
+    generator: torch.Generator = field(init=False, repr=False)
+    init_row: torch.Tensor | None = field(init=False, repr=False)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the member's next optimizer step."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+class BatchedTrainer:
+    """Train members (trials) of one study in lockstep, one epoch per :meth:`run_epoch`.
+
+    Members are added with :meth:`add` and join at the start of the next epoch; each runs
+    ``cfg.training.epochs`` epochs of its own unless it diverges or its ``on_epoch`` stops it.
+
+    Args:
+        cfg: the validated study (model, training, objective, divergence sections are used);
+            its model must be batchable (:func:`batch_unsupported_reason`).
+        data: the split; moved to the device if it is not there yet.
+        device: overrides ``cfg.training.device`` (already resolved).
+
+    Raises:
+        ValueError: the model cannot be batched.
+    """
+
+    def __init__(self, cfg: StudyConfig, data: SplitData, device: torch.device | None = None):
+        reason = batch_unsupported_reason(cfg)
+        if reason is not None:
+            raise ValueError(f"cannot batch trials: {reason}")
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.training.device)
+        self.data = data if data.X_train.device == self.device else data.to(self.device)
+        self.widths = [data.n_features, *cfg.model.hidden, data.n_outputs]
+        self.layers = list(zip(self.widths[:-1], self.widths[1:], strict=True))
+        self.sizes = [n for a, b in self.layers for n in (a * b, b)]  # W (in, out), then bias
+        self.activation = ACTIVATIONS[cfg.model.activation]()
+        self.n_rows = len(self.data.X_train)
+        self.batch = cfg.training.batch_size
+        self.spe = steps_per_epoch(self.n_rows, self.batch)
+        self.total_steps = self.spe * cfg.training.epochs
+        self.mode = "max" if cfg.objective.direction == "maximize" else "min"
+        self.running: list[Member] = []  # the members in the stack, row i = running[i]
+        self.pending: list[Member] = []  # added, joining at the next epoch
+        self.flat = torch.zeros(0, sum(self.sizes), device=self.device)
+        self.optimizer = StackedOptimizer(self.flat, [])
+
+    @property
+    def members(self) -> list[Member]:
+        """Members that have not ended (running and pending)."""
+        return [m for m in self.running if not m.ended] + self.pending
+
+    def add(
+        self,
+        params: TrialParams,
+        seed: int,
+        on_epoch: Callable[[EpochReport], bool] | None = None,
+        tag: Any = None,
+    ) -> Member:
+        """Queue a member; it starts at the next :meth:`run_epoch`."""
+        m = Member(params, seed, on_epoch, tag)
+        # exactly what tuner.engine.train does before its first step, in the same order
+        torch.manual_seed(seed)
+        m.generator = torch.Generator().manual_seed(seed)
+        model = build_model(self.cfg.model, self.data.n_features, self.data.n_outputs)
+        m.init_row = self._row_of(model).to(self.device)
+        m.optimizer = build_optimizer([torch.zeros(1, requires_grad=True)], params.optimizer_spec())
+        m.hyper = MemberHyper.from_optimizer(m.optimizer)
+        spec = params.scheduler_spec(self.total_steps, self.spe, self.mode)
+        m.scheduler = build_scheduler(m.optimizer, spec)
+        m.optimizer.step()  # no gradient, no update: tells the scheduler its optimizer stepped
+        m.per_step = spec["interval"] == "step"
+        m.guard = DivergenceGuard(self.cfg.divergence.factor)
+        self.pending.append(m)
+        return m
+
+    def _row_of(self, model: nn.Module) -> torch.Tensor:
+        linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
+        shapes = [(lin.in_features, lin.out_features) for lin in linears]
+        if shapes != self.layers:
+            raise ValueError(f"model layers {shapes} do not match the batched layout {self.layers}")
+        parts = []
+        for lin in linears:
+            parts += [lin.weight.detach().t().reshape(-1), lin.bias.detach()]
+        return torch.cat(parts)
+
+    def _layout(self) -> None:
+        """Drop ended members, admit pending ones, order rows by update rule."""
+        keep = [m for m in self.running if not m.ended]
+        if len(keep) == len(self.running) and not self.pending:
+            return
+        rows = {id(m): i for i, m in enumerate(self.running)}
+        members = sorted(keep + self.pending, key=lambda m: m.hyper.rule)  # stable
+        new_rows = [m.init_row for m in self.pending]
+        source = torch.cat([self.flat.detach(), *(r.view(1, -1) for r in new_rows)])
+        n_old = len(self.running)
+        pending_index = {id(m): n_old + j for j, m in enumerate(self.pending)}
+        index = [rows.get(id(m), pending_index.get(id(m))) for m in members]
+        index_t = torch.tensor(index, dtype=torch.long, device=self.device)
+        flat = source[index_t].requires_grad_(True)
+        old_rows = [rows.get(id(m)) for m in members]
+        self.optimizer = self.optimizer.select(flat, old_rows, [m.hyper for m in members])
+        self.flat = flat
+        for m in self.pending:
+            m.init_row = None
+        self.running, self.pending = members, []
+
+    def forward(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (K, B, n_outputs) of the K members for inputs x of shape (K, B, n_features)."""
+        k = flat.shape[0]
+        parts = flat.split(self.sizes, dim=1)
+        h = x
+        for i, (fan_in, fan_out) in enumerate(self.layers):
+            w = parts[2 * i].view(k, fan_in, fan_out)
+            b = parts[2 * i + 1].view(k, 1, fan_out)
+            h = torch.baddbmm(b, h, w)
+            if i < len(self.layers) - 1:
+                h = self.activation(h)
+        return h
+
+    def _losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member mean loss (K,) of outputs (K, B, C) against targets (K, B[, 1])."""
+        k = out.shape[0]
+        if self.data.task == "classification":
+            per_row = F.cross_entropy(
+                out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none"
+            )
+            return per_row.view(k, -1).mean(dim=1)
+        return F.mse_loss(out, y, reduction="none").mean(dim=(1, 2))
+
+    @torch.inference_mode()
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
+        """Per-member (losses, metrics) on a split, as :func:`tuner.engine.evaluate` defines
+        them (accuracy, loss, or RMSE in target units)."""
+        k = self.flat.shape[0]
+        out = self.forward(self.flat.detach(), X.expand(k, -1, -1))
+        losses = self._losses(out, y.expand(k, *y.shape))
+        metric = self.cfg.objective.metric
+        if metric == "accuracy":
+            values = (out.argmax(dim=-1) == y).float().mean(dim=1).tolist()
+            return losses.tolist(), values
+        loss_list = losses.tolist()
+        if metric == "rmse":
+            scale = self.data.target_scale
+            return loss_list, [math.sqrt(v) * scale if v >= 0 else math.nan for v in loss_list]
+        return loss_list, loss_list
+
+    def run_epoch(self) -> list[Member]:
+        """Run one epoch of every member (admitting pending ones first).
+
+        Returns:
+            The members whose run ended in this epoch (complete, pruned or diverged); their
+            ``result`` is final. Empty if there was no member to run.
+        """
+        self._layout()
+        members = self.running
+        if not members:
+            return []
+        started = time.perf_counter()
+        k, batch, data = len(members), self.batch, self.data
+        orders = torch.stack(
+            [torch.randperm(self.n_rows, generator=m.generator) for m in members]
+        ).to(self.device)
+        # the learning rates of the whole epoch: each member's scheduler stepped as the engine
+        # steps it (per step; plateau only at the epoch's end, on the validation metric)
+        lr_table = []
+        for _ in range(self.spe):
+            lrs = [m.lr for m in members]
+            lr_table.append(lrs)
+            for m, lr in zip(members, lrs, strict=True):
+                m.result.lrs.append(lr)
+                if m.per_step:
+                    step_scheduler(m.scheduler)
+        self.optimizer.prepare(lr_table)
+        step_losses = []
+        for b in range(self.spe):
+            idx = orders[:, b * batch : (b + 1) * batch]
+            losses = self._losses(self.forward(self.flat, data.X_train[idx]), data.y_train[idx])
+            step_losses.append(losses.detach())
+            self.flat.grad = None
+            losses.sum().backward()  # member k's gradient is that of its own mean loss
+            self.optimizer.step()
+        values = torch.stack(step_losses).t().tolist()  # (K, steps): one read-back per epoch
+        ended = self._end_epoch(members, values, lr_table[0])
+        share = (time.perf_counter() - started) / k
+        for m in members:
+            m.result.seconds += share
+        return ended
+
+    def _end_epoch(
+        self, members: list[Member], values: list[list[float]], first_lrs: list[float]
+    ) -> list[Member]:
+        """Divergence checks, validation, schedules, reports and stops, member by member, in
+        the order :func:`tuner.engine.train` does them."""
+        val_losses, val_metrics = self.evaluate(self.data.X_val, self.data.y_val)
+        ended: list[Member] = []
+        completing: list[int] = []
+        for k, m in enumerate(members):
+            m.epoch += 1
+            r = m.result
+            first = r.steps + 1
+            r.steps += self.spe
+            for i, value in enumerate(values[k]):
+                diverged = m.guard.check(value, first + i, m.epoch)
+                if diverged is not None:
+                    del r.lrs[first + i :]
+                    r.steps = first + i
+                    break
+            else:
+                sizes = (min(self.batch, self.n_rows - i * self.batch) for i in range(self.spe))
+                loss_sum = sum(v * n for v, n in zip(values[k], sizes, strict=True))
+                val_loss, val_metric = val_losses[k], val_metrics[k]
+                diverged = None
+                if not math.isfinite(val_loss):
+                    diverged = m.guard.check(val_loss, r.steps, m.epoch)
+            if diverged is not None:
+                r.status, r.divergence, r.epochs = "diverged", diverged, m.epoch
+                m.ended = True
+                ended.append(m)
+                continue
+            if not m.per_step:
+                step_scheduler(m.scheduler, val_metric if math.isfinite(val_metric) else None)
+            report = EpochReport(
+                m.epoch, r.steps, loss_sum / self.n_rows, val_loss, val_metric, first_lrs[k]
+            )
+            r.history.append(report)
+            r.epochs = m.epoch
+            if m.on_epoch is not None and m.on_epoch(report):
+                r.status = "pruned"
+            elif m.epoch < self.cfg.training.epochs:
+                continue
+            else:
+                completing.append(k)
+            m.ended = True
+            ended.append(m)
+        if completing:
+            test_losses, test_metrics = self.evaluate(self.data.X_test, self.data.y_test)
+            for k in completing:
+                members[k].result.test_loss = test_losses[k]
+                members[k].result.test_metric = test_metrics[k]
+        return ended
+
+
+def train_batched(
+    cfg: StudyConfig,
+    data: SplitData,
+    runs: Sequence[tuple[TrialParams, int]],
+    on_epoch: Sequence[Callable[[EpochReport], bool] | None] | None = None,
+    *,
+    device: torch.device | None = None,
+) -> list[TrainResult]:
+    """Train several configurations at once, in lockstep; the batched :func:`~tuner.engine.train`.
+
+    Args:
+        cfg: the validated study (its model must be batchable).
+        data: the split.
+        runs: (params, seed) per member; member k gets the result the engine gives
+            ``train(cfg, data, params, seed)``, up to floating-point rounding.
+        on_epoch: one callback (or None) per run, as the engine's ``on_epoch``.
+        device: overrides ``cfg.training.device``.
+
+    Returns:
+        One :class:`~tuner.engine.TrainResult` per run, in the order of ``runs``.
+    """
+    trainer = BatchedTrainer(cfg, data, device)
+    callbacks = list(on_epoch) if on_epoch is not None else [None] * len(runs)
+    members = [
+        trainer.add(p, seed, cb) for (p, seed), cb in zip(runs, callbacks, strict=True)
+    ]
+    while trainer.members:
+        trainer.run_epoch()
+    return [m.result for m in members]
+

@@ -58,8 +58,10 @@ confirm: $(STAMP)
 report: $(STAMP)
 	$(TUNER) report $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
 
+# One torch thread per test process: the suite runs many small trials, often several processes
+# at once, and spinning intra-op threads on 2 busy cores make a tiny trial many times slower.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py $(if $(BENCH),--only $(BENCH))

@@ -33,13 +33,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tuner.config import StudyConfig
 from tuner.datasets import load_split
 from tuner.engine import resolve_device, train
 from tuner.errors import NoCompletedTrialError
+from tuner.progress import progress_bar
 from tuner.space import TrialParams
 from tuner.study import completed
 
@@ -285,16 +285,7 @@ def run_confirm(
     todo = [(c, s) for c in candidates for s in seed_list if (c.trial, s) not in cache]
     trained = 0
     console = console or Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-        disable=not progress or not todo,
-        transient=False,
-    ) as bar:
+    with progress_bar(console, disable=not progress or not todo) as bar:
         task = bar.add_task(f"confirm top {len(chosen)}", total=len(todo), status="")
         for c in candidates:
             params = TrialParams.from_optuna_params(c.params)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
 from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
 from tuner.lr_find import resolve_lr_bounds
+from tuner.progress import progress_bar
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
@@ -92,16 +92,7 @@ def run_tune(
     interrupted, notes = False, []
     batch_trials = _resolve_batch_trials(cfg, batch_trials, workers, console)
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-        disable=not progress,
-        transient=False,
-    ) as bar:
+    with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
 
         def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:

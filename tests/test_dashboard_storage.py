@@ -130,3 +130,23 @@ def test_postgresql_url_is_served_as_given(postgres_url) -> None:
         assert name in _names(postgres_url)
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cr3t@127.0.0.1:1/db",
+        "postgresql://:s3cr3t@127.0.0.1:1/db",
+        "postgresql://u@127.0.0.1:1/db?password=s3cr3t",
+        "postgresql:///db?host=127.0.0.1&port=1&password=s3cr3t",
+        "postgresql://u:s3c@r3t@127.0.0.1:1/db",
+    ],
+)
+def test_unreachable_storage_never_shows_its_password(url: str) -> None:
+    from tuner.errors import StorageError
+    from tuner.storage import make_storage, redact_url
+
+    assert "s3c" not in redact_url(url)
+    with pytest.raises(StorageError) as info:
+        make_storage(url)
+    assert "s3c" not in str(info.value) and "r3t" not in str(info.value)

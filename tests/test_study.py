@@ -61,3 +61,37 @@ def test_hyperband_prunes_lagging_trials_per_epoch(tiny_cfg, sqlite_url):
     pruned = [t for t in outcome.study.trials if trial_kind(t) == "pruned"]
     assert all(t.user_attrs["epochs_run"] < 9 for t in pruned)
     assert all("pruner" in t.user_attrs["pruned_reason"] for t in pruned)
+
+
+def test_resuming_with_other_settings_is_refused_and_writes_nothing(tiny_cfg, sqlite_url):
+    import pytest
+
+    from tuner.errors import ConfigError
+
+    cfg = tiny_cfg()
+    run_tune(cfg, sqlite_url, n_trials=2, progress=False)
+    for changed, words in [
+        (tiny_cfg(training={"epochs": 5}), "[training] epochs = 5 differs"),
+        (tiny_cfg(space={"optimizers": ["adam"]}), '[space] optimizers = ["adam"] differs'),
+        (tiny_cfg(dataset={"name": "wine"}), '[dataset] name = "wine" differs'),
+    ]:
+        with pytest.raises(ConfigError, match="new \\[study\\] name") as info:
+            run_tune(changed, sqlite_url, n_trials=4, progress=False)
+        assert words in str(info.value)
+    study = optuna.load_study(study_name=cfg.name, storage=sqlite_url)
+    assert len(study.trials) == 2
+    # the run's own budget and sampler may change on resume
+    more = run_tune(tiny_cfg(study={"seed": 3}, sampler={"name": "random"}), sqlite_url,
+                    n_trials=3, progress=False)
+    assert more.finished_after == 3
+
+
+def test_generator_refusals_name_the_file(tiny_cfg):
+    import pytest
+
+    from tuner.errors import ConfigError
+
+    cfg = tiny_cfg(dataset={"name": "make_classification", "n_samples": 200, "n_classes": 100,
+                            "n_features": 5, "n_informative": 3})
+    with pytest.raises(ConfigError, match=r"tiny.toml: \[dataset\] make_classification refuses"):
+        make_objective(cfg)

@@ -59,6 +59,13 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _console(stderr: bool = False) -> Console:
+    """A rich console; 120 columns when the output is a file or a pipe (logs, CI), so that the
+    tables stay readable there (rich assumes 80)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 120)
+
+
 def _load(path: str):  # noqa: ANN202
     from tuner.config import load_study_config
 
@@ -70,13 +77,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from tuner.runner import run_tune
     from tuner.storage import redact_url, resolve_storage_url
+    from tuner.study import completed
     from tuner.summary import print_summary
 
     cfg = _load(args.study)
     if args.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
     url = resolve_storage_url(cfg, args.storage)
-    console = Console()
+    console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
         cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
@@ -84,10 +92,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         batch_trials=args.batch_trials,
     )
     print_summary(outcome.study, cfg, console)
+    where = f" --storage {redact_url(url)}" if args.storage else ""
     console.print(
         f"{outcome.finished_after - outcome.finished_before} trials finished in "
         f"{outcome.seconds:.1f} s ({outcome.finished_after} in the study). "
-        f"Export: tuner export {cfg.path}   Dashboard: tuner dashboard {cfg.path}"
+        + (f"Export: tuner export {cfg.path}{where}   Dashboard: tuner dashboard "
+           f"{cfg.path}{where}" if completed(outcome.study) else "")
     )
     for note in outcome.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
@@ -109,7 +119,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     marked = cleanup_study(cfg, url, all_running=args.all_running, heartbeat_s=args.heartbeat)
-    console = Console()
+    console = _console()
     for number, reason in marked:
         console.print(f"trial {number}: FAIL ({reason})")
     console.print(f"{len(marked)} stale trial(s) of '{cfg.name}' in {redact_url(url)} marked FAIL "
@@ -143,7 +153,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
     path = export_best(study, cfg, url, Path(args.out) if args.out else None, args.format)
-    Console().print(f"wrote {path}")
+    _console().print(f"wrote {path}")
     return 0
 
 
@@ -155,7 +165,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
-    console = Console()
+    console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     confirmation = run_confirm(
         study, cfg, top=args.top, seeds=args.seeds, progress=not args.no_progress
@@ -172,12 +182,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
-    err = Console(stderr=True)
+    err = _console(stderr=True)
     outcome = write_report(
         study, cfg, url, Path(args.out) if args.out else None, png=not args.no_png,
         warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
     )
-    console = Console()
+    console = _console()
     console.print(f"wrote {outcome.html}")
     if outcome.pngs:
         console.print(f"  and {len(outcome.pngs)} PNG figures in {outcome.folder}")
@@ -189,7 +199,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from tuner.retrain import retrain
 
     best = load_best(args.export)
-    console = Console()
+    console = _console()
     metric = best.data["metric"]
     console.print(
         f"retraining trial #{best.data['trial']} of '{best.data['study']}' "
@@ -376,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TunerError as exc:
         print(f"tuner: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output path that is a folder, a missing parent, no permission
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"tuner: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)

@@ -455,12 +455,17 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict of every section (lists, not tuples), for export and notes."""
+        from tuner.datasets import DATASETS
+
         out: dict[str, Any] = {}
         for section in SECTIONS:
             obj = getattr(self, section)
             out[section] = {
                 f.name: _plain(getattr(obj, f.name)) for f in fields(obj)
             }
+        if not DATASETS[self.dataset.name].generated:  # size and noise apply to generators only
+            for key in GENERATOR_KEYS:
+                del out["dataset"][key]
         return out
 
 

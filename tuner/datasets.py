@@ -172,7 +172,12 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         ConfigError: the split leaves a part empty or a class too rare to stratify.
     """
     spec = DATASETS[dataset.name]
-    X, y = spec.load(dataset)
+    try:
+        X, y = spec.load(dataset)
+    except ValueError as exc:  # a generator refusing its arguments (sklearn's own words)
+        raise ConfigError(
+            f"[dataset] {spec.source} refuses these settings: {str(exc).splitlines()[0]}"
+        ) from None
     X = np.asarray(X, dtype=np.float64)
     classification = spec.task == "classification"
     stratify = y if classification else None

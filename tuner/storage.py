@@ -50,9 +50,34 @@ SQLITE_PREFIX = "sqlite:///"
 SQLITE_TIMEOUT_S = 60
 
 
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
+
+
+def _secrets(url: str) -> list[str]:
+    """The passwords a URL carries (user info and query), to scrub from driver messages."""
+    found = [m.group(1) for m in re.finditer(r"://[^\s/?#:]*:([^\s/?#]*)@", url)]
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_SECRET.finditer(url)]
+    # a driver may split an unencoded '@' in a password differently: scrub the pieces too
+    pieces = [p for f in found if "@" in f for p in f.split("@") if len(p) >= 3]
+    return [f for f in found + pieces if f]
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (``postgresql://u:***@host/db``)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The text with every password of a URL in it replaced by ``***``.
+
+    Covers ``scheme://user:password@host`` (also without a user name, and with an unencoded
+    ``@`` inside the password) and ``?password=...`` query parameters.
+    """
+
+    def userinfo(match: re.Match[str]) -> str:
+        info = match.group(1)
+        if ":" not in info:
+            return match.group(0)
+        return f"://{info.split(':', 1)[0]}:***@"
+
+    # user info runs up to the last '@' before the host's path, query or whitespace
+    text = re.sub(r"://([^\s/?#]*)@(?=[^\s@/?#]*(?:[/?#\s]|$))", userinfo, url)
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def resolve_storage_url(cfg: StudyConfig | None, override: str | None = None) -> str:
@@ -183,6 +208,8 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
         ) from None
     except Exception as exc:  # sqlalchemy raises many kinds; its message is what matters
         message = redact_url(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        for secret in _secrets(url):
+            message = message.replace(secret, "***")
         raise StorageError(f"storage {shown} cannot be opened: {message}") from None
     if url.startswith(SQLITE_PREFIX):
         import sqlalchemy

@@ -8,6 +8,7 @@ Running the same study file again resumes the study and tops it up to ``n_trials
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import StudyConfig
 from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device, train
-from tuner.errors import StorageError
+from tuner.errors import ConfigError, StorageError, TunerError
 from tuner.space import TrialParams, suggest_params
 from tuner.storage import check_storage_exists, make_storage, redact_url, resolve_storage_url
 
@@ -95,7 +96,7 @@ def open_study(
         sampler_seed: overrides ``[study] seed`` for the sampler only (parallel workers).
         storage_kwargs: passed to ``make_storage`` (heartbeats: ``workers.heartbeat_kwargs``).
     """
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=make_storage(storage_url, **(storage_kwargs or {})),
         study_name=cfg.name,
         direction=cfg.direction,
@@ -103,6 +104,45 @@ def open_study(
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
+    check_settings(study, cfg, storage_url)
+    return study
+
+
+SETTINGS_ATTR = "tuner:settings"
+"""Study user attribute: the settings that make its trials comparable (see check_settings)."""
+SETTINGS_SECTIONS = ("dataset", "split", "model", "training", "objective", "space", "divergence")
+
+
+def check_settings(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> None:
+    """Record the study's settings on first use; refuse to resume with different ones.
+
+    Trials trained on other data, another model or budget, or sampled from another space
+    cannot be ranked together (and Optuna refuses a changed categorical choice), so a resumed
+    study must keep the sections in :data:`SETTINGS_SECTIONS`; ``[study]`` (trial count, seed,
+    timeout), ``[sampler]`` and ``[pruner]`` may change.
+
+    Raises:
+        ConfigError: the stored settings differ; the message names the first differing key,
+            both values, and how to start a separate study. Nothing is written then.
+    """
+    plain = cfg.to_dict()
+    current = json.loads(json.dumps({k: plain[k] for k in SETTINGS_SECTIONS}))
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, current)
+        return
+    if stored == current:
+        return
+    for section in SETTINGS_SECTIONS:
+        old, new = stored.get(section, {}), current[section]
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                raise ConfigError(
+                    f"{cfg.path}: [{section}] {key} = {json.dumps(new.get(key))} differs from "
+                    f"the study '{cfg.name}' already in {redact_url(storage_url)} "
+                    f"({json.dumps(old.get(key))}); its trials could not be compared with new "
+                    f"ones. Give the study a new [study] name, or use another --storage."
+                )
 
 
 def load_existing_study(cfg: StudyConfig, storage_url: str) -> optuna.Study:
@@ -214,8 +254,12 @@ def make_objective(
     Raises:
         DeviceError: the configured device is not available.
     """
-    device = resolve_device(cfg.training.device)
-    return Objective(cfg, load_split(cfg.dataset, cfg.split), lr_bounds, device)
+    try:
+        device = resolve_device(cfg.training.device)
+        data = load_split(cfg.dataset, cfg.split)
+    except TunerError as exc:  # name the study file, as every other setting's message does
+        raise type(exc)(f"{cfg.path}: {exc}") from None
+    return Objective(cfg, data, lr_bounds, device)
 
 
 def best_params(study: optuna.Study) -> TrialParams:

@@ -409,6 +409,13 @@ class DivergenceConfig:
     )
 
 
+# the [pruner] keys each pruner reads
+PRUNER_KEYS: dict[str, tuple[str, ...]] = {
+    "hyperband": ("min_resource", "reduction_factor"),
+    "median": ("n_startup_trials", "n_warmup_steps"),
+    "none": (),
+}
+
 SECTIONS: dict[str, type] = {
     "study": StudySection,
     "dataset": DatasetConfig,
@@ -482,7 +489,20 @@ def _plain(v: Any) -> Any:
 def _fail(where: str, section: str, key: str | None, value: Any, allowed: str) -> ConfigError:
     target = f"[{section}] {key}" if key else f"[{section}]"
     shown = _show(value)
-    return ConfigError(f"{where}: {target} = {shown} is invalid: must be {allowed}.")
+    hint = _hint(value, allowed)
+    return ConfigError(f"{where}: {target} = {shown} is invalid: must be {allowed}.{hint}")
+
+
+def _hint(value: Any, allowed: str) -> str:
+    """' Did you mean "x"?' for a misspelt name among the quoted names of ``allowed``."""
+    words = value if isinstance(value, list) else [value]
+    names = re.findall(r"'([A-Za-z0-9_]+)'", allowed) or re.findall(r"\b[a-z_]+\b", allowed)
+    for word in words:
+        if isinstance(word, str) and word not in names:
+            close = difflib.get_close_matches(word, names, n=1, cutoff=0.7)
+            if close:
+                return f' Did you mean "{close[0]}"?'
+    return ""
 
 
 def _show(value: Any) -> str:
@@ -585,6 +605,19 @@ def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> 
             raise ConfigError(
                 f"{where}: [dataset] n_informative = {dcfg.n_informative} is invalid: "
                 f"must be <= n_features ({dcfg.n_features})."
+            )
+        if ds.task == "regression" and "n_classes" in given:
+            raise ConfigError(
+                f"{where}: [dataset] n_classes is invalid for dataset '{ds.name}': "
+                f"it applies only to make_classification."
+            )
+    pruner: PrunerConfig = parts["pruner"]
+    for key in data.get("pruner", {}):
+        if key != "name" and key not in PRUNER_KEYS[pruner.name]:
+            uses = ", ".join(PRUNER_KEYS[pruner.name]) or "no other key"
+            raise ConfigError(
+                f'{where}: [pruner] {key} is invalid with name = "{pruner.name}": that pruner '
+                f"takes {uses}."
             )
     metric = parts["objective"].metric
     task = METRICS[metric][0]

@@ -318,7 +318,9 @@ class ModelConfig:
     """``[model]``: the network (an MLP by default)."""
 
     name: str = _field("mlp", ModelName(), "Registered model name.")
-    hidden: tuple[int, ...] = _field([128], IntList(1), "Hidden layer widths, input to output; [] is a linear model.")
+    hidden: tuple[int, ...] = _field(
+        [128], IntList(1), "Hidden layer widths, input to output; [] is a linear model."
+    )
     activation: str = _field(
         "relu", OneOf("relu", "gelu", "tanh", "silu", "leaky_relu"), "Activation function."
     )

@@ -3,7 +3,10 @@
 Usage: ``python bench/_variants.py VARIANT STUDY PARAMS.json STORAGE REPEATS RESULT.json TMPDIR``
 
 VARIANT: ``reference`` (bench/reference_dataloader.py), ``bare`` (a bare PyTorch loop, below),
-``tuner-1`` (tuner, one trial at a time) or ``tuner-K`` (tuner, batched trials, the default K).
+``tuner-1`` (tuner, one trial at a time: the stacked engine with one member, as ``tuner tune
+--batch-trials 1`` trains an MLP), ``tuner-1-torch`` (one trial at a time through
+``tuner.engine.train``, autograd and ``torch.optim``: how tuner trains models it cannot stack,
+e.g. with dropout) or ``tuner-K`` (tuner, batched trials, the default K).
 STORAGE: ``memory`` (Optuna's in-memory storage) or ``sqlite`` (a SQLite file in TMPDIR opened
 as tuner opens its default storage; tuner variants then run through ``run_tune``).
 
@@ -119,9 +122,11 @@ def run_once(
         out["seconds"] = run(cfg, n, make_storage(url) if url else None, enqueue)
         out["epochs"] = n * cfg.training.epochs
         return out
-    batch = 1 if variant == "tuner-1" else DEFAULT_BATCH_TRIALS
+    batch = 1 if variant.startswith("tuner-1") else DEFAULT_BATCH_TRIALS
+    fast = variant != "tuner-1-torch"
     if url is None:
         objective = make_objective(cfg)
+        objective.fast = fast
         study = optuna.create_study(
             direction=cfg.direction, sampler=make_sampler(cfg), pruner=make_pruner(cfg)
         )
@@ -137,6 +142,15 @@ def run_once(
         study = open_study(cfg, url)
         for p in enqueue:
             study.enqueue_trial(p)
+        if not fast:  # run_tune builds its own objective: have it use tuner.engine.train
+            import tuner.runner
+
+            def torch_objective(*args: Any, **kwargs: Any) -> Any:
+                objective = make_objective(*args, **kwargs)
+                objective.fast = False
+                return objective
+
+            tuner.runner.make_objective = torch_objective
         started = time.perf_counter()
         study = run_tune(cfg, url, n_trials=n, batch_trials=batch, progress=False).study
         out["seconds"] = time.perf_counter() - started

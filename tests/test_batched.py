@@ -12,11 +12,13 @@ import torch
 from optuna.trial import TrialState
 
 from tuner.batched import (
+    ACTIVATION_GRADS,
     BatchedTrainer,
     MemberHyper,
     StackedOptimizer,
     batch_unsupported_reason,
     train_batched,
+    train_one,
 )
 from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
@@ -170,6 +172,58 @@ def test_batched_matches_one_at_a_time_for_every_activation_and_depth(
     runs = [(params_for("adam", "cosine"), 0), (params_for("sgd", "step"), 1)]
     for (params, seed), result in zip(runs, train_batched(cfg, data, runs), strict=True):
         assert_same_run(train(cfg, data, params, seed), result)
+
+
+def test_every_activation_has_a_batched_derivative() -> None:
+    assert sorted(ACTIVATION_GRADS) == sorted(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("dataset", ["iris", "diabetes"])  # cross-entropy, MSE
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_written_out_backward_equals_autograd(
+    tiny_cfg: Callable[..., StudyConfig], activation: str, dataset: str
+) -> None:
+    metric = {"iris": "accuracy", "diabetes": "rmse"}[dataset]
+    cfg = tiny_cfg(
+        dataset={"name": dataset},
+        model={"hidden": [12, 8], "activation": activation},
+        objective={"metric": metric},
+    )
+    data = load_split(cfg.dataset, cfg.split)
+    trainer = BatchedTrainer(cfg, data)
+    for seed in range(3):
+        trainer.add(params_for("adam", "constant"), seed)
+    trainer._layout()
+    generator = torch.Generator().manual_seed(0)
+    idx = torch.randint(len(data.X_train), (3, 7), generator=generator)  # 7 rows per member
+    x, y = data.X_train[idx], data.y_train[idx]
+    losses = trainer._train_step(x, y)
+    flat = trainer.flat.detach().clone().requires_grad_(True)
+    expected = trainer._losses(trainer.forward(flat, x), y)
+    expected.sum().backward()
+    assert torch.allclose(losses, expected.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(trainer.flat.grad, flat.grad, rtol=1e-4, atol=1e-6)
+    assert flat.grad.abs().sum() > 0  # a gradient that can fail the comparison
+
+
+def test_train_one_uses_the_stacked_engine_where_it_can(
+    tiny_cfg: Callable[..., StudyConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuner.batched
+
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    params = params_for("adamw", "warmup_cosine")
+    assert_same_run(train(cfg, data, params, 3), train_one(cfg, data, params, 3))
+    engines: list[str] = []
+    monkeypatch.setattr(tuner.batched, "train", lambda *a, **k: engines.append("torch"))
+    monkeypatch.setattr(
+        tuner.batched, "train_batched", lambda *a, **k: [engines.append("stacked")]
+    )
+    train_one(cfg, data, params, 3)
+    with_dropout = tiny_cfg(model={"dropout": 0.2})
+    train_one(with_dropout, data, params, 3)
+    assert engines == ["stacked", "torch"]
 
 
 @pytest.mark.parametrize("metric", ["rmse", "loss"])

@@ -3,9 +3,13 @@
 The models tuner searches over are small, so one trial at a time spends most of its time in
 per-step overhead (Python, dispatch, a dozen tiny kernels), not arithmetic. Here K trials of
 the same architecture share every step: their weights are rows of one ``(K, P)`` tensor, each
-layer is one batched matrix product (``torch.baddbmm``) over the K members, and one backward
-pass gives every member its own gradient (the members' losses are independent, so the gradient
-of their sum is each member's own gradient).
+layer is one batched matrix product (``torch.baddbmm``) over the K members. The backward pass
+is written out (the chain rule through the layers, :func:`_backward`) rather than recorded by
+autograd: for these models autograd's bookkeeping, and the concatenation of the per-layer
+gradients back into one (K, P) tensor, cost more than the arithmetic. It uses the same
+derivative kernels as autograd (``aten.threshold_backward``, ``gelu_backward``, ... for the
+activations) and writes every layer's gradient straight into its slice of the (K, P) gradient;
+each member's gradient is that of its own mean loss (members never mix).
 
 Each member keeps what makes it a separate trial:
 
@@ -53,8 +57,9 @@ from tuner.engine import (
     resolve_device,
     step_scheduler,
     steps_per_epoch,
+    train,
 )
-from tuner.models import ACTIVATIONS, build_model
+from tuner.models import build_model
 from tuner.schedules import build_scheduler
 from tuner.space import TrialParams, build_optimizer
 
@@ -64,15 +69,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BATCH_TRIALS",
+    "ACTIVATION_GRADS",
+    "ActivationGrad",
     "batch_unsupported_reason",
     "MemberHyper",
     "StackedOptimizer",
     "Member",
     "BatchedTrainer",
     "train_batched",
+    "train_one",
 ]
 
 DEFAULT_BATCH_TRIALS = 8
+# the most bytes the trainer gathers at once to give every member its epoch's shuffled rows; a
+# larger split is gathered mini-batch by mini-batch instead
+EPOCH_GATHER_BYTES = 256 * 2**20
 
 
 def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
@@ -81,7 +92,49 @@ def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
         return f'model "{cfg.model.name}" has no batched form (only "mlp" has)'
     if cfg.model.dropout > 0:
         return "dropout > 0 (batched members would need their own dropout masks)"
+    if cfg.model.activation not in ACTIVATION_GRADS:
+        return f'activation "{cfg.model.activation}" has no batched derivative'
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations with their derivatives, for the written-out backward pass.
+
+_aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class ActivationGrad:
+    """An activation of :data:`tuner.models.ACTIVATIONS` and its derivative.
+
+    ``forward(z)`` maps pre-activations to outputs (any shape); ``backward(grad, z, h)`` takes
+    the gradient with respect to the outputs ``h = forward(z)`` and returns the gradient with
+    respect to ``z`` (same shape). The derivative is the kernel autograd itself runs for the
+    ``torch.nn`` module (``torch.ops.aten.<name>_backward``, with the module's defaults:
+    ``nn.GELU(approximate="none")``, ``nn.LeakyReLU(negative_slope=0.01)``).
+    """
+
+    name: str
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+_LEAKY_SLOPE = nn.LeakyReLU().negative_slope
+
+ACTIVATION_GRADS: dict[str, ActivationGrad] = {
+    a.name: a
+    for a in (
+        ActivationGrad("relu", torch.relu, lambda g, z, h: _aten.threshold_backward(g, h, 0)),
+        ActivationGrad("gelu", F.gelu, lambda g, z, h: _aten.gelu_backward(g, z)),
+        ActivationGrad("tanh", torch.tanh, lambda g, z, h: _aten.tanh_backward(g, h)),
+        ActivationGrad("silu", F.silu, lambda g, z, h: _aten.silu_backward(g, z)),
+        ActivationGrad(
+            "leaky_relu",
+            lambda z: F.leaky_relu(z, _LEAKY_SLOPE),
+            lambda g, z, h: _aten.leaky_relu_backward(g, z, _LEAKY_SLOPE, False),
+        ),
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +477,7 @@ class BatchedTrainer:
         self.widths = [data.n_features, *cfg.model.hidden, data.n_outputs]
         self.layers = list(zip(self.widths[:-1], self.widths[1:], strict=True))
         self.sizes = [n for a, b in self.layers for n in (a * b, b)]  # W (in, out), then bias
-        self.activation = ACTIVATIONS[cfg.model.activation]()
+        self.activation = ACTIVATION_GRADS[cfg.model.activation]
         self.n_rows = len(self.data.X_train)
         self.batch = cfg.training.batch_size
         self.spe = steps_per_epoch(self.n_rows, self.batch)
@@ -487,7 +540,8 @@ class BatchedTrainer:
         pending_index = {id(m): n_old + j for j, m in enumerate(self.pending)}
         index = [rows.get(id(m), pending_index.get(id(m))) for m in members]
         index_t = torch.tensor(index, dtype=torch.long, device=self.device)
-        flat = source[index_t].requires_grad_(True)
+        flat = source[index_t]
+        flat.grad = torch.zeros_like(flat)  # filled by _train_step, read by the optimizer
         old_rows = [rows.get(id(m)) for m in members]
         self.optimizer = self.optimizer.select(flat, old_rows, [m.hyper for m in members])
         self.flat = flat
@@ -505,8 +559,63 @@ class BatchedTrainer:
             b = parts[2 * i + 1].view(k, 1, fan_out)
             h = torch.baddbmm(b, h, w)
             if i < len(self.layers) - 1:
-                h = self.activation(h)
+                h = self.activation.forward(h)
         return h
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One forward and backward pass of every member on its mini-batch.
+
+        Args:
+            x: inputs (K, B, n_features); y: targets (K, B) class indices or (K, B, n_outputs).
+
+        Returns:
+            Each member's mean loss over its B rows, (K,). Member k's gradient of that loss
+            is written into row k of ``self.flat.grad``.
+        """
+        k, rows = self.flat.shape[0], x.shape[1]
+        parts = self.flat.split(self.sizes, dim=1)
+        grads = self.flat.grad.split(self.sizes, dim=1)  # type: ignore[union-attr]
+        last = len(self.layers) - 1
+        inputs, pre = [x], []  # each layer's input; each hidden layer's pre-activation
+        h = x
+        for i, (fan_in, fan_out) in enumerate(self.layers):
+            w = parts[2 * i].view(k, fan_in, fan_out)
+            h = torch.baddbmm(parts[2 * i + 1].view(k, 1, fan_out), h, w)
+            if i < last:
+                pre.append(h)
+                h = self.activation.forward(h)
+                inputs.append(h)
+        losses, grad = self._loss_and_grad(h, y, rows)
+        for i in range(last, -1, -1):
+            fan_in, fan_out = self.layers[i]
+            torch.bmm(inputs[i].transpose(1, 2), grad, out=grads[2 * i].view(k, fan_in, fan_out))
+            torch.sum(grad, dim=1, out=grads[2 * i + 1])
+            if i > 0:
+                grad = torch.bmm(grad, parts[2 * i].view(k, fan_in, fan_out).transpose(1, 2))
+                grad = self.activation.backward(grad, pre[i - 1], inputs[i])
+        return losses
+
+    def _loss_and_grad(
+        self, out: torch.Tensor, y: torch.Tensor, rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member mean loss (K,) of outputs (K, B, C), and its gradient (K, B, C).
+
+        Cross-entropy: loss = logsumexp(out) - out[y] per row, gradient (softmax(out) -
+        onehot(y)) / B. MSE: loss = mean((out - y)^2), gradient 2 (out - y) / (B C). The same
+        values as ``F.cross_entropy`` / ``F.mse_loss`` with reduction "mean" per member.
+        """
+        if self.data.task == "classification":
+            target = y.unsqueeze(-1)
+            shifted = out - out.amax(dim=-1, keepdim=True)
+            exp = shifted.exp()
+            total = exp.sum(dim=-1, keepdim=True)
+            losses = (total.log() - shifted.gather(-1, target)).mean(dim=(1, 2))
+            grad = exp.div_(total)
+            grad.scatter_add_(-1, target, torch.full_like(grad[..., :1], -1.0))
+            return losses, grad.mul_(1.0 / rows)
+        diff = out - y
+        losses = diff.square().mean(dim=(1, 2))
+        return losses, diff.mul_(2.0 / (rows * out.shape[-1]))
 
     def _losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean loss (K,) of outputs (K, B, C) against targets (K, B[, 1])."""
@@ -562,13 +671,19 @@ class BatchedTrainer:
                 if m.per_step:
                     step_scheduler(m.scheduler)
         self.optimizer.prepare(lr_table)
+        # each member's shuffled rows, gathered once per epoch when that fits in memory; each
+        # mini-batch is then a slice (a view) of them
+        gather_once = k * self.n_rows * data.X_train[0].numel() * 4 <= EPOCH_GATHER_BYTES
+        if gather_once:
+            X_epoch, y_epoch = data.X_train[orders], data.y_train[orders]
         step_losses = []
         for b in range(self.spe):
-            idx = orders[:, b * batch : (b + 1) * batch]
-            losses = self._losses(self.forward(self.flat, data.X_train[idx]), data.y_train[idx])
-            step_losses.append(losses.detach())
-            self.flat.grad = None
-            losses.sum().backward()  # member k's gradient is that of its own mean loss
+            rows = slice(b * batch, (b + 1) * batch)
+            if gather_once:
+                x, y = X_epoch[:, rows], y_epoch[:, rows]
+            else:
+                x, y = data.X_train[orders[:, rows]], data.y_train[orders[:, rows]]
+            step_losses.append(self._train_step(x, y))
             self.optimizer.step()
         values = torch.stack(step_losses).t().tolist()  # (K, steps): one read-back per epoch
         ended = self._end_epoch(members, values, lr_table[0])
@@ -661,3 +776,27 @@ def train_batched(
         trainer.run_epoch()
     return [m.result for m in members]
 
+
+
+def train_one(
+    cfg: StudyConfig,
+    data: SplitData,
+    params: TrialParams,
+    seed: int,
+    on_epoch: Callable[[EpochReport], bool] | None = None,
+    *,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """One configuration, by the fastest engine that can train the study's model.
+
+    Where the model can be batched (:func:`batch_unsupported_reason`), a one-member
+    :class:`BatchedTrainer`: the same steps as :func:`tuner.engine.train` without autograd's
+    tape and ``torch.optim``'s per-call bookkeeping, which on these small models cost more than
+    the arithmetic. Otherwise (dropout, another model) :func:`tuner.engine.train` itself. The
+    arguments and the result are those of :func:`tuner.engine.train`; both engines give the
+    same learning rates and the same losses up to floating-point rounding
+    (tests/test_batched.py).
+    """
+    if batch_unsupported_reason(cfg) is not None:
+        return train(cfg, data, params, seed, on_epoch, device=device)
+    return train_batched(cfg, data, [(params, seed)], [on_epoch], device=device)[0]

@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.batched import train_one
 from tuner.config import StudyConfig
 from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device, train
@@ -226,6 +227,10 @@ class Objective:
     lr_bounds: tuple[float, float] | None = None
     device: Any = None
     on_result: Callable[[FrozenTrial | optuna.Trial, TrainResult], None] | None = None
+    # True: tuner.batched.train_one (the stacked engine where the model can be batched);
+    # False: always tuner.engine.train (autograd and torch.optim), e.g. to measure one against
+    # the other
+    fast: bool = True
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest_params(trial, self.cfg.space, self.lr_bounds)
@@ -235,7 +240,8 @@ class Objective:
             trial.report(report.val_metric, report.epoch)
             return trial.should_prune()
 
-        result = train(self.cfg, self.data, params, seed, on_epoch, device=self.device)
+        engine = train_one if self.fast else train
+        result = engine(self.cfg, self.data, params, seed, on_epoch, device=self.device)
         record_result(trial, result, seed)
         if self.on_result is not None:
             self.on_result(trial, result)

@@ -109,6 +109,19 @@ def test_stacked_optimizer_with_every_class_in_one_stack() -> None:
     check_stacked_against_torch(torch_hyper_sets())
 
 
+@pytest.mark.parametrize("index", range(len(torch_hyper_sets())))
+def test_stacked_optimizer_with_one_member(index: int) -> None:
+    # a one-member segment passes its coefficients to the kernels as floats
+    check_stacked_against_torch([torch_hyper_sets()[index]])
+
+
+def test_stacked_optimizer_with_members_sharing_their_hyperparameters() -> None:
+    # shared coefficients are floats too; the learning rates still differ per member
+    check_stacked_against_torch([("SGD", {"momentum": 0.9, "nesterov": True})] * 2)
+    check_stacked_against_torch([("Adam", {"weight_decay": 1e-3})] * 3)
+    check_stacked_against_torch([("RMSprop", {})] * 2)
+
+
 def check_stacked_against_torch(sets: list[tuple[str, dict]], steps: int = 6) -> None:
     gen = torch.Generator().manual_seed(0)
     k, p = len(sets), 37

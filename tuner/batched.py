@@ -225,7 +225,9 @@ class StackedOptimizer:
         self.steps = [0] * len(hypers)
         self.state: dict[str, torch.Tensor] = {}  # buffer name -> (K, P), rows of unused: 0
         self._segments = self._split_segments()
-        self._plan: list[torch.Tensor] = []  # per segment: (steps, n, coefficients)
+        # per segment: (steps, n, coefficients) on the device, or for a one-member segment the
+        # host rows (steps of [coefficients]): its kernels then take Python floats
+        self._plan: list[torch.Tensor | list[list[float]]] = []
         self._planned = self._taken = 0
 
     def _split_segments(self) -> list[_Segment]:
@@ -267,6 +269,9 @@ class StackedOptimizer:
                     else:
                         row.append([-lr])
                 rows.append(row)
+            if seg.stop - seg.start == 1:
+                self._plan.append([r[0] for r in rows])
+                continue
             coef = torch.tensor(rows, dtype=self.param.dtype)
             if self.param.device.type == "cuda":
                 coef = coef.pin_memory()  # so that the copy below is truly asynchronous
@@ -295,61 +300,62 @@ class StackedOptimizer:
             for k in range(seg.start, seg.stop):
                 self.steps[k] += 1
             rows = slice(seg.start, seg.stop)
-            p, g, c = p_all[rows], grad[rows], coef[t]
+            p, g = p_all[rows], grad[rows]
+            # per member (n, 1) columns, or floats for a one-member segment
+            c = coef[t]
+            cols = [c[:, i : i + 1] for i in range(c.shape[1])] if torch.is_tensor(c) else c
             if seg.rule == "SGD":
-                self._sgd(seg, p, g, neg_lr=c)
+                self._sgd(seg, p, g, neg_lr=cols[0])
             elif seg.rule == "Adam":
-                self._adam(seg, p, g, neg_step_size=c[:, 0:1], bc2_sqrt=c[:, 1:2], decay=c[:, 2:3])
+                self._adam(seg, p, g, neg_step_size=cols[0], bc2_sqrt=cols[1], decay=cols[2])
             else:
-                self._rmsprop(seg, p, g, neg_lr=c)
+                self._rmsprop(seg, p, g, neg_lr=cols[0])
 
-    def _sgd(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: torch.Tensor) -> None:
+    def _sgd(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: Coef) -> None:
         # torch.optim.sgd._single_tensor_sgd (dampening 0)
         if seg.any_weight_decay:
-            g = torch.addcmul(g, p, seg.weight_decay)  # grad.add(param, alpha=weight_decay)
+            g = _add_scaled(g, p, seg.weight_decay)  # grad.add(param, alpha=weight_decay)
         if seg.any_momentum:
             buf = self._buffer("momentum_buffer")[seg.start : seg.stop]
             buf.mul_(seg.momentum).add_(g)  # first step: 0 * m + g = g.clone()
             if seg.all_nesterov:
-                g = g.add(buf * seg.momentum)  # grad.add(buf, alpha=momentum)
+                g = _add_scaled(g, buf, seg.momentum)  # grad.add(buf, alpha=momentum)
             elif seg.any_nesterov:
-                g = torch.where(seg.nesterov, g.add(buf * seg.momentum), buf)
+                g = torch.where(seg.nesterov, _add_scaled(g, buf, seg.momentum), buf)
             else:
                 g = buf
-        p.addcmul_(g, neg_lr)  # param.add_(grad, alpha=-lr)
+        _add_scaled_(p, g, neg_lr)  # param.add_(grad, alpha=-lr)
 
     def _adam(
         self,
         seg: _Segment,
         p: torch.Tensor,
         g: torch.Tensor,
-        neg_step_size: torch.Tensor,
-        bc2_sqrt: torch.Tensor,
-        decay: torch.Tensor,
+        neg_step_size: Coef,
+        bc2_sqrt: Coef,
+        decay: Coef,
     ) -> None:
         # torch.optim.adam._single_tensor_adam (amsgrad False, not capturable); AdamW is Adam
         # with decoupled weight decay: its members shrink the parameter, Adam's add to the grad
         if seg.any_decoupled_weight_decay:
             p.mul_(decay)  # param.mul_(1 - lr * weight_decay); 1.0 for Adam members
         if seg.any_l2_weight_decay:
-            g = torch.addcmul(g, p, seg.l2_weight_decay)  # 0 for AdamW members
+            g = _add_scaled(g, p, seg.l2_weight_decay)  # 0 for AdamW members
         exp_avg = self._buffer("exp_avg")[seg.start : seg.stop]
         exp_avg_sq = self._buffer("exp_avg_sq")[seg.start : seg.stop]
         exp_avg.lerp_(g, seg.one_minus_beta1)
-        exp_avg_sq.mul_(seg.beta2).addcmul_(g * seg.one_minus_beta2, g)
+        _add_product_(exp_avg_sq.mul_(seg.beta2), g, g, seg.one_minus_beta2)
         denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(seg.eps)
-        p.addcdiv_(exp_avg * neg_step_size, denom)  # param.addcdiv_(exp_avg, denom, -step_size)
+        _add_quotient_(p, exp_avg, denom, neg_step_size)  # addcdiv_(exp_avg, denom, -step_size)
 
-    def _rmsprop(
-        self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: torch.Tensor
-    ) -> None:
+    def _rmsprop(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: Coef) -> None:
         # torch.optim.rmsprop._single_tensor_rmsprop (not centered, no momentum)
         if seg.any_weight_decay:
-            g = torch.addcmul(g, p, seg.weight_decay)
+            g = _add_scaled(g, p, seg.weight_decay)
         square_avg = self._buffer("square_avg")[seg.start : seg.stop]
-        square_avg.mul_(seg.alpha).addcmul_(g * seg.one_minus_alpha, g)
+        _add_product_(square_avg.mul_(seg.alpha), g, g, seg.one_minus_alpha)
         avg = square_avg.sqrt().add_(seg.eps)
-        p.addcdiv_(g * neg_lr, avg)  # param.addcdiv_(grad, avg, value=-lr)
+        _add_quotient_(p, g, avg, neg_lr)  # param.addcdiv_(grad, avg, value=-lr)
 
     def select(
         self, param: torch.Tensor, rows: Sequence[int | None], hypers: Sequence[MemberHyper]
@@ -371,9 +377,46 @@ class StackedOptimizer:
         return new
 
 
+# A per-member coefficient: an (n, 1) column over the members' rows, or one float for all of
+# them (the members share it, or there is one member). Floats go to the kernels as scalars,
+# exactly as torch.optim's single-tensor implementation passes them; columns broadcast.
+Coef = torch.Tensor | float
+
+
+def _add_scaled(t: torch.Tensor, other: torch.Tensor, coef: Coef) -> torch.Tensor:
+    """t + other * coef, a new tensor."""
+    if isinstance(coef, float):
+        return t.add(other, alpha=coef)
+    return torch.addcmul(t, other, coef)
+
+
+def _add_scaled_(t: torch.Tensor, other: torch.Tensor, coef: Coef) -> None:
+    """t += other * coef."""
+    if isinstance(coef, float):
+        t.add_(other, alpha=coef)
+    else:
+        t.addcmul_(other, coef)
+
+
+def _add_product_(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef: Coef) -> None:
+    """t += a * b * coef (``addcmul_(a, b, value=coef)``)."""
+    if isinstance(coef, float):
+        t.addcmul_(a, b, value=coef)
+    else:
+        t.addcmul_(a * coef, b)
+
+
+def _add_quotient_(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor, coef: Coef) -> None:
+    """t += a / b * coef (``addcdiv_(a, b, value=coef)``)."""
+    if isinstance(coef, float):
+        t.addcdiv_(a, b, value=coef)
+    else:
+        t.addcdiv_(a * coef, b)
+
+
 class _Segment:
-    """A contiguous run of members sharing one update rule, with their coefficients as (n, 1)
-    tensors (constant per member: built once per layout)."""
+    """A contiguous run of members sharing one update rule, with their coefficients (constant
+    per member: built once per layout), each a :data:`Coef`."""
 
     def __init__(
         self, start: int, stop: int, hypers: Sequence[MemberHyper], device: torch.device
@@ -381,7 +424,9 @@ class _Segment:
         self.start, self.stop, self.hypers = start, stop, list(hypers)
         self.rule = self.hypers[0].rule
 
-        def column(values: list[float]) -> torch.Tensor:
+        def column(values: list[float]) -> Coef:
+            if len(set(values)) == 1:
+                return float(values[0])
             return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
 
         self.weight_decay = column([h.weight_decay for h in hypers])

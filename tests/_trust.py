@@ -88,7 +88,7 @@ def add_told_trial(study: optuna.Study, cfg: StudyConfig, params: TrialParams, v
 
 
 def all_pruned_study(cfg: StudyConfig, storage: str | None = None, n: int = 3) -> optuna.Study:
-    """A study whose trials were all pruned (one of them diverged)."""
+    """A study whose trials were all pruned by the pruner."""
     study = optuna.create_study(study_name=cfg.name, direction=cfg.direction, storage=storage)
     for i in range(n):
         add_told_trial(study, cfg, fixed_params("constant", lr=0.01 * (i + 1)), 0.3,

@@ -38,7 +38,12 @@ def test_tune_confirm_export_report_retrain(tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     assert main(["retrain", str(tmp_path / "tiny.best.yaml"), "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "re-sized from 6 to 8 optimizer steps per epoch" in " ".join(out.split())
+    out_line = " ".join(out.split())
+    assert "from 6 to 8 optimizer steps per epoch" in out_line
+    if exported["scheduler"]["interval"] == "step":
+        assert "the schedule is re-sized from 6 to 8" in out_line
+    else:  # plateau has no length to re-size
+        assert "steps once per epoch, so nothing is re-sized" in out_line
     assert "test accuracy" in out and "seed 3" in out
 
 
@@ -87,3 +92,36 @@ def test_storage_password_is_redacted_in_errors(
 def test_retrain_missing_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["retrain", str(tmp_path / "nope.best.json")]) == 2
     assert "no such export file" in capsys.readouterr().err
+
+
+def test_the_no_complete_trial_advice_fits_what_the_trials_became(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    from tests._trust import add_told_trial, fixed_params
+    from tuner.confirm import no_complete_message
+
+    cfg = make_cfg(tmp_path)
+    pruned = all_pruned_study(cfg)
+    assert "(3 pruned)" in no_complete_message(pruned, "export")
+    assert "run more trials" in no_complete_message(pruned, "export")
+    diverged = optuna.create_study(study_name="tiny", direction=cfg.direction)
+    for lr in (1.0, 2.0):
+        add_told_trial(diverged, cfg, fixed_params("constant", lr=lr), 1e9, TrialState.PRUNED,
+                       divergence={"reason": "explosion", "step": 3})
+    message = no_complete_message(diverged, "export")
+    assert "(2 diverged)" in message and "lower the upper bound of [space] lr" in message
+    empty = optuna.create_study(study_name="tiny", direction=cfg.direction)
+    assert "run `tuner tune` first" in no_complete_message(empty, "export")
+
+
+@pytest.mark.slow
+def test_tune_where_every_trial_diverges_exits_1_with_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    study_file = write_study_file(
+        tmp_path, space={"lr": [1e3, 1e4], "optimizers": ["sgd"], "schedules": ["constant"]}
+    )
+    assert main(["tune", str(study_file), "--n-trials", "3", "--no-progress"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # as one line, however it was wrapped
+    assert "no complete trial (3 diverged)" in out
+    assert "lower the upper bound of [space] lr" in out

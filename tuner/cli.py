@@ -107,6 +107,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "(user attribute failed_reason); run the same command to resume.[/yellow]"
         )
         return 130
+    if not completed(outcome.study):
+        from rich.markup import escape
+
+        from tuner.confirm import no_complete_message
+
+        message = no_complete_message(outcome.study, "confirm or export")
+        console.print(f"[yellow]{escape(message)}[/yellow]")
+        return 1
     if not args.no_confirm:
         _confirm_after_tune(outcome.study, cfg, args, console)
     return 0
@@ -132,11 +140,7 @@ def _confirm_after_tune(
 ) -> None:
     """``tuner tune``'s closing step: confirm the top trials with fresh seeds (issue 4)."""
     from tuner.confirm import print_confirmation, run_confirm
-    from tuner.study import completed
 
-    if not completed(study):
-        console.print("[yellow]No complete trial to confirm.[/yellow]")
-        return
     confirmation = run_confirm(
         study, cfg, top=args.confirm_top, seeds=args.confirm_seeds,
         progress=not args.no_progress,
@@ -206,12 +210,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         f"({best.data.get('selected_by', 'single trial')}) from scratch on train + validation"
     )
     outcome = retrain(best, args.seed)
-    console.print(
-        f"  {outcome.train_rows} training rows: the schedule is re-sized from "
+    steps = (
         f"{outcome.steps_per_epoch_study} to {outcome.steps_per_epoch_now} optimizer steps per "
-        f"epoch ({outcome.steps_per_epoch_now * best.epochs} steps over {best.epochs} epochs); "
-        f"seed {outcome.seed}"
+        f"epoch ({outcome.steps_per_epoch_now * best.epochs} steps over {best.epochs} epochs)"
     )
+    sizing = (
+        f"the schedule is re-sized from {steps}"
+        if best.interval == "step"
+        else f"{steps}; the plateau schedule steps once per epoch, so nothing is re-sized"
+    )
+    console.print(f"  {outcome.train_rows} training rows: {sizing}; seed {outcome.seed}")
     r = outcome.result
     if r.status != "complete":
         reason = r.divergence.message() if r.divergence else r.status

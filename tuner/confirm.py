@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ from tuner.engine import resolve_device, train
 from tuner.errors import NoCompletedTrialError
 from tuner.progress import progress_bar
 from tuner.space import TrialParams
-from tuner.study import completed
+from tuner.study import completed, trial_kind
 
 __all__ = [
     "CONFIRM_ATTR",
@@ -71,11 +72,29 @@ DEFAULT_TOP = 3
 DEFAULT_SEEDS = 3
 
 
-def no_complete_message(study_name: str, what: str) -> str:
-    """The one message for 'no COMPLETE trial' shared by export, confirm and report."""
+def no_complete_message(study: optuna.Study, what: str) -> str:
+    """The one message for 'no COMPLETE trial' shared by tune, export, confirm and report:
+    what the trials became, and the advice that fits it."""
+    kinds = Counter(trial_kind(t) for t in study.get_trials(deepcopy=False))
+    n = sum(kinds.values())
+    counts = ", ".join(f"{v} {k}" for k, v in kinds.most_common()) or "no trial"
+    if n == 0:
+        advice = "run `tuner tune` first"
+    elif kinds["diverged"] * 2 >= n:
+        advice = (
+            'lower the upper bound of [space] lr, or set lr = "auto" so that an LR range test '
+            "sets the bounds"
+        )
+    elif kinds["failed"] * 2 >= n:
+        advice = "each failed trial's user attribute failed_reason says why (tuner dashboard)"
+    else:
+        advice = (
+            "run more trials (`--n-trials`); a pruner stops trials that lag behind, so the "
+            "first complete trial may take a few"
+        )
     return (
-        f"study '{study_name}' has no complete trial (all pruned, diverged or failed), so there "
-        f"is nothing to {what}; run more trials or widen [space] lr."
+        f"study '{study.study_name}' has no complete trial ({counts}), so there is nothing to "
+        f"{what}; {advice}."
     )
 
 
@@ -266,7 +285,7 @@ def run_confirm(
         raise ValueError(f"top and seeds must be >= 1, got top={top}, seeds={seeds}")
     ranked: Sequence[FrozenTrial] = completed(study)
     if not ranked:
-        raise NoCompletedTrialError(no_complete_message(study.study_name, "confirm"))
+        raise NoCompletedTrialError(no_complete_message(study, "confirm"))
     started = time.perf_counter()
     chosen = ranked[:top]
     used = [

@@ -103,7 +103,7 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
     """
     best = completed(study)
     if not best:
-        raise NoCompletedTrialError(no_complete_message(study.study_name, "export"))
+        raise NoCompletedTrialError(no_complete_message(study, "export"))
     single = best[0]
     conf = load_confirmation(study)
     confirmation: dict[str, Any] | None = None

@@ -194,7 +194,7 @@ def report_figures(study: optuna.Study, cfg: StudyConfig) -> dict[str, go.Figure
         NoCompletedTrialError: the study has no COMPLETE trial.
     """
     if not completed(study):
-        raise NoCompletedTrialError(no_complete_message(study.study_name, "report"))
+        raise NoCompletedTrialError(no_complete_message(study, "report"))
     metric = cfg.objective.metric
     figs: dict[str, go.Figure] = {
         "optimization_history": _history(study, metric),

@@ -73,6 +73,33 @@ def test_confirm_retrains_top_k_with_fresh_seeds_and_stores_plain_json(tmp_path:
     assert again.payload["candidates"] == stored["candidates"]
 
 
+def test_an_interrupted_confirmation_keeps_its_finished_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuner.confirm
+
+    cfg = make_cfg(tmp_path)
+    study = trained_study(cfg, [fixed_params("cosine"), fixed_params("step", lr=0.02)])
+    real, calls = tuner.confirm.train_one, []
+
+    def interrupted_after_three(*args, **kwargs):  # Ctrl-C during the fourth run
+        calls.append(args[3])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuner.confirm, "train_one", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    assert CONFIRM_ATTR not in study.user_attrs  # no half-written confirmation
+    monkeypatch.setattr(tuner.confirm, "train_one", real)
+    conf = run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    assert (conf.trained, conf.reused) == (1, 3)  # only the interrupted run is trained again
+    fresh = run_confirm(study, make_cfg(tmp_path, training={"epochs": 2}), top=2, seeds=2,
+                        progress=False)
+    assert fresh.reused == 0  # other settings: nothing reused
+
+
 def test_confirmation_can_change_the_winner(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path)
     study = trained_study(cfg, [fixed_params("cosine")])

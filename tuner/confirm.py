@@ -3,7 +3,7 @@
 A single best trial is often a lucky seed near the edge of stability. ``tuner confirm`` (also run
 at the end of ``tuner tune`` unless ``--no-confirm``) takes the top ``K`` COMPLETE trials of a
 study and trains each configuration ``S`` more times from scratch on the full budget (every
-epoch, no pruner) with the engine of the study itself (:func:`tuner.engine.train`).
+epoch, no pruner) with the engine of the study itself (:func:`tuner.batched.train_one`).
 
 Seeds: the same ``S`` seeds for every candidate (a paired comparison), starting at
 ``[study] seed + CONFIRM_SEED_OFFSET`` (10,000) and skipping any seed a trial of the study used
@@ -36,9 +36,10 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.table import Table
 
+from tuner.batched import train_one
 from tuner.config import StudyConfig
 from tuner.datasets import load_split
-from tuner.engine import resolve_device, train
+from tuner.engine import resolve_device
 from tuner.errors import NoCompletedTrialError
 from tuner.progress import progress_bar
 from tuner.space import TrialParams
@@ -66,6 +67,8 @@ __all__ = [
 ]
 
 CONFIRM_ATTR = "confirmation"
+# runs finished by a confirmation that has not completed yet (interrupted): reused by the next
+PARTIAL_ATTR = "confirmation:partial"
 CONFIRM_FORMAT = 1
 CONFIRM_SEED_OFFSET = 10_000
 DEFAULT_TOP = 3
@@ -243,14 +246,22 @@ def confirmation_is_current(
     return sorted(top) == sorted(int(c["trial"]) for c in payload["candidates"])
 
 
-def _cached_runs(payload: Mapping[str, Any] | None, cfg: StudyConfig) -> dict[tuple, dict]:
-    if payload is None or payload.get("settings") != settings_fingerprint(cfg):
-        return {}
-    return {
-        (int(c["trial"]), int(r["seed"])): r
-        for c in payload.get("candidates", [])
-        for r in c.get("runs", [])
-    }
+def _cached_runs(study: optuna.Study, cfg: StudyConfig) -> dict[tuple, dict]:
+    """Runs (trial, seed) -> run record that an earlier confirmation with the same settings
+    finished: the stored payload's, and those of an interrupted confirmation."""
+    settings = settings_fingerprint(cfg)
+    cache: dict[tuple, dict] = {}
+    partial = study.user_attrs.get(PARTIAL_ATTR)
+    if isinstance(partial, dict) and partial.get("settings") == settings:
+        cache.update({(int(r["trial"]), int(r["seed"])): r for r in partial.get("runs", [])})
+    payload = load_confirmation(study)
+    if payload is not None and payload.get("settings") == settings:
+        cache.update({
+            (int(c["trial"]), int(r["seed"])): r
+            for c in payload.get("candidates", [])
+            for r in c.get("runs", [])
+        })
+    return {key: {k: v for k, v in r.items() if k != "trial"} for key, r in cache.items()}
 
 
 def run_confirm(
@@ -293,7 +304,7 @@ def run_confirm(
         for t in study.get_trials(deepcopy=False)
     ]
     seed_list = confirm_seeds(cfg.study.seed, seeds, used)
-    cache = _cached_runs(load_confirmation(study), cfg)
+    cache = _cached_runs(study, cfg)
     device = resolve_device(cfg.training.device)
     data = load_split(cfg.dataset, cfg.split)
 
@@ -303,6 +314,7 @@ def run_confirm(
     ]
     todo = [(c, s) for c in candidates for s in seed_list if (c.trial, s) not in cache]
     trained = 0
+    finished_now: list[dict[str, Any]] = []  # kept in PARTIAL_ATTR as they finish
     console = console or Console(stderr=True)
     with progress_bar(console, disable=not progress or not todo) as bar:
         task = bar.add_task(f"confirm top {len(chosen)}", total=len(todo), status="")
@@ -312,7 +324,7 @@ def run_confirm(
                 if (c.trial, s) in cache:
                     c.runs.append(dict(cache[(c.trial, s)]))
                     continue
-                result = train(cfg, data, params, s, device=device)
+                result = train_one(cfg, data, params, s, device=device)
                 c.runs.append({
                     "seed": s,
                     "status": result.status,
@@ -322,6 +334,14 @@ def run_confirm(
                     "seconds": round(result.seconds, 4),
                 })
                 trained += 1
+                # an interrupted confirmation keeps what it finished: the next one reuses it
+                finished_now.append({"trial": c.trial, **c.runs[-1]})
+                study.set_user_attr(PARTIAL_ATTR, {
+                    "settings": settings_fingerprint(cfg),
+                    "runs": [
+                        {"trial": t, **r} for (t, _), r in cache.items()
+                    ] + finished_now,
+                })
                 bar.update(task, advance=1, status=f"#{c.trial} seed {s} {result.status}")
 
     summaries = rank_candidates([c.summary() for c in candidates], cfg.direction)

@@ -98,42 +98,66 @@ def torch_hyper_sets() -> list[tuple[str, dict]]:
     ]
 
 
+# fused=True: SGD, Adam and AdamW through torch's fused kernels (compared with torch.optim's
+# fused optimizers); fused=False: the stacked update rules (compared with the single-tensor ones)
+FUSED = pytest.mark.parametrize("fused", [True, False], ids=["fused", "stacked"])
+
+
+@FUSED
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_stacked_optimizer_matches_torch_optim_step_by_step(name: str) -> None:
+def test_stacked_optimizer_matches_torch_optim_step_by_step(name: str, fused: bool) -> None:
     cls = OPTIMIZERS[name].torch_class
     sets = [(c, kw) for c, kw in torch_hyper_sets() if c == cls]
-    check_stacked_against_torch(sets)
+    check_stacked_against_torch(sets, fused)
 
 
-def test_stacked_optimizer_with_every_class_in_one_stack() -> None:
-    check_stacked_against_torch(torch_hyper_sets())
+@FUSED
+def test_stacked_optimizer_with_every_class_in_one_stack(fused: bool) -> None:
+    check_stacked_against_torch(torch_hyper_sets(), fused)
 
 
+@FUSED
 @pytest.mark.parametrize("index", range(len(torch_hyper_sets())))
-def test_stacked_optimizer_with_one_member(index: int) -> None:
+def test_stacked_optimizer_with_one_member(index: int, fused: bool) -> None:
     # a one-member segment passes its coefficients to the kernels as floats
-    check_stacked_against_torch([torch_hyper_sets()[index]])
+    check_stacked_against_torch([torch_hyper_sets()[index]], fused)
 
 
-def test_stacked_optimizer_with_members_sharing_their_hyperparameters() -> None:
+@FUSED
+def test_stacked_optimizer_with_members_sharing_their_hyperparameters(fused: bool) -> None:
     # shared coefficients are floats too; the learning rates still differ per member
-    check_stacked_against_torch([("SGD", {"momentum": 0.9, "nesterov": True})] * 2)
-    check_stacked_against_torch([("Adam", {"weight_decay": 1e-3})] * 3)
-    check_stacked_against_torch([("RMSprop", {})] * 2)
+    check_stacked_against_torch([("SGD", {"momentum": 0.9, "nesterov": True})] * 2, fused)
+    check_stacked_against_torch([("Adam", {"weight_decay": 1e-3})] * 3, fused)
+    check_stacked_against_torch([("RMSprop", {})] * 2, fused)
 
 
-def check_stacked_against_torch(sets: list[tuple[str, dict]], steps: int = 6) -> None:
+def test_the_fused_kernels_are_used_where_torch_has_them() -> None:
+    p = torch.zeros(2, 3)
+    hypers = [MemberHyper("Adam"), MemberHyper("RMSprop")]
+    assert StackedOptimizer(p, hypers).fused  # torch 2.13 on the CPU has them
+    assert [s.fused for s in StackedOptimizer(p, hypers)._segments] == [True, False]
+    assert not any(s.fused for s in StackedOptimizer(p, hypers, fused=False)._segments)
+
+
+def check_stacked_against_torch(
+    sets: list[tuple[str, dict]], fused: bool, steps: int = 6
+) -> None:
     gen = torch.Generator().manual_seed(0)
     k, p = len(sets), 37
     init = torch.randn(k, p, generator=gen)
     refs = [torch.nn.Parameter(init[i].clone()) for i in range(k)]
     base_lrs = [0.01 * (i + 1) for i in range(k)]
+    impl = [
+        {"fused": True} if fused and c != "RMSprop" else {"foreach": False} for c, _ in sets
+    ]
     torch_opts = [
-        build_optimizer([refs[i]], {"class": c, "kwargs": {"lr": lr, **kw, "foreach": False}})
-        for i, ((c, kw), lr) in enumerate(zip(sets, base_lrs, strict=True))
+        build_optimizer([refs[i]], {"class": c, "kwargs": {"lr": lr, **kw, **how}})
+        for i, ((c, kw), lr, how) in enumerate(zip(sets, base_lrs, impl, strict=True))
     ]
     stacked = init.clone().requires_grad_(True)
-    opt = StackedOptimizer(stacked, [MemberHyper.from_optimizer(o) for o in torch_opts])
+    opt = StackedOptimizer(
+        stacked, [MemberHyper.from_optimizer(o) for o in torch_opts], fused=fused
+    )
     for step in range(steps):
         grads = torch.randn(k, p, generator=gen)
         lrs = [lr * (0.7**step) for lr in base_lrs]  # a schedule: the LR changes every step

@@ -209,13 +209,22 @@ class StackedOptimizer:
         hypers: one :class:`MemberHyper` per row. Rows with the same rule should be
             contiguous (each contiguous run is updated with one set of kernels).
 
-    The update of row k equals that of ``torch.optim.<cls>`` with ``hypers[k]`` (the
-    single-tensor reference implementation, ``foreach=False``), up to floating-point rounding:
-    the same operations in the same order, with per-member coefficients as (n, 1) tensors.
-    State per member: the step count (Adam, AdamW, RMSprop) and the moment buffers.
+        fused: update SGD, Adam and AdamW members with torch's fused kernel, one call per member
+            (``torch.ops.aten._fused_adam_`` and co.: the kernel ``torch.optim.<cls>(...,
+            fused=True)`` runs, with the same arguments, so the update is exactly that of the
+            fused ``torch.optim`` optimizer). None (default): where this torch build has the
+            kernels and the device is a CPU or CUDA. RMSprop has no fused kernel.
+
+    Without the fused kernels, the update of row k equals that of ``torch.optim.<cls>`` with
+    ``hypers[k]`` (the single-tensor reference implementation, ``foreach=False``), up to
+    floating-point rounding: the same operations in the same order, with per-member coefficients
+    as (n, 1) tensors. State per member: the step count (Adam, AdamW, RMSprop) and the moment
+    buffers.
     """
 
-    def __init__(self, param: torch.Tensor, hypers: Sequence[MemberHyper]) -> None:
+    def __init__(
+        self, param: torch.Tensor, hypers: Sequence[MemberHyper], fused: bool | None = None
+    ) -> None:
         if param.dim() != 2 or param.shape[0] != len(hypers):
             raise ValueError(
                 f"param must be (K, P) with K = {len(hypers)} members, got {tuple(param.shape)}"
@@ -224,10 +233,15 @@ class StackedOptimizer:
         self.hypers = list(hypers)
         self.steps = [0] * len(hypers)
         self.state: dict[str, torch.Tensor] = {}  # buffer name -> (K, P), rows of unused: 0
+        if fused is None:
+            fused = param.device.type in ("cpu", "cuda") and all(_FUSED_OPS.values())
+        self.fused = fused
+        self._step_t: torch.Tensor | None = None  # step counts on the device, for fused Adam
+        self._lrs: list[list[float]] = []  # the planned steps' learning rates, per member
         self._segments = self._split_segments()
         # per segment: (steps, n, coefficients) on the device, or for a one-member segment the
         # host rows (steps of [coefficients]): its kernels then take Python floats
-        self._plan: list[torch.Tensor | list[list[float]]] = []
+        self._plan: list[torch.Tensor | list[list[float]] | None] = []
         self._planned = self._taken = 0
 
     def _split_segments(self) -> list[_Segment]:
@@ -235,7 +249,9 @@ class StackedOptimizer:
         start = 0
         for k in range(1, len(self.hypers) + 1):
             if k == len(self.hypers) or self.hypers[k].rule != self.hypers[start].rule:
-                segments.append(_Segment(start, k, self.hypers[start:k], self.param.device))
+                seg = _Segment(start, k, self.hypers[start:k], self.param.device)
+                seg.fused = self.fused and seg.rule in ("SGD", "Adam")
+                segments.append(seg)
                 start = k
         return segments
 
@@ -253,7 +269,11 @@ class StackedOptimizer:
         host-to-device copy (on CUDA such a copy would wait for the queue at every step).
         """
         self._plan = []
+        self._lrs = [[float(lr) for lr in lrs] for lrs in lr_table]
         for seg in self._segments:
+            if seg.fused:  # the fused kernels take each member's LR as a float
+                self._plan.append(None)
+                continue
             rows = []
             for t, lrs in enumerate(lr_table):
                 row = []
@@ -299,6 +319,9 @@ class StackedOptimizer:
         for seg, coef in zip(self._segments, self._plan, strict=True):
             for k in range(seg.start, seg.stop):
                 self.steps[k] += 1
+            if coef is None:
+                self._fused_step(seg, p_all, grad, self._lrs[t])
+                continue
             rows = slice(seg.start, seg.stop)
             p, g = p_all[rows], grad[rows]
             # per member (n, 1) columns, or floats for a one-member segment
@@ -310,6 +333,33 @@ class StackedOptimizer:
                 self._adam(seg, p, g, neg_step_size=cols[0], bc2_sqrt=cols[1], decay=cols[2])
             else:
                 self._rmsprop(seg, p, g, neg_lr=cols[0])
+
+    def _fused_step(
+        self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, lrs: Sequence[float]
+    ) -> None:
+        # what torch.optim.SGD/Adam/AdamW(fused=True).step() runs for a one-tensor group
+        if seg.rule == "Adam":
+            if self._step_t is None:  # the device copy of the (already counted) steps
+                self._step_t = torch.tensor(self.steps, dtype=torch.float32, device=p.device)
+            else:
+                self._step_t[seg.start : seg.stop].add_(1)
+            exp_avg, exp_avg_sq = self._buffer("exp_avg"), self._buffer("exp_avg_sq")
+            for k in range(seg.start, seg.stop):
+                h = self.hypers[k]
+                _FUSED_OPS[h.cls](  # type: ignore[misc]
+                    [p[k]], [g[k]], [exp_avg[k]], [exp_avg_sq[k]], [], [self._step_t[k]],
+                    lr=lrs[k], beta1=h.betas[0], beta2=h.betas[1], weight_decay=h.weight_decay,
+                    eps=h.eps, amsgrad=False, maximize=False,
+                )
+            return
+        for k in range(seg.start, seg.stop):
+            h = self.hypers[k]
+            buffers = [self._buffer("momentum_buffer")[k]] if h.momentum != 0 else []
+            _FUSED_OPS["SGD"](  # type: ignore[misc]
+                [p[k]], [g[k]], buffers, weight_decay=h.weight_decay, momentum=h.momentum,
+                lr=lrs[k], dampening=0.0, nesterov=h.nesterov, maximize=False,
+                is_first_step=self.steps[k] == 1,
+            )
 
     def _sgd(self, seg: _Segment, p: torch.Tensor, g: torch.Tensor, neg_lr: Coef) -> None:
         # torch.optim.sgd._single_tensor_sgd (dampening 0)
@@ -362,7 +412,7 @@ class StackedOptimizer:
     ) -> StackedOptimizer:
         """A new optimizer over ``param`` whose member i continues this one's row ``rows[i]``
         (its step count and buffers), or starts fresh where ``rows[i]`` is None."""
-        new = StackedOptimizer(param, hypers)
+        new = StackedOptimizer(param, hypers, fused=self.fused)
         for i, row in enumerate(rows):
             if row is not None:
                 new.steps[i] = self.steps[row]
@@ -376,6 +426,12 @@ class StackedOptimizer:
                 new.state[name] = padded.index_select(0, index)
         return new
 
+
+# torch's fused update kernels, by torch.optim class (None where this torch build lacks one)
+_FUSED_OPS = {
+    cls: getattr(torch.ops.aten, op, None)
+    for cls, op in (("SGD", "_fused_sgd_"), ("Adam", "_fused_adam_"), ("AdamW", "_fused_adamw_"))
+}
 
 # A per-member coefficient: an (n, 1) column over the members' rows, or one float for all of
 # them (the members share it, or there is one member). Floats go to the kernels as scalars,
@@ -423,6 +479,7 @@ class _Segment:
     ) -> None:
         self.start, self.stop, self.hypers = start, stop, list(hypers)
         self.rule = self.hypers[0].rule
+        self.fused = False  # set by the optimizer: its members use torch's fused kernels
 
         def column(values: list[float]) -> Coef:
             if len(set(values)) == 1:

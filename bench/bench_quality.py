@@ -8,8 +8,9 @@ sampler and every trial's torch seed):
 
 - ``random``: ``RandomSampler``, no pruner; every trial counts its full 20 epochs (a random
   search without pruning trains diverged configurations to the end);
-- ``tuner``: the default, TPE (10 random start-up trials) + Hyperband + divergence pruning,
-  batched trials (K=8), run until it has consumed the same 600 epochs;
+- ``tuner``: the shipped study's sampler and pruner, TPE (10 random start-up trials) +
+  successive halving + divergence pruning, batched trials (K=8), run until it has consumed the
+  same 600 epochs;
 - ``tuner one at a time``: the same with ``--batch-trials 1``.
 
 Epochs consumed count every epoch trained by every trial (running ones included, a diverged
@@ -74,14 +75,10 @@ def consumed(study: optuna.Study, full_epochs: bool) -> int:
 
 def run_arm(arm: str, seed: int) -> list[tuple[int, float]]:
     """The (epochs consumed, best validation loss) curve of one arm and seed."""
-    sampler = "random" if arm == "random" else "tpe"
-    cfg = bench_cfg(
-        "digits",
-        study={"seed": seed},
-        objective={"metric": "loss"},
-        sampler={"name": sampler},
-        pruner={"name": "none" if arm == "random" else "hyperband"},
-    )
+    overrides: dict[str, Any] = {"study": {"seed": seed}, "objective": {"metric": "loss"}}
+    if arm == "random":
+        overrides |= {"sampler": {"name": "random"}, "pruner": {"name": "none"}}
+    cfg = bench_cfg("digits", **overrides)  # tuner: the shipped study's sampler and pruner
     study = optuna.create_study(  # named: Hyperband assigns brackets by study name and trial
         study_name=f"quality-{arm}-{seed}",
         direction=cfg.direction, sampler=make_sampler(cfg), pruner=make_pruner(cfg),
@@ -138,6 +135,9 @@ def main() -> None:
     }
     random_finals = [best_at(c, BUDGET) for c in curves["random"]]
     target = statistics.median(random_finals)
+    shipped = bench_cfg("digits")  # the sampler and pruner the tuner arms run
+    pruner = f"{shipped.pruner.name.replace('_', ' ')} (reduction factor " \
+        f"{shipped.pruner.reduction_factor})"
     rows, fractions = [], {a: [] for a in arms[1:]}
     for i in range(args.seeds):
         row: list[Any] = [i, f"{random_finals[i]:.4f}"]
@@ -173,7 +173,8 @@ Digits, 64-128-10 MLP, {EPOCHS} epochs per trial, objective: validation loss (mi
 shipped search space (lr in [1e-4, 1], SGD/Adam/AdamW/RMSprop, seven schedules). Budget: the
 {RANDOM_TRIALS} x {EPOCHS} = {BUDGET} epochs of a random search without pruning (`RandomSampler`,
 no pruner; each of its trials counts {EPOCHS} epochs, diverged or not). tuner's default (TPE with
-10 random start-up trials, Hyperband, divergence pruning, batched K={DEFAULT_BATCH_TRIALS})
+{shipped.sampler.n_startup_trials} random start-up trials, {pruner}, divergence pruning,
+batched K={DEFAULT_BATCH_TRIALS})
 and the same one trial at a time (`--batch-trials 1`) run until they have consumed as many
 epochs (every epoch of every trial, running ones included). The best value is the best
 complete trial's so far. Run i uses seed i for random search and seed {TUNER_SEEDS_FROM} + i for

@@ -104,6 +104,10 @@ def test_pruned_trial_note_names_the_pruner_rule_epoch_and_losses(tiny_cfg, stud
         study.trials[number], tiny_cfg(pruner={"name": "hyperband", "reduction_factor": 4})
     )
     assert "Hyperband pruner" in hyper and "best 1/4" in hyper
+    halving = trial_note(
+        study.trials[number], tiny_cfg(pruner={"name": "successive_halving", "reduction_factor": 3})
+    )
+    assert "successive-halving pruner" in halving and "best 1/3" in halving
 
 
 def test_trials_tuner_did_not_record_get_a_plain_note(tiny_cfg, study) -> None:

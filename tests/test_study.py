@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from tuner.runner import run_tune
@@ -52,8 +53,9 @@ def test_second_run_tops_up_to_the_requested_count(tiny_cfg, sqlite_url):
     assert count_finished(third.study) == 5
 
 
-def test_hyperband_prunes_lagging_trials_per_epoch(tiny_cfg, sqlite_url):
-    cfg = tiny_cfg(pruner={"name": "hyperband"}, training={"epochs": 9},
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_pruner_prunes_lagging_trials_per_epoch(tiny_cfg, sqlite_url, pruner):
+    cfg = tiny_cfg(pruner={"name": pruner}, training={"epochs": 9},
                    space={"lr": [1e-5, 1.0]}, sampler={"name": "random"})
     outcome = run_tune(cfg, sqlite_url, n_trials=12, progress=False)
     kinds = [trial_kind(t) for t in outcome.study.trials]
@@ -64,8 +66,6 @@ def test_hyperband_prunes_lagging_trials_per_epoch(tiny_cfg, sqlite_url):
 
 
 def test_resuming_with_other_settings_is_refused_and_writes_nothing(tiny_cfg, sqlite_url):
-    import pytest
-
     from tuner.errors import ConfigError
 
     cfg = tiny_cfg()
@@ -87,8 +87,6 @@ def test_resuming_with_other_settings_is_refused_and_writes_nothing(tiny_cfg, sq
 
 
 def test_generator_refusals_name_the_file(tiny_cfg):
-    import pytest
-
     from tuner.errors import ConfigError
 
     cfg = tiny_cfg(dataset={"name": "make_classification", "n_samples": 200, "n_classes": 100,

@@ -395,9 +395,17 @@ class SamplerConfig:
 class PrunerConfig:
     """``[pruner]``: the Optuna pruner that stops lagging trials per epoch."""
 
-    name: str = _field("hyperband", OneOf("hyperband", "median", "none"), "Optuna pruner.")
-    min_resource: int = _field(1, Int(1), "Hyperband: epochs before the first pruning rung.")
-    reduction_factor: int = _field(3, Int(2), "Hyperband: the halving rate between rungs.")
+    name: str = _field(
+        "successive_halving",
+        OneOf("successive_halving", "hyperband", "median", "none"),
+        "Optuna pruner (successive halving: one bracket, so TPE learns from every trial).",
+    )
+    min_resource: int = _field(
+        1, Int(1), "Successive halving, Hyperband: epochs before the first pruning rung."
+    )
+    reduction_factor: int = _field(
+        4, Int(2), "Successive halving, Hyperband: 1/this of the trials go on at each rung."
+    )
     n_startup_trials: int = _field(5, Int(0), "Median: trials before pruning starts.")
     n_warmup_steps: int = _field(2, Int(0), "Median: epochs of a trial before it can be pruned.")
 
@@ -413,6 +421,7 @@ class DivergenceConfig:
 
 # the [pruner] keys each pruner reads
 PRUNER_KEYS: dict[str, tuple[str, ...]] = {
+    "successive_halving": ("min_resource", "reduction_factor"),
     "hyperband": ("min_resource", "reduction_factor"),
     "median": ("n_startup_trials", "n_warmup_steps"),
     "none": (),

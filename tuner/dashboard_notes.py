@@ -92,8 +92,8 @@ def _toml_value(value: Any) -> str:
 _APPLIES: dict[tuple[str, str], Callable[[StudyConfig], bool]] = {
     **{("dataset", k): (lambda c: DATASETS[c.dataset.name].generated) for k in GENERATOR_KEYS},
     ("dataset", "n_classes"): lambda c: c.dataset.name == "make_classification",
-    ("pruner", "min_resource"): lambda c: c.pruner.name == "hyperband",
-    ("pruner", "reduction_factor"): lambda c: c.pruner.name == "hyperband",
+    ("pruner", "min_resource"): lambda c: c.pruner.name in ("successive_halving", "hyperband"),
+    ("pruner", "reduction_factor"): lambda c: c.pruner.name in ("successive_halving", "hyperband"),
     ("pruner", "n_startup_trials"): lambda c: c.pruner.name == "median",
     ("pruner", "n_warmup_steps"): lambda c: c.pruner.name == "median",
 }
@@ -201,6 +201,12 @@ def _divergence_rule(div: dict[str, Any]) -> str:
 
 def _pruner_rule(cfg: StudyConfig) -> str:
     p = cfg.pruner
+    if p.name == "successive_halving":
+        return (
+            f"successive-halving pruner (min_resource = {p.min_resource} epoch, "
+            f"reduction_factor = {p.reduction_factor}): at each rung only the best "
+            f"1/{p.reduction_factor} of the trials that reached it go on"
+        )
     if p.name == "hyperband":
         return (
             f"Hyperband pruner (min_resource = {p.min_resource} epoch, reduction_factor = "

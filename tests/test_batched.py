@@ -215,10 +215,11 @@ def test_every_activation_has_a_batched_derivative() -> None:
     assert sorted(ACTIVATION_GRADS) == sorted(ACTIVATIONS)
 
 
+@pytest.mark.parametrize("rows", [7, 40])  # 40: narrow layers use the transposed products
 @pytest.mark.parametrize("dataset", ["iris", "diabetes"])  # cross-entropy, MSE
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_written_out_backward_equals_autograd(
-    tiny_cfg: Callable[..., StudyConfig], activation: str, dataset: str
+    tiny_cfg: Callable[..., StudyConfig], activation: str, dataset: str, rows: int
 ) -> None:
     metric = {"iris": "accuracy", "diabetes": "rmse"}[dataset]
     cfg = tiny_cfg(
@@ -232,7 +233,7 @@ def test_written_out_backward_equals_autograd(
         trainer.add(params_for("adam", "constant"), seed)
     trainer._layout()
     generator = torch.Generator().manual_seed(0)
-    idx = torch.randint(len(data.X_train), (3, 7), generator=generator)  # 7 rows per member
+    idx = torch.randint(len(data.X_train), (3, rows), generator=generator)
     x, y = data.X_train[idx], data.y_train[idx]
     losses = trainer._train_step(x, y)
     flat = trainer.flat.detach().clone().requires_grad_(True)

@@ -512,6 +512,31 @@ class _Segment:
 
 
 # ---------------------------------------------------------------------------------------------
+# The layers' batched products. A product with a narrow result (an output layer of 2 or 10
+# classes) runs several times faster on the CPU as the transposed product, C^T = B^T A^T (the
+# matrix-multiply kernels are tuned for wide results: 64x128 @ 128x10 per member takes 63 us
+# for 8 members, the transposed form 22 us; measured on this project's 2-core CPU). Same
+# result, another order of the same sums.
+
+NARROW = 16  # result columns below which the transposed product is used
+
+
+def _affine(b: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """h @ w + b per member: h (K, B, in), w (K, in, out), b (K, 1, out) -> (K, B, out)."""
+    if w.shape[-1] < NARROW < h.shape[-2]:
+        return torch.baddbmm(b.mT, w.mT, h.mT).mT  # (w^T h^T + b^T)^T
+    return torch.baddbmm(b, h, w)
+
+
+def _weight_grad(h: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> None:
+    """out = h^T @ g per member: h (K, B, in), g (K, B, out) -> out (K, in, out), in place."""
+    if g.shape[-1] < NARROW < h.shape[-1]:
+        out.copy_(torch.bmm(g.mT, h).mT)  # (g^T h)^T
+    else:
+        torch.bmm(h.mT, g, out=out)
+
+
+# ---------------------------------------------------------------------------------------------
 # Members and the lockstep trainer.
 
 
@@ -658,8 +683,7 @@ class BatchedTrainer:
         h = x
         for i, (fan_in, fan_out) in enumerate(self.layers):
             w = parts[2 * i].view(k, fan_in, fan_out)
-            b = parts[2 * i + 1].view(k, 1, fan_out)
-            h = torch.baddbmm(b, h, w)
+            h = _affine(parts[2 * i + 1].view(k, 1, fan_out), h, w)
             if i < len(self.layers) - 1:
                 h = self.activation.forward(h)
         return h
@@ -682,7 +706,7 @@ class BatchedTrainer:
         h = x
         for i, (fan_in, fan_out) in enumerate(self.layers):
             w = parts[2 * i].view(k, fan_in, fan_out)
-            h = torch.baddbmm(parts[2 * i + 1].view(k, 1, fan_out), h, w)
+            h = _affine(parts[2 * i + 1].view(k, 1, fan_out), h, w)
             if i < last:
                 pre.append(h)
                 h = self.activation.forward(h)
@@ -690,7 +714,7 @@ class BatchedTrainer:
         losses, grad = self._loss_and_grad(h, y, rows)
         for i in range(last, -1, -1):
             fan_in, fan_out = self.layers[i]
-            torch.bmm(inputs[i].transpose(1, 2), grad, out=grads[2 * i].view(k, fan_in, fan_out))
+            _weight_grad(inputs[i], grad, out=grads[2 * i].view(k, fan_in, fan_out))
             torch.sum(grad, dim=1, out=grads[2 * i + 1])
             if i > 0:
                 grad = torch.bmm(grad, parts[2 * i].view(k, fan_in, fan_out).transpose(1, 2))

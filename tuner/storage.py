@@ -7,7 +7,7 @@ Accepted forms (``--storage``, ``$OPTUNA_STORAGE``, ``[study] storage``):
   several local worker processes wait for each other instead of failing "database is locked",
   and readers such as the dashboard never block them; ``synchronous=NORMAL``, WAL's usual
   setting: a commit survives a killed process, only an OS crash or power cut may lose the last
-  ones, and each of a trial's ~40 small writes skips an fsync);
+  ones, and each of a trial's ~30 small writes skips an fsync);
 - a bare path ending in ``.journal`` (or ``journal:///path``): Optuna's journal file storage;
 - ``postgresql://user:password@host:port/db`` (or ``mysql://...``): Optuna's RDB storage on a
   server, for work spread over processes and machines.

@@ -86,9 +86,11 @@ Fastest of {REPEATS} runs each, in a fresh process per variant; overhead = tuner
 Target: overhead at most {TARGET:.0%}.
 {chr(10).join('- ' + c for c in checks)}
 
-What is left on a SQLite file is Optuna's storage: every reported epoch and every user
-attribute is one SQLAlchemy transaction (section 4 measures them per trial); on a short trial
-(digits: 20 epochs of 20 steps) they weigh as much as the training.
+What is left on a SQLite file is Optuna's storage: every reported epoch and every suggested
+parameter is one SQLAlchemy transaction (tuner writes a trial's dozen user attributes in one;
+section 4 measures the storage per trial), and each trial reads the study's counts to stop at
+exactly the requested number of trials; on a short trial (digits: 20 epochs of 20 steps) they
+still cost more than half as much as the training itself.
 
 Load: {load_before} before, {load_text()} after. {threads_text()}.
 Command: `python bench/bench_overhead.py --out bench/out/overhead.md` (or

@@ -143,7 +143,8 @@ trial, averaged over windows of {WINDOW} trials; "storage" is the time inside Op
 on average. For scale, divide the in-memory digits rows of sections 1 and 2 by their 16 trials:
 a 20-epoch digits trial trains in less time than this, so on the default storage the per-trial
 overhead weighs as much as the training; the dashboard and resumable studies are what it buys.
-The storage's share is Optuna's: one SQLAlchemy transaction per report and per user attribute.
+The storage's share is mostly Optuna's: one SQLAlchemy transaction per report and per
+suggested parameter (tuner writes a trial's user attributes in one).
 The sampler's share grows with the number of finished trials (TPE fits its densities to all of
 them).
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,54 @@ def test_heartbeat_settings_per_storage() -> None:
     assert heartbeat_kwargs("postgresql://u:p@h/db")["heartbeat_interval"] == 10
     assert heartbeat_kwargs("journal:////x/s.journal") == {}
     assert heartbeat_kwargs("sqlite:////x/tuner.db", 0) == {}
+
+
+class _HeartbeatLog:
+    """A storage stand-in that logs heartbeats (``Heartbeats`` only needs these two methods)."""
+
+    def __init__(self, interval: int | None) -> None:
+        self.interval, self.beats = interval, []
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.interval
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.beats.append(trial_id)
+
+
+def test_batch_heartbeats_are_written_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = _HeartbeatLog(interval=10)
+    clock = [100.0]
+    monkeypatch.setattr(workers.time, "monotonic", lambda: clock[0])
+    beats = workers.Heartbeats(types.SimpleNamespace(_storage=storage))
+    a, b, c = (types.SimpleNamespace(_trial_id=i) for i in (1, 2, 3))
+    beats.record([a, b])
+    assert sorted(storage.beats) == [1, 2]  # new trials: at once
+    clock[0] = 109.0
+    beats.record([a, b, c])
+    assert sorted(storage.beats) == [1, 2, 3]  # only the new one: the others are 9 s old
+    clock[0] = 110.0
+    beats.record([a, c])  # b was told meanwhile
+    assert sorted(storage.beats) == [1, 1, 2, 3]
+    clock[0] = 119.0
+    beats.record([a, b, c])  # b again (a retried trial id is new): at once
+    assert sorted(storage.beats) == [1, 1, 2, 2, 3, 3]
+
+    off = _HeartbeatLog(interval=None)  # journal files, heartbeats off
+    workers.Heartbeats(types.SimpleNamespace(_storage=off)).record([a])
+    assert off.beats == []
+
+
+def test_counting_reaps_first(tmp_path: Path) -> None:
+    """run_trials counts finished and running trials after reaping those of dead workers."""
+    study = _study(f"journal:///{tmp_path / 's.journal'}")
+    study.optimize(_quadratic, n_trials=2)
+    for owner in (f"{workers._machine_key()}:{_dead_pid()}", workers._owner()):
+        trial = study.ask()
+        study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
+    assert workers._counts(study) == (2, 2)
+    assert workers._counts(study, reap=True) == (2, 1)  # the dead worker's trial: FAIL
+    assert _states(study) == {"COMPLETE": 2, "FAIL": 1, "RUNNING": 1, "WAITING": 1}
 
 
 def test_postgresql_url_gets_an_installed_driver() -> None:

@@ -3,8 +3,8 @@
 The loop, at every epoch boundary of the batch:
 
 1. top the batch up: ask Optuna for as many new trials as there are free slots, but never more
-   than the study still needs (``target`` finished trials minus finished and running ones), and
-   none once the timeout has passed;
+   than the study still needs (``target`` finished trials minus finished and running ones, read
+   only when a slot is free), and none once the timeout has passed;
 2. run one epoch of every member (:class:`~tuner.batched.BatchedTrainer`); each member reports
    its validation metric to its own trial and asks its own trial whether to prune;
 3. finish the members whose run ended: record the same user attributes as the one-at-a-time
@@ -30,12 +30,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.batched import BatchedTrainer, Member
 from tuner.engine import EpochReport
 from tuner.space import suggest_params
-from tuner.study import Objective, count_finished, record_result
+from tuner.study import FINISHED, Objective, record_result
 from tuner.workers import (
     REASON_ATTR,
+    Heartbeats,
     Interrupts,
     claim_trial,
-    record_heartbeats,
     target_covered,
 )
 
@@ -71,8 +71,9 @@ def run_batched(
             batch between or during epochs; its trials end FAIL with ``failed_reason``.
 
     Crash safety is the same as for one trial at a time: every asked trial is claimed by this
-    process (``tuner.workers.claim_trial``), records a heartbeat each epoch on storages with
-    heartbeats, and is FAIL-ed and re-queued by the next run if this process is killed.
+    process (``tuner.workers.claim_trial``), records a heartbeat on storages with heartbeats
+    (at an epoch boundary, once per heartbeat interval: ``tuner.workers.Heartbeats``), and is
+    FAIL-ed and re-queued by the next run if this process is killed.
     Other processes' RUNNING trials count against ``target``, so several commands on one study
     stop at ``target`` too.
 
@@ -86,15 +87,15 @@ def run_batched(
     started = time.perf_counter()
     in_flight: dict[int, optuna.Trial] = {}  # asked, not yet told
     interruptible = interrupts.interruptible if interrupts else contextlib.nullcontext
+    heartbeats = Heartbeats(study)
     try:
         while True:
             if interrupts:
                 interrupts.check()
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            needed = target - count_finished(study) - running  # running: ours and others'
+            free = batch_trials - len(trainer.members)
             if timeout is not None and time.perf_counter() - started >= timeout:
-                needed = 0
-            for _ in range(min(batch_trials - len(trainer.members), needed)):
+                free = 0
+            for _ in range(min(free, _needed(study, target) if free > 0 else 0)):
                 trial = study.ask()
                 in_flight[trial.number] = trial
                 claim_trial(trial)
@@ -116,7 +117,7 @@ def run_batched(
                 del in_flight[frozen.number]
                 if on_trial is not None:
                     on_trial(frozen)
-            record_heartbeats(study, in_flight.values())
+            heartbeats.record(in_flight.values())
     except BaseException as exc:
         reason = (
             f"interrupted: {exc.args[0] if exc.args else 'SIGINT'}"
@@ -128,6 +129,11 @@ def run_batched(
                 trial.set_user_attr(REASON_ATTR, reason)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
+
+
+def _needed(study: optuna.Study, target: int) -> int:
+    """Trials still to ask: ``target`` minus finished and running ones (ours and others')."""
+    return target - len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
 
 
 def _reporter(trial: optuna.Trial) -> Callable[[EpochReport], bool]:

@@ -96,6 +96,8 @@ def run_tune(
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
 
         def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
+            if not progress:  # no bar to update: spare the storage reads
+                return
             done = count_finished(study)
             try:
                 best = f"best {study.best_value:.4g}"

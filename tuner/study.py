@@ -24,7 +24,13 @@ from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device, train
 from tuner.errors import ConfigError, StorageError, TunerError
 from tuner.space import TrialParams, suggest_params
-from tuner.storage import check_storage_exists, make_storage, redact_url, resolve_storage_url
+from tuner.storage import (
+    check_storage_exists,
+    make_storage,
+    redact_url,
+    resolve_storage_url,
+    set_trial_attrs,
+)
 
 __all__ = [
     "FINISHED",
@@ -223,8 +229,7 @@ def record_result(trial: optuna.trial.BaseTrial, result: TrainResult, seed: int)
             f"pruner: validation metric {result.val_metric:.4g} at epoch {result.epochs} "
             f"lagged behind other trials"
         )
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    set_trial_attrs(trial, attrs)  # one transaction on a SQLite file, not one per attribute
 
 
 @dataclass

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -58,7 +59,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import StorageError, WorkerError
-from tuner.storage import JOURNAL_PREFIX, SQLITE_PREFIX
+from tuner.storage import JOURNAL_PREFIX, SQLITE_PREFIX, set_trial_attrs
 
 if TYPE_CHECKING:
     from tuner.config import StudyConfig
@@ -70,13 +71,13 @@ __all__ = [
     "REASON_ATTR",
     "WORKER_ATTR",
     "Gate",
+    "Heartbeats",
     "TrialCancelled",
     "claim_trial",
     "cleanup_study",
     "fail_running_trials",
     "heartbeat_kwargs",
     "reap_stale_trials",
-    "record_heartbeats",
     "run_trials",
     "run_workers",
     "target_covered",
@@ -240,11 +241,16 @@ def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, retry: bool) -> 
     return True
 
 
-def reap_stale_trials(study: optuna.Study) -> list[int]:
+def reap_stale_trials(
+    study: optuna.Study, running: Iterable[FrozenTrial] | None = None
+) -> list[int]:
     """Mark stale RUNNING trials FAIL and re-queue them; returns their numbers.
 
     Stale: the heartbeat is older than the grace period (RDB storages opened with
     :func:`heartbeat_kwargs`), or the owner process ran here and is gone (any storage).
+
+    Args:
+        running: the study's RUNNING trials, if the caller has just read them (default: read).
     """
     storage = _storage(study)
     reaped = []
@@ -259,7 +265,11 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
         with _no_experimental_warning():
             optuna.storages.fail_stale_trials(study)  # FAIL + Optuna's retry callback
         reaped = [storage.get_trial(i).number for i in stale]
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    if running is None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
+        if t.number in reaped:  # failed above for its heartbeat
+            continue
         owner = t.system_attrs.get(OWNER_ATTR)
         if _owner_gone(owner):
             who = t.user_attrs.get(WORKER_ATTR, "?")
@@ -298,11 +308,15 @@ def _no_experimental_warning() -> Iterator[None]:
 
 # --- one worker -------------------------------------------------------------------------------
 
-def _counts(study: optuna.Study) -> tuple[int, int]:
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                      TrialState.RUNNING))
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    return len(trials) - running, running
+def _counts(study: optuna.Study, *, reap: bool = False) -> tuple[int, int]:
+    """(finished, running) trials; with ``reap``, stale trials are reaped first (one read of
+    the study where none is stale, as it usually is)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    trials = study.get_trials(deepcopy=False, states=states)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    if reap and reap_stale_trials(study, running):
+        return _counts(study)  # some RUNNING ones are FAIL now: count again
+    return len(trials) - len(running), len(running)
 
 
 class Interrupts:
@@ -358,8 +372,11 @@ class Interrupts:
 def claim_trial(trial: optuna.Trial) -> None:
     """Mark ``trial`` as this process's, so that :func:`reap_stale_trials` can tell when its
     owner is gone (the ``worker`` user attribute says ``host:pid`` for people)."""
-    _storage(trial.study).set_trial_system_attr(trial._trial_id, OWNER_ATTR, _owner())
-    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+    set_trial_attrs(
+        trial,
+        {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"},
+        system_attrs={OWNER_ATTR: _owner()},
+    )
 
 
 def target_covered(trial: optuna.Trial, target: int) -> str | None:
@@ -383,13 +400,32 @@ def target_covered(trial: optuna.Trial, target: int) -> str | None:
     )
 
 
-def record_heartbeats(study: optuna.Study, trials: Iterable[optuna.Trial]) -> None:
-    """Record a heartbeat for trials run outside ``study.optimize`` (ask-and-tell), on storages
-    opened with :func:`heartbeat_kwargs`; a no-op elsewhere."""
-    storage = _storage(study)
-    if getattr(storage, "get_heartbeat_interval", lambda: None)():
-        for trial in trials:
-            storage.record_heartbeat(trial._trial_id)
+class Heartbeats:
+    """Heartbeats of trials run outside ``study.optimize`` (ask-and-tell), on storages opened
+    with :func:`heartbeat_kwargs`; a no-op elsewhere.
+
+    :meth:`record` is meant to be called often (at every epoch boundary); like Optuna's own
+    heartbeat thread it writes a trial's heartbeat when the trial is first seen and then at
+    most once per heartbeat interval, one storage transaction each.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._storage = _storage(study)
+        self._interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
+        self._last: dict[int, float] = {}  # trial id -> time.monotonic() of its last heartbeat
+
+    def record(self, trials: Iterable[optuna.Trial]) -> None:
+        """Record a heartbeat for each of ``trials`` whose last one is an interval old."""
+        if not self._interval:
+            return
+        now = time.monotonic()
+        live = {trial._trial_id for trial in trials}
+        for trial_id in live:
+            if now - self._last.get(trial_id, -math.inf) >= self._interval:
+                self._storage.record_heartbeat(trial_id)
+                self._last[trial_id] = now
+        for trial_id in set(self._last) - live:  # told since: forget them
+            del self._last[trial_id]
 
 
 @dataclass
@@ -455,8 +491,7 @@ def run_trials(
         try:
             while deadline is None or time.monotonic() < deadline:
                 interrupts.check()
-                reap_stale_trials(study)
-                finished, running = _counts(study)
+                finished, running = _counts(study, reap=True)
                 if finished >= target:
                     break
                 if finished + running >= target:

@@ -29,10 +29,11 @@ DESCRIBE = {
         "make_classification (50,000 rows: 35,000 training, 20-64-64-2 MLP, batch 256, 5 epochs)"
     ),
 }
-# torch threads of every benchmark process (TUNER_BENCH_THREADS, default: torch's own choice, one
-# per core). On a machine shared with other jobs, 1 is steadier: a parallel region waits for its
-# slowest thread, so any other load stalls every small op; the sections say which was used.
-BENCH_THREADS = int(os.environ.get("TUNER_BENCH_THREADS", "0"))
+# torch threads of every benchmark process: TUNER_BENCH_THREADS, default 1, as `tuner tune` trains
+# by default (tuner.engine.training_threads); every variant, the reference included, gets the
+# same. 0 leaves torch's own choice (one per core), which on this shared 2-core machine made
+# small steps 10-80x slower whenever other work ran (spinning intra-op threads).
+BENCH_THREADS = int(os.environ.get("TUNER_BENCH_THREADS", "1"))
 
 
 def set_threads() -> int:

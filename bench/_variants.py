@@ -152,7 +152,10 @@ def run_once(
 
             tuner.runner.make_objective = torch_objective
         started = time.perf_counter()
-        study = run_tune(cfg, url, n_trials=n, batch_trials=batch, progress=False).study
+        study = run_tune(
+            cfg, url, n_trials=n, batch_trials=batch, progress=False,
+            threads=torch.get_num_threads(),  # what set_threads chose, as for the other variants
+        ).study
         out["seconds"] = time.perf_counter() - started
     trials = study.get_trials(deepcopy=False)
     out["epochs"] = sum(t.user_attrs.get("epochs_run", 0) for t in trials)

@@ -89,3 +89,34 @@ def test_device_cuda_without_cuda_is_a_clear_error(tiny_cfg) -> None:
     cfg = tiny_cfg(training={"device": "cuda"})
     with pytest.raises(DeviceError, match='device = "cuda" but torch .* sees no CUDA'):
         run(cfg, TrialParams(0.01, "adam", "constant"))
+
+
+def test_training_threads_default_to_one_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuner.engine import training_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert training_threads() == 1
+    assert training_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert training_threads() == 2 and training_threads(4) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")  # not a count: the default
+    assert training_threads() == 1
+    with pytest.raises(ValueError, match=">= 1"):
+        training_threads(0)
+
+
+def test_tune_trains_on_the_threads_it_is_given(
+    tiny_cfg, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.runner import run_tune
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        cfg = tiny_cfg(training={"epochs": 1})
+        run_tune(cfg, sqlite_url, n_trials=1, progress=False, threads=2)
+        assert torch.get_num_threads() == 2
+        run_tune(cfg, sqlite_url, n_trials=2, progress=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -89,7 +89,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     outcome = run_tune(
         cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
         workers=args.workers, heartbeat_s=args.heartbeat, worker_index=args.worker_index,
-        batch_trials=args.batch_trials,
+        batch_trials=args.batch_trials, threads=args.threads,
     )
     print_summary(outcome.study, cfg, console)
     where = f" --storage {redact_url(url)}" if args.storage else ""
@@ -316,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"fresh seeds per confirmed trial (default {DEFAULT_SEEDS})")
     t.add_argument("--no-confirm", action="store_true",
                    help="skip the confirmation (tuner confirm) at the end")
+    t.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="torch threads per training process (default: $OMP_NUM_THREADS, else 1: "
+                   "these models are too small to split across cores, and idle threads spin on "
+                   "busy cores; use --workers to use more cores; with --workers N: cores/N "
+                   "each)")
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
                    help="train K trials in lockstep as one batched model (default 8 where the "
                    "model can be batched: an MLP without dropout); 1 = one trial at a time")
@@ -387,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
+    if args.command in ("confirm", "retrain", "lr-find"):  # commands that train (tune: its own)
+        import torch
+
+        from tuner.engine import training_threads
+
+        torch.set_num_threads(training_threads())
     try:
         return handler(args)
     except ConfigError as exc:

@@ -16,6 +16,7 @@ The test split is evaluated once, at the end of a complete run, for reporting on
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ __all__ = [
     "steps_per_epoch",
     "step_scheduler",
     "build_fast_optimizer",
+    "training_threads",
 ]
 
 
@@ -125,6 +127,27 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise DeviceError('[training] device = "mps" is not available here; use "cpu".')
     return torch.device(name)
+
+
+def training_threads(requested: int | None = None) -> int:
+    """torch threads for a process that trains: ``requested`` (``tuner tune --threads``), else
+    ``$OMP_NUM_THREADS`` when set, else 1.
+
+    One by default: these models are too small to gain much from splitting each matrix product
+    across cores, and torch's intra-op threads spin while they wait for each other, so a thread
+    on a core that something else is using can make every step 10-80 times slower (measured on a
+    2-core machine: BENCHMARKS.md). To use more cores, train trials side by side
+    (``--workers N``).
+
+    Raises:
+        ValueError: ``requested`` < 1.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads must be >= 1, got {requested}")
+        return requested
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 1
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:

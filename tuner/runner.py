@@ -6,12 +6,14 @@ import time
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
 from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
 from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
+from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
 from tuner.progress import progress_bar
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
@@ -51,6 +53,7 @@ def run_tune(
     heartbeat_s: int = DEFAULT_HEARTBEAT_S,
     worker_index: int = 0,
     batch_trials: int | None = None,
+    threads: int | None = None,
 ) -> TuneOutcome:
     """Create or resume the study and run trials until ``n_trials`` have finished.
 
@@ -71,10 +74,15 @@ def run_tune(
         batch_trials: trials trained in lockstep as one batched model in this process
             (default ``DEFAULT_BATCH_TRIALS`` where the model can be batched and
             ``workers == 1``; 1 = one at a time). See ``tuner.batched_runner``.
+        threads: torch threads for training: in this process (default
+            :func:`tuner.engine.training_threads`: ``$OMP_NUM_THREADS``, else 1), or in each
+            worker process (default ``cores // workers``).
 
     Raises:
         StorageError, DeviceError, ConfigError: before any trial starts.
     """
+    if workers == 1:
+        torch.set_num_threads(training_threads(threads))
     target = n_trials if n_trials is not None else cfg.study.n_trials
     timeout = timeout if timeout is not None else cfg.study.timeout
     # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
@@ -116,7 +124,7 @@ def run_tune(
                     notes = run_workers(
                         cfg, storage_url, study, target, workers=workers, timeout=timeout,
                         heartbeat_s=heartbeat_s, worker_index=worker_index,
-                        lr_bounds=objective.lr_bounds, on_poll=on_trial,
+                        lr_bounds=objective.lr_bounds, on_poll=on_trial, threads=threads,
                     )
                 elif batch_trials > 1:
                     with Interrupts() as interrupts:

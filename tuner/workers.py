@@ -591,10 +591,12 @@ def run_workers(
     worker_index: int = 0,
     lr_bounds: tuple[float, float] | None = None,
     on_poll: Callable[[optuna.Study], None] | None = None,
+    threads: int | None = None,
 ) -> list[str]:
     """Run ``workers`` spawned processes on the study until it has ``target`` finished trials.
 
-    Each process limits torch to :func:`torch_threads_per_worker` threads and seeds its sampler
+    Each process limits torch to ``threads`` threads (default :func:`torch_threads_per_worker`:
+    the cores shared out) and seeds its sampler
     with ``seed + worker_index * workers + k`` (k = 0..workers-1), so workers do not propose the
     same parameters; trial ``n`` still seeds torch with ``seed + n``. This process only polls
     the storage (``on_poll``, every :data:`POLL_S` seconds) for the progress bar.
@@ -618,7 +620,7 @@ def run_workers(
     if storage_url in (f"{SQLITE_PREFIX}:memory:", SQLITE_PREFIX):
         raise StorageError("--workers needs a storage on disk or a server, not sqlite in memory")
     ctx = multiprocessing.get_context("spawn")
-    threads = torch_threads_per_worker(workers)
+    threads = threads or torch_threads_per_worker(workers)
     deadline = None if timeout is None else time.time() + timeout
     procs = [
         ctx.Process(

@@ -524,7 +524,7 @@ NARROW = 16  # result columns below which the transposed product is used
 def _affine(b: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """h @ w + b per member: h (K, B, in), w (K, in, out), b (K, 1, out) -> (K, B, out)."""
     if w.shape[-1] < NARROW < h.shape[-2]:
-        return torch.baddbmm(b.mT, w.mT, h.mT).mT  # (w^T h^T + b^T)^T
+        return torch.baddbmm(b.mT, w.mT, h.mT).mT.contiguous()  # (w^T h^T + b^T)^T
     return torch.baddbmm(b, h, w)
 
 

@@ -85,7 +85,7 @@ def run_arm(arm: str, seed: int) -> list[tuple[int, float, float]]:
     if arm == "random":
         overrides |= {"sampler": {"name": "random"}, "pruner": {"name": "none"}}
     cfg = bench_cfg("digits", **overrides)  # tuner: the shipped study's sampler and pruner
-    study = optuna.create_study(  # named: Hyperband assigns brackets by study name and trial
+    study = optuna.create_study(  # named: a Hyperband pruner would assign brackets by name
         study_name=f"quality-{arm}-{seed}",
         direction=cfg.direction, sampler=make_sampler(cfg), pruner=make_pruner(cfg),
     )

@@ -1,10 +1,11 @@
 """Benchmark 4: per-trial overhead of the sampler plus the storage, up to 1,000 trials.
 
-A study with tuner's default sampler (TPE, multivariate, grouped, seeded) and pruner (Hyperband)
-on tuner's default storage (a SQLite file opened by ``tuner.storage.make_storage``) runs 1,000
-trials of a stand-in objective that does everything tuner's objective does except training:
-``suggest_params`` over the digits study's space, one report and one ``should_prune`` per epoch
-(20 epochs), ``record_result`` of a 20-epoch result into the user attributes, and the final
+A study with tuner's default sampler (TPE, multivariate, grouped, seeded) and pruner
+(successive halving) on tuner's default storage (a SQLite file opened by
+``tuner.storage.make_storage``) runs 1,000 trials of a stand-in objective that does everything
+tuner's objective does except training: ``suggest_params`` over the digits study's space, one
+report and one ``should_prune`` per epoch (20 epochs), ``record_result`` of a 20-epoch result
+into the user attributes, and the final
 tell. The time per trial is split into the storage (time inside Optuna's ``RDBStorage`` methods)
 and the rest (sampler, pruner, Optuna's bookkeeping), per window of 100 trials.
 
@@ -129,8 +130,8 @@ def main() -> None:
 ## 4. Per-trial overhead of the sampler and the storage, up to {args.trials:,} trials
 
 tuner's default sampler (TPE, multivariate and grouped, 10 random start-up trials) and pruner
-(Hyperband) on its default storage (a SQLite file, WAL journal, opened as `tuner tune` opens
-it), with a stand-in objective that does all that tuner's objective does except training:
+(successive halving) on its default storage (a SQLite file, WAL journal, opened as `tuner tune`
+opens it), with a stand-in objective that does all that tuner's objective does except training:
 `suggest_params` over the digits space (up to 8 parameters), one report and one `should_prune`
 per epoch for {EPOCHS} epochs, `record_result` into the user attributes, and the tell. Time per
 trial, averaged over windows of {WINDOW} trials; "storage" is the time inside Optuna's

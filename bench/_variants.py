@@ -6,7 +6,8 @@ VARIANT: ``reference`` (bench/reference_dataloader.py), ``bare`` (a bare PyTorch
 ``tuner-1`` (tuner, one trial at a time: the stacked engine with one member, as ``tuner tune
 --batch-trials 1`` trains an MLP), ``tuner-1-torch`` (one trial at a time through
 ``tuner.engine.train``, autograd and ``torch.optim``: how tuner trains models it cannot stack,
-e.g. with dropout) or ``tuner-K`` (tuner, batched trials, the default K).
+e.g. with dropout), ``tuner-K`` (tuner, batched trials, the default K) or ``tuner-K<n>`` (n trials
+in lockstep).
 STORAGE: ``memory`` (Optuna's in-memory storage) or ``sqlite`` (a SQLite file in TMPDIR opened
 as tuner opens its default storage; tuner variants then run through ``run_tune``).
 
@@ -122,7 +123,12 @@ def run_once(
         out["seconds"] = run(cfg, n, make_storage(url) if url else None, enqueue)
         out["epochs"] = n * cfg.training.epochs
         return out
-    batch = 1 if variant.startswith("tuner-1") else DEFAULT_BATCH_TRIALS
+    if variant.startswith("tuner-1"):
+        batch = 1
+    elif variant.startswith("tuner-K") and variant[7:].isdigit():
+        batch = int(variant[7:])
+    else:
+        batch = DEFAULT_BATCH_TRIALS
     fast = variant != "tuner-1-torch"
     if url is None:
         objective = make_objective(cfg)

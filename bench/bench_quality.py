@@ -9,9 +9,9 @@ sampler and every trial's torch seed):
 - ``random``: ``RandomSampler``, no pruner; every trial counts its full 20 epochs (a random
   search without pruning trains diverged configurations to the end);
 - ``tuner``: the shipped study's sampler and pruner, TPE (10 random start-up trials) +
-  successive halving + divergence pruning, batched trials (K=8), run until it has consumed the
-  same 600 epochs;
-- ``tuner K=4``: the same with ``--batch-trials 4``;
+  successive halving + divergence pruning, batched trials (K=4, the default), run until it has
+  consumed the same 600 epochs;
+- ``tuner K=8``: the same with ``--batch-trials 8``;
 - ``tuner one at a time``: the same with ``--batch-trials 1``.
 
 Epochs consumed count every epoch trained by every trial (running ones included, a diverged
@@ -76,7 +76,7 @@ def consumed(study: optuna.Study, full_epochs: bool) -> int:
 
 
 # the tuner arms: trials trained in lockstep per arm (1: one at a time)
-BATCH = {"tuner": DEFAULT_BATCH_TRIALS, "tuner K=4": 4, "tuner one at a time": 1}
+BATCH = {"tuner": DEFAULT_BATCH_TRIALS, "tuner K=8": 8, "tuner one at a time": 1}
 
 
 def run_arm(arm: str, seed: int) -> list[tuple[int, float, float]]:
@@ -185,7 +185,7 @@ shipped search space (lr in [1e-4, 1], SGD/Adam/AdamW/RMSprop, seven schedules).
 {RANDOM_TRIALS} x {EPOCHS} = {BUDGET} epochs of a random search without pruning (`RandomSampler`,
 no pruner; each of its trials counts {EPOCHS} epochs, diverged or not). tuner's default (TPE with
 {shipped.sampler.n_startup_trials} random start-up trials, {pruner}, divergence pruning,
-batched K={DEFAULT_BATCH_TRIALS}), the same with 4 trials in lockstep (`--batch-trials 4`)
+batched K={DEFAULT_BATCH_TRIALS}), the same with 8 trials in lockstep (`--batch-trials 8`)
 and one trial at a time (`--batch-trials 1`) run until they have consumed as many
 epochs (every epoch of every trial, running ones included). The best value is the best
 complete trial's so far. Run i uses seed i for random search and seed {TUNER_SEEDS_FROM} + i for

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "busy cores; use --workers to use more cores; with --workers N: cores/N "
                    "each)")
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
-                   help="train K trials in lockstep as one batched model (default 8 where the "
+                   help="train K trials in lockstep as one batched model (default 4 where the "
                    "model can be batched: an MLP without dropout); 1 = one trial at a time")
 
     e = p["export"]

@@ -907,7 +907,6 @@ def train_batched(
     return [m.result for m in members]
 
 
-
 def train_one(
     cfg: StudyConfig,
     data: SplitData,

@@ -19,6 +19,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import set_threads  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 
@@ -34,7 +38,8 @@ def machine() -> str:
         pass
     return (
         f"{cpu}; {os.cpu_count()} logical cores; Python {platform.python_version()}; "
-        f"torch {torch.__version__} (threads {torch.get_num_threads()}); {platform.system()}"
+        f"torch {torch.__version__} ({set_threads()} thread(s) per benchmark process, "
+        f"TUNER_BENCH_THREADS); {platform.system()}"
     )
 
 

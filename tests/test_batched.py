@@ -140,6 +140,20 @@ def test_the_fused_kernels_are_used_where_torch_has_them() -> None:
     assert not any(s.fused for s in StackedOptimizer(p, hypers, fused=False)._segments)
 
 
+def test_without_working_fused_kernels_the_stacked_rules_are_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tuner.batched
+
+    def no_kernel(*args, **kwargs):  # an operator without a kernel for the device
+        raise NotImplementedError("no CPU kernel")
+
+    monkeypatch.setattr(tuner.batched, "_FUSED_WORKS", {})
+    monkeypatch.setitem(tuner.batched._FUSED_OPS, "AdamW", no_kernel)
+    assert not StackedOptimizer(torch.zeros(1, 3), [MemberHyper("AdamW")]).fused
+    check_stacked_against_torch([("AdamW", {"weight_decay": 1e-2})], fused=False)
+
+
 def check_stacked_against_torch(
     sets: list[tuple[str, dict]], fused: bool, steps: int = 6
 ) -> None:

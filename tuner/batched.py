@@ -238,7 +238,7 @@ class StackedOptimizer:
         self.steps = [0] * len(hypers)
         self.state: dict[str, torch.Tensor] = {}  # buffer name -> (K, P), rows of unused: 0
         if fused is None:
-            fused = param.device.type in ("cpu", "cuda") and all(_FUSED_OPS.values())
+            fused = _fused_kernels_work(param.device)
         self.fused = fused
         self._step_t: torch.Tensor | None = None  # step counts on the device, for fused Adam
         self._lrs: list[list[float]] = []  # the planned steps' learning rates, per member
@@ -436,6 +436,34 @@ _FUSED_OPS = {
     cls: getattr(torch.ops.aten, op, None)
     for cls, op in (("SGD", "_fused_sgd_"), ("Adam", "_fused_adam_"), ("AdamW", "_fused_adamw_"))
 }
+
+_FUSED_WORKS: dict[str, bool] = {}
+
+
+def _fused_kernels_work(device: torch.device) -> bool:
+    """Whether torch's fused SGD/Adam/AdamW kernels run on ``device``'s type (checked once per
+    type on one-element tensors: a torch build may have the operators without a kernel for the
+    device, e.g. the CPU before torch 2.4)."""
+    if device.type not in _FUSED_WORKS:
+        works = device.type in ("cpu", "cuda") and all(_FUSED_OPS.values())
+        if works:
+            try:
+                t = [torch.zeros(1, device=device) for _ in range(4)]
+                step = [torch.ones(1, device=device)]
+                for cls in ("Adam", "AdamW"):
+                    _FUSED_OPS[cls](  # type: ignore[misc]
+                        [t[0]], [t[1]], [t[2]], [t[3]], [], step, lr=0.0, beta1=0.9,
+                        beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False,
+                    )
+                _FUSED_OPS["SGD"](  # type: ignore[misc]
+                    [t[0]], [t[1]], [t[2]], weight_decay=0.0, momentum=0.9, lr=0.0,
+                    dampening=0.0, nesterov=False, maximize=False, is_first_step=True,
+                )
+            except (RuntimeError, NotImplementedError, TypeError):
+                works = False
+        _FUSED_WORKS[device.type] = works
+    return _FUSED_WORKS[device.type]
+
 
 # A per-member coefficient: an (n, 1) column over the members' rows, or one float for all of
 # them (the members share it, or there is one member). Floats go to the kernels as scalars,

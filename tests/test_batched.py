@@ -361,6 +361,8 @@ def test_only_batchable_models_are_batched(tiny_cfg: Callable[..., StudyConfig])
     console = Console(record=True, width=200)
     assert _resolve_batch_trials(with_dropout, 4, 1, console) == 1
     assert "one at a time" in console.export_text()
+    assert _resolve_batch_trials(with_dropout, None, 1, console) == 1  # the default says why
+    assert "Trials run one at a time: dropout" in console.export_text()
     assert _resolve_batch_trials(tiny_cfg(), None, 1, console) == DEFAULT_BATCH_TRIALS > 1
     assert _resolve_batch_trials(tiny_cfg(), 1, 1, console) == 1
     # worker processes run their trials one at a time

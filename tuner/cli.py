@@ -214,11 +214,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         f"{outcome.steps_per_epoch_study} to {outcome.steps_per_epoch_now} optimizer steps per "
         f"epoch ({outcome.steps_per_epoch_now * best.epochs} steps over {best.epochs} epochs)"
     )
-    sizing = (
-        f"the schedule is re-sized from {steps}"
-        if best.interval == "step"
-        else f"{steps}; the plateau schedule steps once per epoch, so nothing is re-sized"
-    )
+    if best.interval != "step":
+        sizing = f"{steps}; the plateau schedule steps once per epoch, so nothing is re-sized"
+    elif outcome.steps_per_epoch_study == outcome.steps_per_epoch_now:
+        sizing = f"{steps}: the schedule keeps its length"
+    else:
+        sizing = f"the schedule is re-sized from {steps}"
     console.print(f"  {outcome.train_rows} training rows: {sizing}; seed {outcome.seed}")
     r = outcome.result
     if r.status != "complete":
@@ -289,16 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     storage_help = (
         "Optuna storage URL (sqlite:///path.db, postgresql://user:pass@host/db) or a bare "
         "SQLite file path; default: $OPTUNA_STORAGE, then [study] storage, then "
-        "studies/tuner.db next to the study file"
+        "tuner.db next to the study file"
     )
     t = p["tune"]
     t.add_argument("study", metavar="STUDY.toml", help="study file, e.g. studies/digits_mlp.toml")
     t.add_argument("--n-trials", type=_positive_int, help="finished trials to reach "
                    "(default: [study] n_trials); a resumed study is topped up")
     t.add_argument("--storage", help=storage_help)
-    t.add_argument("--seed", type=_nonneg_int, help="sampler seed (default: [study] seed)")
+    t.add_argument("--seed", type=_nonneg_int, help="study seed: the sampler's, and trial k "
+                   "seeds torch with seed + k (default: [study] seed)")
     t.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                   help="start no new trial after this many seconds")
+                   help="start no new trial after this many seconds (default: [study] timeout)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="worker processes on this machine, each with cores/N torch threads; "
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per training process (default: $OMP_NUM_THREADS, else 1: "
                    "these models are too small to split across cores, and idle threads spin on "
                    "busy cores; use --workers to use more cores; with --workers N: cores/N "
-                   "each)")
+                   "each unless --threads is given)")
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
                    help="train K trials in lockstep as one batched model (default 4 where the "
                    "model can be batched: an MLP without dropout); 1 = one trial at a time")
@@ -329,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("study", metavar="STUDY.toml")
     e.add_argument("--storage", help=storage_help)
     e.add_argument("--out", metavar="PATH",
-                   help="default: studies/<study name>.best.json (or .best.yaml)")
+                   help="default: <study name>.best.json (or .best.yaml) next to the study file")
     e.add_argument("--format", choices=("json", "yaml"),
                    help="file format (default: from --out's suffix, else json)")
 
@@ -347,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study", metavar="STUDY.toml")
     r.add_argument("--storage", help=storage_help)
     r.add_argument("--out", metavar="DIR",
-                   help="report folder (default: studies/reports/<study name>)")
+                   help="report folder (default: reports/<study name> next to the study file)")
     r.add_argument("--no-png", action="store_true",
                    help="HTML only (PNG copies need Chromium: $TUNER_CHROMIUM or chromium)")
 

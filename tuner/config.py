@@ -276,7 +276,9 @@ class StudySection:
     n_trials: int = _field(30, Int(1, 100_000), "Finished trials (complete + pruned) to reach.")
     seed: int = _field(0, Int(0), "Seed of the sampler; trial k seeds torch with seed + k.")
     storage: str | None = _field(
-        None, OptionalStr(), "Optuna storage URL; default: sqlite file studies/tuner.db."
+        None,
+        OptionalStr(),
+        "Optuna storage URL; default: the SQLite file tuner.db next to the study file.",
     )
     timeout: float | None = _field(
         None, Optional(Float(0, low_open=True)), "Stop starting trials after this many seconds."

@@ -159,6 +159,8 @@ def _resolve_batch_trials(
     if requested is not None and requested > 1:
         console.print(f"[yellow]--batch-trials {requested} ignored: {reason}; "
                       f"trials run one at a time.[/yellow]")
+    elif requested is None and workers == 1:  # the default would batch: say why it does not
+        console.print(f"[dim]Trials run one at a time: {reason}.[/dim]")
     return 1
 
 

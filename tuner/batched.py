@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -572,6 +573,10 @@ def _weight_grad(h: torch.Tensor, g: torch.Tensor, out: torch.Tensor) -> None:
 # Members and the lockstep trainer.
 
 
+def _holds_lr_only(_optimizer: torch.optim.Optimizer, closure: Any = None) -> None:
+    """The ``step`` of a member's LR-holding optimizer: the stacked optimizer does the update."""
+
+
 @dataclass(eq=False)
 class Member:
     """One trial's run inside a batch.
@@ -669,8 +674,11 @@ class BatchedTrainer:
         m.optimizer = build_optimizer([torch.zeros(1, requires_grad=True)], params.optimizer_spec())
         m.hyper = MemberHyper.from_optimizer(m.optimizer)
         spec = params.scheduler_spec(self.total_steps, self.spe, self.mode)
+        # the optimizer only holds the learning rate: its step updates nothing (and so skips
+        # torch.optim's step bookkeeping, which imports torch._dynamo, ~3 s, on first use)
+        m.optimizer.step = types.MethodType(_holds_lr_only, m.optimizer)  # type: ignore[method-assign]
         m.scheduler = build_scheduler(m.optimizer, spec)
-        m.optimizer.step()  # no gradient, no update: tells the scheduler its optimizer stepped
+        m.optimizer.step()  # tells the scheduler its optimizer stepped
         m.per_step = spec["interval"] == "step"
         m.guard = DivergenceGuard(self.cfg.divergence.factor)
         self.pending.append(m)

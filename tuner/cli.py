@@ -391,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    import os
+
+    from tuner._private import FAST_OPTIMIZER_ENV
+
+    os.environ.setdefault(FAST_OPTIMIZER_ENV, "1")  # this process and its workers
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]

@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from tuner import _private
 from tuner.divergence import Divergence, DivergenceGuard
 from tuner.errors import DeviceError
 from tuner.models import build_model
 from tuner.schedules import build_scheduler
 from tuner.space import TrialParams, build_optimizer
+
+_private.apply_for_command()  # the tuner command: build torch.optim optimizers without dynamo
 
 if TYPE_CHECKING:
     from tuner.config import StudyConfig

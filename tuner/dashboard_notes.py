@@ -35,7 +35,7 @@ from tuner import figures
 from tuner.config import GENERATOR_KEYS, StudyConfig
 from tuner.datasets import DATASETS, SplitData, load_split
 from tuner.study import completed, trial_kind
-from tuner.summary import state_counts
+from tuner.summary import nonfinite_line, state_counts
 
 __all__ = [
     "AUTO_NOTE_MARKER",
@@ -158,7 +158,10 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
             "",
         ]
     else:
-        lines += ["### Best trial", "No complete trial yet.", ""]
+        lines += ["### Best trial", "No complete trial with a finite value yet.", ""]
+    unranked = nonfinite_line(study)
+    if unranked:
+        lines[-1:-1] = ["", unranked]
     lines += [
         "### Figures",
         "- **Validation metric against learning rate** (log axis), coloured by schedule; "

@@ -164,9 +164,7 @@ def _param_constraints(params: Mapping[str, Any]) -> dict[str, tuple[bool, Const
 
 def _check_keys(where: str, data: Mapping[str, Any], spec: Mapping[str, tuple[bool, Constraint]],
                 prefix: str = "") -> None:
-    for key in data:
-        if key not in spec:
-            raise _unknown_key(where, prefix + key, [prefix + k for k in spec])
+    # the known keys first: which others are allowed may depend on them (params.optimizer)
     for key, (required, constraint) in spec.items():
         if key not in data:
             if required:
@@ -177,6 +175,9 @@ def _check_keys(where: str, data: Mapping[str, Any], spec: Mapping[str, tuple[bo
             continue
         if not constraint.check(data[key]):
             raise _bad(where, prefix + key, data[key], str(constraint.allowed))
+    for key in data:
+        if key not in spec:
+            raise _unknown_key(where, prefix + key, [prefix + k for k in spec])
 
 
 def _study_sections(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -194,3 +194,19 @@ def test_export_of_only_non_finite_trials_writes_nothing(tmp_path: Path) -> None
     with pytest.raises(NoCompletedTrialError, match="non-finite value"):
         export_best(study, cfg, "sqlite:///x.db")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_earlier_regression_exports_with_the_default_n_classes_still_load(tmp_path: Path) -> None:
+    import tuner
+
+    cfg = make_cfg(tmp_path, **_dataset_overrides("make_regression"))
+    path = export_best(trained_study(cfg, [fixed_params("constant")]), cfg, "sqlite:///x.db")
+    data = json.loads(path.read_text())
+    assert "n_classes" not in data["dataset"]
+    data["dataset"]["n_classes"] = 2  # what earlier exports wrote
+    path.write_text(json.dumps(data))
+    assert tuner.load_best(path).load_data().n_outputs == 1
+    data["dataset"]["n_classes"] = 7  # not something tuner wrote: refused, as in a study file
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"\[dataset\] n_classes is invalid"):
+        tuner.load_best(path)

@@ -244,3 +244,30 @@ def test_damaged_export_is_refused_in_one_line(
     assert err.count("\n") == 1 and err.startswith(f"tuner: error: {path}: "), err
     if key is not None:
         assert key in err, err
+
+
+@pytest.mark.parametrize(("section", "values", "key"), [
+    # valid keys that the generator refuses together (sklearn's own check)
+    ("dataset", {"name": "make_classification", "n_samples": 60, "n_features": 4,
+                 "n_informative": 1, "n_classes": 10}, "[dataset]"),
+    # a device this machine does not have
+    ("training", {"device": "cuda:7"}, "device"),
+])
+def test_retrain_refuses_what_the_data_or_machine_cannot_do_in_one_line(
+    exported, section: str, values: dict[str, Any], key: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture
+) -> None:
+    from tuner.cli import main
+
+    data = json.loads(exported["step"][0].read_text())
+    data[section] = values if section == "dataset" else {**data[section], **values}
+    if section == "dataset":
+        data["objective"] = {"metric": "accuracy"}
+    path = tmp_path / "x.best.json"
+    path.write_text(json.dumps(data))
+    tuner.load_best(path)  # every key is valid on its own
+    capsys.readouterr()
+    assert main(["retrain", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"tuner: error: {path}: "), err
+    assert key in err and "Traceback" not in err

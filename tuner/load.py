@@ -363,11 +363,19 @@ class BestConfig:
     # --- builders -------------------------------------------------------------------------
     def load_data(self) -> Any:
         """The study's split (:class:`tuner.datasets.SplitData`): train / validation / test
-        float32 tensors, scaled with the training part's statistics."""
+        float32 tensors, scaled with the training part's statistics.
+
+        Raises:
+            ConfigError: the generator or the split refuses the settings (names the file).
+        """
         from tuner.datasets import load_split
+        from tuner.errors import TunerError
 
         cfg = self.study_config()
-        return load_split(cfg.dataset, cfg.split)
+        try:
+            return load_split(cfg.dataset, cfg.split)
+        except TunerError as exc:  # name the export, as every other message about it does
+            raise type(exc)(f"{self.path}: {exc}") from None
 
     def build_model(self, n_features: int | None = None, n_outputs: int | None = None
                     ) -> torch.nn.Module:

@@ -212,6 +212,8 @@ MUTATIONS: dict[str, tuple[Any, str | None]] = {
                                   "optimizer"),
     "epochs not the training's": (_set("epochs", 3), "epochs"),
     "confirmation is a number": (_set("confirmation", 5), "confirmation"),
+    "confirmed mean is text": (_set("confirmation", {"test_mean": "nan", "test_std": None}),
+                               "confirmation"),
     "unknown key": (_set("epoch", 3), "epoch"),
     "top level list": (b"[1, 2, 3]", None),
 }

@@ -146,6 +146,7 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
         "",
     ]
     best = completed(study)
+    unranked = nonfinite_line(study)
     if best:
         t = best[0]
         params = ", ".join(f"`{k}` = {_fmt(v)}" for k, v in t.params.items())
@@ -158,8 +159,8 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
             "",
         ]
     else:
-        lines += ["### Best trial", "No complete trial with a finite value yet.", ""]
-    unranked = nonfinite_line(study)
+        finite = " with a finite value" if unranked else ""
+        lines += ["### Best trial", f"No complete trial{finite} yet.", ""]
     if unranked:
         lines[-1:-1] = ["", unranked]
     lines += [

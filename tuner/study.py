@@ -310,10 +310,11 @@ def _finite_value(t: FrozenTrial) -> bool:
 def completed(study: optuna.Study) -> Sequence[FrozenTrial]:
     """COMPLETE trials with a finite value, best first: the one ranking behind "best".
 
-    Every "best" in tuner (export, report, confirm, summary, the study note, the progress bar)
-    comes from here, never from Optuna's ``study.best_trial`` / ``best_value``, which also
-    rank a trial whose value is +inf (maximize) or -inf (minimize) first. Such trials are
-    left out; :func:`nonfinite_trials` lists them. Ties keep trial order.
+    Every "best" in tuner (export, report, confirm, summary, the study note; the progress bar
+    through :func:`best_value`) comes from here, never from Optuna's ``study.best_trial`` /
+    ``best_value``, which rank a trial whose value is +inf (maximize) or -inf (minimize)
+    first. Such trials are left out; :func:`nonfinite_trials` lists them. Ties keep trial
+    order.
     """
     trials = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -30,7 +30,7 @@ from rich.console import Console
 from tuner.config import StudyConfig, parse_study_config
 from tuner.lr_find import auto_bounds, lr_range_tests
 from tuner.runner import run_tune
-from tuner.study import trial_kind
+from tuner.study import best_value, trial_kind
 
 ALL_OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop"]
 MAKE_CLASSIFICATION = {
@@ -76,7 +76,7 @@ def run_arm(cfg: StudyConfig, folder: Path) -> dict[str, Any]:
     kinds = [trial_kind(t) for t in outcome.study.get_trials(deepcopy=False)]
     rec = outcome.study.user_attrs.get("lr_find", {})
     return {
-        "best": outcome.study.best_value,
+        "best": best_value(outcome.study),  # finite COMPLETE values only
         "diverged": kinds.count("diverged"),
         "seconds": seconds,
         "sweep_seconds": rec.get("seconds", 0.0),

@@ -41,6 +41,8 @@ BAD = [
     ("training", "batch_size", True, ["[training] batch_size = true", "integer"]),
     ("training", "device", "gpu", ['[training] device = "gpu"', "'cuda'"]),
     ("model", "hidden", [64, 0], ["[model] hidden = [64, 0]", "integers >= 1"]),
+    ("model", "hidden", [100_000], ["[model] hidden = [100000]", "<= 16384"]),
+    ("model", "hidden", [8] * 65, ["[model] hidden", "at most 64"]),
     ("model", "activation", "relu6", ['[model] activation = "relu6"', "'gelu'"]),
     ("model", "dropout", 1.0, ["[model] dropout = 1.0", "[0, 1)"]),
     ("dataset", "name", "mnist_784", ['[dataset] name = "mnist_784"', "'digits'"]),

@@ -120,3 +120,23 @@ def test_cli_defaults_match_the_module() -> None:
     from tuner import cli, confirm
 
     assert (cli.DEFAULT_TOP, cli.DEFAULT_SEEDS) == (confirm.DEFAULT_TOP, confirm.DEFAULT_SEEDS)
+
+
+def test_confirm_never_takes_a_non_finite_trial(tmp_path: Path) -> None:
+    import optuna
+    from rich.console import Console
+
+    from tuner.confirm import print_confirmation
+
+    cfg = make_cfg(tmp_path)
+    study = optuna.create_study(study_name=cfg.name, direction=cfg.direction)
+    for i, v in enumerate([0.8, float("inf"), 0.9]):
+        add_told_trial(study, cfg, fixed_params("constant", lr=0.01 * (i + 1)), v)
+    conf = run_confirm(study, cfg, top=3, seeds=1, progress=False)
+    assert sorted(c["trial"] for c in conf.payload["candidates"]) == [0, 2]
+    assert conf.payload["single_best_trial"] == 2
+    assert conf.payload["non_finite_trials"] == [1]
+    console = Console(record=True, width=200)
+    print_confirmation(conf, console)
+    assert "not ranked: trial(s) #1 completed with a non-finite validation value" in (
+        console.export_text())

@@ -191,3 +191,14 @@ def test_refresh_writes_missing_notes_and_keeps_a_persons_edits(tiny_cfg, study)
     optuna_dashboard.save_note(study, "old numbers\n" + AUTO_NOTE_MARKER)
     assert refresh_study_notes(study, cfg).study_note
     assert "2 pruned, 1 diverged" in optuna_dashboard.get_note(study)
+
+
+def test_study_note_best_trial_is_finite_and_others_are_listed(tiny_cfg, study) -> None:
+    cfg = tiny_cfg()
+    _complete(study)  # trial 0: validation 0.7
+    trial = study.ask({k: v for k, v in SPACE.items()})
+    study.tell(trial, float("inf"))  # trial 1: COMPLETE with +inf
+    note = study_note(study, cfg, load_split(cfg.dataset, cfg.split))
+    best = note.split("### Best trial")[1].split("###")[0]
+    assert "Trial 0: validation accuracy **0.7**" in best
+    assert "Not ranked: 1 complete trial(s) with a non-finite validation value: #1 (inf)." in best

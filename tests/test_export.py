@@ -19,7 +19,9 @@ from tests._trust import (
     make_cfg,
     trained_study,
 )
+from tuner.config import parse_study_config
 from tuner.confirm import CONFIRM_ATTR, run_confirm
+from tuner.datasets import DATASETS
 from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.export import build_export, dumps_export, export_best, plain
 
@@ -127,3 +129,84 @@ def test_atomic_write_gives_an_ordinary_file_mode(tmp_path: Path) -> None:
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["x.best.json"]
+
+
+# --- every registered dataset: tune one trial, export, load back, retrain ---------------------
+
+def _dataset_overrides(name: str) -> dict[str, Any]:
+    spec = DATASETS[name]
+    dataset: dict[str, Any] = {"name": name}
+    if spec.generated:  # tiny: 60 rows of 4 features
+        dataset |= {"n_samples": 60, "n_features": 4, "n_informative": 2}
+    metric = "accuracy" if spec.task == "classification" else "rmse"
+    return {"dataset": dataset, "objective": {"metric": metric},
+            "training": {"epochs": 1, "batch_size": 32}, "model": {"hidden": [8]}}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_every_dataset_exports_loads_back_and_retrains(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import tuner
+    from tuner.cli import main
+
+    cfg = make_cfg(tmp_path, **_dataset_overrides(name))
+    study = trained_study(cfg, [fixed_params("cosine", lr=0.01)])
+    for fmt in ("json", "yaml"):
+        path = export_best(study, cfg, "sqlite:///tuner.db", fmt=fmt)
+        best = tuner.load_best(path)
+        # the export's settings are a valid study file as they stand (nothing dropped on load)
+        sections = {k: best.data[k] for k in ("dataset", "split", "model", "training",
+                                              "objective", "divergence")}
+        assert parse_study_config({"study": {"name": "again"}, **sections}).dataset == cfg.dataset
+        data = best.load_data()
+        assert best.study_config().dataset == cfg.dataset
+        out = best.build_model()(data.X_val)
+        assert out.shape == (len(data.X_val), data.n_outputs)
+        capsys.readouterr()
+        assert main(["retrain", str(path)]) == 0, capsys.readouterr().err
+        assert f"test {cfg.objective.metric}" in capsys.readouterr().out
+
+
+def _with_infinite_trial(cfg: Any) -> Any:
+    """Trials 0 (0.8), 1 (+inf, COMPLETE) and 2 (0.9) of a maximized study."""
+    import optuna
+
+    study = optuna.create_study(study_name=cfg.name, direction=cfg.direction)
+    for i, v in enumerate([0.8, float("inf"), 0.9]):
+        add_told_trial(study, cfg, fixed_params("constant", lr=0.01 * (i + 1)), v)
+    return study
+
+
+def test_export_never_picks_a_non_finite_trial(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    data = build_export(_with_infinite_trial(cfg), cfg, "sqlite:///x.db")
+    assert (data["trial"], data["value"]) == (2, 0.9)
+    assert data["single_best"]["trial"] == 2
+
+
+def test_export_of_only_non_finite_trials_writes_nothing(tmp_path: Path) -> None:
+    import optuna
+
+    cfg = make_cfg(tmp_path)
+    study = optuna.create_study(study_name=cfg.name, direction=cfg.direction)
+    add_told_trial(study, cfg, fixed_params("constant"), float("inf"))
+    with pytest.raises(NoCompletedTrialError, match="non-finite value"):
+        export_best(study, cfg, "sqlite:///x.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_earlier_regression_exports_with_the_default_n_classes_still_load(tmp_path: Path) -> None:
+    import tuner
+
+    cfg = make_cfg(tmp_path, **_dataset_overrides("make_regression"))
+    path = export_best(trained_study(cfg, [fixed_params("constant")]), cfg, "sqlite:///x.db")
+    data = json.loads(path.read_text())
+    assert "n_classes" not in data["dataset"]
+    data["dataset"]["n_classes"] = 2  # what earlier exports wrote
+    path.write_text(json.dumps(data))
+    assert tuner.load_best(path).load_data().n_outputs == 1
+    data["dataset"]["n_classes"] = 7  # not something tuner wrote: refused, as in a study file
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"\[dataset\] n_classes is invalid"):
+        tuner.load_best(path)

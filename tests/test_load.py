@@ -164,3 +164,112 @@ def test_readme_plain_pytorch_rebuild_matches_the_trained_lrs(exported, schedule
                  "step" if namespace["per_step"] else "epoch", best["epochs"],
                  best["steps_per_epoch"], [r.val_metric for r in result.history])
     assert lrs == result.lrs
+
+
+# --- a damaged export: one line naming the file and the key, exit 2, never a traceback -------
+
+def _set(path: str, value: Any) -> Any:
+    """A mutation of the parsed export: set ``path`` ("epochs", "model.hidden", or a key of
+    params such as "params.schedule.step_fraction") to ``value``."""
+
+    def apply(data: dict[str, Any]) -> dict[str, Any]:
+        if path.startswith("params."):
+            data["params"][path.removeprefix("params.")] = value
+        elif "." in path:
+            section, key = path.split(".")
+            data[section][key] = value
+        else:
+            data[path] = value
+        return data
+
+    return apply
+
+
+def _drop(key: str) -> Any:
+    def apply(data: dict[str, Any]) -> dict[str, Any]:
+        del data[key]
+        return data
+
+    return apply
+
+
+# name -> (mutation of the parsed export, or raw bytes of the file; the key the message names)
+MUTATIONS: dict[str, tuple[Any, str | None]] = {
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", None),
+    "latin-1": ('{"format": 1, "study": "café"}'.encode("latin-1"), None),
+    "missing trial": (_drop("trial"), "trial"),
+    "empty params": (_set("params", {}), "params.lr"),
+    "negative lr": (_set("params.lr", -1), "params.lr"),
+    "text lr": (_set("params.lr", "x"), "params.lr"),
+    "dataset is a number": (_set("dataset", 5), "dataset"),
+    "epochs as words": (_set("epochs", "many"), "epochs"),
+    "huge hidden widths": (_set("model.hidden", [100_000, 100_000]), "hidden"),
+    "zero steps per epoch": (_set("steps_per_epoch", 0), "steps_per_epoch"),
+    "unknown optimizer": (_set("params.optimizer", "lbfgs"), "params.optimizer"),
+    "schedule parameter out of range": (_set("params.schedule.step_fraction", 7.0),
+                                        "params.schedule.step_fraction"),
+    "optimizer not from params": (_set("optimizer", {"class": "SGD", "kwargs": {"lr": 9.0}}),
+                                  "optimizer"),
+    "epochs not the training's": (_set("epochs", 3), "epochs"),
+    "confirmation is a number": (_set("confirmation", 5), "confirmation"),
+    "confirmed mean is text": (_set("confirmation", {"test_mean": "nan", "test_std": None}),
+                               "confirmation"),
+    "unknown key": (_set("epoch", 3), "epoch"),
+    "top level list": (b"[1, 2, 3]", None),
+}
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_damaged_export_is_refused_in_one_line(
+    exported, name: str, suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import yaml
+
+    from tuner.cli import main
+
+    mutation, key = MUTATIONS[name]
+    path = tmp_path / f"damaged.best{suffix}"
+    if isinstance(mutation, bytes):
+        path.write_bytes(mutation)
+    else:
+        data = mutation(json.loads(exported["step"][0].read_text()))
+        path.write_text(json.dumps(data) if suffix == ".json" else yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        tuner.load_best(path)
+    assert str(path) in str(info.value)
+    capsys.readouterr()
+    assert main(["retrain", str(path)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in err and captured.out == ""
+    assert err.count("\n") == 1 and err.startswith(f"tuner: error: {path}: "), err
+    if key is not None:
+        assert key in err, err
+
+
+@pytest.mark.parametrize(("section", "values", "key"), [
+    # valid keys that the generator refuses together (sklearn's own check)
+    ("dataset", {"name": "make_classification", "n_samples": 60, "n_features": 4,
+                 "n_informative": 1, "n_classes": 10}, "[dataset]"),
+    # a device this machine does not have
+    ("training", {"device": "cuda:7"}, "device"),
+])
+def test_retrain_refuses_what_the_data_or_machine_cannot_do_in_one_line(
+    exported, section: str, values: dict[str, Any], key: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture
+) -> None:
+    from tuner.cli import main
+
+    data = json.loads(exported["step"][0].read_text())
+    data[section] = values if section == "dataset" else {**data[section], **values}
+    if section == "dataset":
+        data["objective"] = {"metric": "accuracy"}
+    path = tmp_path / "x.best.json"
+    path.write_text(json.dumps(data))
+    tuner.load_best(path)  # every key is valid on its own
+    capsys.readouterr()
+    assert main(["retrain", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"tuner: error: {path}: "), err
+    assert key in err and "Traceback" not in err

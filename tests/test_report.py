@@ -169,3 +169,23 @@ def test_metric_vs_lr_colours_by_schedule(finished) -> None:
     assert fig.layout.xaxis.type == "log"
     assert all(len(c) == 1 for c in colours.values())  # complete and pruned: same colour
     assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # one per schedule
+
+
+def test_report_never_shows_a_non_finite_trial_as_best(tmp_path: Path) -> None:
+    import math
+
+    import optuna
+
+    cfg = make_cfg(tmp_path)
+    study = optuna.create_study(study_name=cfg.name, direction=cfg.direction)
+    for i, v in enumerate([0.8, float("inf"), 0.9]):
+        add_told_trial(study, cfg, fixed_params("constant", lr=0.01 * (i + 1)), v)
+    figs = report_figures(study, cfg)
+    for trace in figs["optimization_history"].data:  # trials and the best-so-far line
+        assert all(math.isfinite(y) for y in trace.y), trace.name
+    best_line = [t for t in figs["optimization_history"].data if t.name == "Best Value"]
+    assert max(best_line[0].y) == 0.9
+    assert [t for t in figs["metric_vs_lr"].data for y in t.y if not math.isfinite(y)] == []
+    text = write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", png=False).html.read_text()
+    assert "#2: validation accuracy 0.9000" in text
+    assert "not ranked" in text and "#1 (inf)" in text

@@ -93,3 +93,57 @@ def test_generator_refusals_name_the_file(tiny_cfg):
                             "n_features": 5, "n_informative": 3})
     with pytest.raises(ConfigError, match=r"tiny.toml: \[dataset\] make_classification refuses"):
         make_objective(cfg)
+
+
+# --- "best" is decided in one place, among finite values only -------------------------------
+
+@pytest.mark.parametrize(("metric", "values", "best"), [
+    ("accuracy", [0.8, float("inf"), 0.9, float("-inf")], 2),   # maximize: +inf is not best
+    ("loss", [0.5, float("-inf"), 0.4, float("inf")], 2),       # minimize: -inf is not best
+])
+def test_best_is_chosen_among_finite_values_only(tmp_path, metric, values, best) -> None:
+    from tests._trust import add_told_trial, fixed_params, make_cfg
+    from tuner.study import best_trial, best_value, completed, nonfinite_trials
+
+    cfg = make_cfg(tmp_path, objective={"metric": metric})
+    study = optuna.create_study(direction=cfg.direction)
+    for i, v in enumerate(values):
+        add_told_trial(study, cfg, fixed_params("constant", lr=0.01 * (i + 1)), v)
+    assert study.best_trial.number == 1  # Optuna's own choice: why tuner does not use it
+    assert [t.number for t in completed(study)] == [2, 0]
+    assert best_trial(study).number == best
+    assert best_value(study) == values[best]
+    assert [t.number for t in nonfinite_trials(study)] == [1, 3]
+
+
+def test_no_finite_trial_means_no_best(tmp_path) -> None:
+    from tests._trust import add_told_trial, fixed_params, make_cfg
+    from tuner.confirm import no_complete_message
+    from tuner.study import best_trial, best_value, completed
+
+    cfg = make_cfg(tmp_path)
+    study = optuna.create_study(direction=cfg.direction)
+    add_told_trial(study, cfg, fixed_params("constant"), float("inf"))
+    assert (best_trial(study), best_value(study), list(completed(study))) == (None, None, [])
+    message = no_complete_message(study, "export")
+    assert "no complete trial with a finite value (1 complete with a non-finite value)" in message
+    assert "#0 = inf" in message
+
+
+def test_summary_ranks_finite_trials_and_lists_the_others(tmp_path) -> None:
+    from rich.console import Console
+
+    from tests._trust import add_told_trial, fixed_params, make_cfg
+    from tuner.summary import print_summary
+
+    cfg = make_cfg(tmp_path)
+    study = optuna.create_study(direction=cfg.direction)
+    for i, v in enumerate([0.8, float("inf"), 0.9]):
+        add_told_trial(study, cfg, fixed_params("constant", lr=0.01 * (i + 1)), v)
+    console = Console(record=True, width=200)
+    print_summary(study, cfg, console)
+    text = console.export_text()
+    assert "Best trial #2: validation accuracy 0.9000" in text
+    assert "Not ranked: 1 complete trial(s) with a non-finite validation value: #1 (inf)." in text
+    table = text.split("Top 5 trials")[1].split("Best trial")[0]
+    assert "inf" not in table

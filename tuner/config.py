@@ -166,10 +166,17 @@ def UnitRange() -> Constraint:  # noqa: N802
     )
 
 
-def IntList(low: int = 1) -> Constraint:  # noqa: N802
+def IntList(  # noqa: N802
+    low: int = 1, high: int | None = None, max_len: int | None = None
+) -> Constraint:
+    text = f"a list of integers >= {low}" + (f" and <= {high}" if high is not None else "")
+    if max_len is not None:
+        text += f", at most {max_len} of them"
     return Constraint(
-        lambda v: isinstance(v, list) and all(_is_int(x) and x >= low for x in v),
-        f"a list of integers >= {low} (e.g. [128, 64])",
+        lambda v: isinstance(v, list)
+        and (max_len is None or len(v) <= max_len)
+        and all(_is_int(x) and x >= low and (high is None or x <= high) for x in v),
+        text + " (e.g. [128, 64])",
         tuple,
     )
 
@@ -264,6 +271,11 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
+# the largest MLP a study file (or an export) may ask for: a 16,384-wide layer is already 1 GiB
+# of float32 weights next to another such layer
+MAX_HIDDEN_WIDTH = 16_384
+MAX_HIDDEN_LAYERS = 64
+
 # ---------------------------------------------------------------------------------------------
 # The sections.
 
@@ -321,7 +333,9 @@ class ModelConfig:
 
     name: str = _field("mlp", ModelName(), "Registered model name.")
     hidden: tuple[int, ...] = _field(
-        [128], IntList(1), "Hidden layer widths, input to output; [] is a linear model."
+        [128],
+        IntList(1, MAX_HIDDEN_WIDTH, MAX_HIDDEN_LAYERS),
+        "Hidden layer widths, input to output; [] is a linear model.",
     )
     activation: str = _field(
         "relu", OneOf("relu", "gelu", "tanh", "silu", "leaky_relu"), "Activation function."

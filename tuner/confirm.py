@@ -43,7 +43,7 @@ from tuner.engine import resolve_device
 from tuner.errors import NoCompletedTrialError
 from tuner.progress import progress_bar
 from tuner.space import TrialParams
-from tuner.study import completed, trial_kind
+from tuner.study import completed, nonfinite_trials, trial_kind
 
 __all__ = [
     "CONFIRM_ATTR",
@@ -79,10 +79,21 @@ def no_complete_message(study: optuna.Study, what: str) -> str:
     """The one message for 'no COMPLETE trial' shared by tune, export, confirm and report:
     what the trials became, and the advice that fits it."""
     kinds = Counter(trial_kind(t) for t in study.get_trials(deepcopy=False))
+    unranked = nonfinite_trials(study)
+    if unranked:
+        kinds["complete"] -= len(unranked)
+        kinds += Counter()  # drop zero counts
+        kinds["complete with a non-finite value"] = len(unranked)
     n = sum(kinds.values())
     counts = ", ".join(f"{v} {k}" for k, v in kinds.most_common()) or "no trial"
     if n == 0:
         advice = "run `tuner tune` first"
+    elif unranked and len(unranked) * 2 >= n:
+        shown = ", ".join(f"#{t.number} = {t.value}" for t in unranked[:3])
+        advice = (
+            f"a trial whose validation value is not finite ({shown}) is never ranked as the "
+            "best; check the objective's metric and the data"
+        )
     elif kinds["diverged"] * 2 >= n:
         advice = (
             'lower the upper bound of [space] lr, or set lr = "auto" so that an LR range test '
@@ -96,7 +107,9 @@ def no_complete_message(study: optuna.Study, what: str) -> str:
             "first complete trial may take a few"
         )
     return (
-        f"study '{study.study_name}' has no complete trial ({counts}), so there is nothing to "
+        f"study '{study.study_name}' has no complete trial"
+        + (" with a finite value" if unranked else "")
+        + f" ({counts}), so there is nothing to "
         f"{what}; {advice}."
     )
 
@@ -362,6 +375,8 @@ def run_confirm(
         "winner_trial": winner,
         "changed_winner": winner != chosen[0].number,
         "candidates": [dict(s) for s in summaries],
+        # COMPLETE trials whose value is +-inf: never candidates (see tuner.study.completed)
+        "non_finite_trials": [t.number for t in nonfinite_trials(study)],
     }
     study.set_user_attr(CONFIRM_ATTR, payload)
     reused = len(candidates) * len(seed_list) - len(todo)
@@ -431,6 +446,12 @@ def print_confirmation(confirmation: Confirmation, console: Console | None = Non
     else:
         console.print(
             f"[bold green]Confirmation kept the winner:[/bold green] trial #{best['trial']}."
+        )
+    unranked = payload.get("non_finite_trials") or []
+    if unranked:
+        console.print(
+            f"not ranked: trial(s) {', '.join(f'#{n}' for n in unranked)} completed with a "
+            "non-finite validation value"
         )
     console.print(
         f"({confirmation.trained} runs trained, {confirmation.reused} reused, "

@@ -35,7 +35,7 @@ from tuner import figures
 from tuner.config import GENERATOR_KEYS, StudyConfig
 from tuner.datasets import DATASETS, SplitData, load_split
 from tuner.study import completed, trial_kind
-from tuner.summary import state_counts
+from tuner.summary import nonfinite_line, state_counts
 
 __all__ = [
     "AUTO_NOTE_MARKER",
@@ -146,6 +146,7 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
         "",
     ]
     best = completed(study)
+    unranked = nonfinite_line(study)
     if best:
         t = best[0]
         params = ", ".join(f"`{k}` = {_fmt(v)}" for k, v in t.params.items())
@@ -158,7 +159,10 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
             "",
         ]
     else:
-        lines += ["### Best trial", "No complete trial yet.", ""]
+        finite = " with a finite value" if unranked else ""
+        lines += ["### Best trial", f"No complete trial{finite} yet.", ""]
+    if unranked:
+        lines[-1:-1] = ["", unranked]
     lines += [
         "### Figures",
         "- **Validation metric against learning rate** (log axis), coloured by schedule; "

@@ -43,7 +43,7 @@ import yaml
 
 from tuner.config import StudyConfig
 from tuner.confirm import confirmation_is_current, load_confirmation, no_complete_message
-from tuner.datasets import load_split
+from tuner.datasets import DATASETS, load_split
 from tuner.engine import steps_per_epoch
 from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.space import TrialParams
@@ -142,6 +142,8 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
     total = spe * cfg.training.epochs
     mode = "max" if cfg.direction == "maximize" else "min"
     settings = cfg.to_dict()
+    if DATASETS[cfg.dataset.name].task == "regression":  # n_classes: make_classification only
+        settings["dataset"].pop("n_classes", None)
     out: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "study": study.study_name,

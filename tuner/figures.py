@@ -21,9 +21,10 @@ __all__ = ["metric_vs_lr", "lr_curves", "diverged_trials", "learning_curves"]
 
 
 def _final_value(t: FrozenTrial) -> float | None:
-    """The trial's value, or its last finite intermediate value for a pruned trial."""
-    if t.state == TrialState.COMPLETE and t.value is not None:
-        return t.value
+    """The trial's value, or its last finite intermediate value for a pruned trial; None for a
+    COMPLETE trial whose value is not finite (it is never ranked, see tuner.study.completed)."""
+    if t.state == TrialState.COMPLETE:
+        return t.value if t.value is not None and math.isfinite(t.value) else None
     finite = [v for _, v in sorted(t.intermediate_values.items()) if math.isfinite(v)]
     return finite[-1] if finite else None
 

@@ -28,6 +28,7 @@ decay and cycle lengths are re-sized to the new run, as the study would have siz
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,33 +36,259 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tuner.config import GENERATOR_KEYS, StudyConfig, parse_study_config
+from tuner.config import (
+    GENERATOR_KEYS,
+    METRICS,
+    Bool,
+    Constraint,
+    Float,
+    Int,
+    Name,
+    OneOf,
+    OptionalStr,
+    StudyConfig,
+    TrainingConfig,
+    _hint,
+    _show,
+    parse_study_config,
+)
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported by the builders, so `import tuner` stays light
     import torch
 
-__all__ = ["BestConfig", "load_best", "read_export"]
+__all__ = ["BestConfig", "EXPORT_KEYS", "check_export", "load_best", "read_export"]
 
-REQUIRED_KEYS = (
-    "format", "study", "metric", "direction", "params", "dataset", "split", "model", "training",
-    "steps_per_epoch", "epochs", "optimizer", "scheduler",
-)
+
+def _stat() -> Constraint:
+    """A measured value as the export writes it: a finite number, "nan", "inf", "-inf" or null."""
+    return Constraint(
+        lambda v: v is None
+        or v in ("nan", "inf", "-inf")
+        or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)),
+        'a finite number, "nan", "inf", "-inf" or null',
+    )
+
+
+def _mapping(what: str, nullable: bool = False) -> Constraint:
+    return Constraint(
+        lambda v: isinstance(v, dict) or (nullable and v is None),
+        f"a mapping ({what})" + (" or null" if nullable else ""),
+    )
+
+
+_CONFIRMATION_STATS = ("val_mean", "val_std", "test_mean", "test_std")
+
+
+def _confirmation() -> Constraint:
+    """null, or the confirmed winner: its means and deviations are finite or null (no run)."""
+
+    def finite_or_none(v: Any) -> bool:
+        return v is None or (
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        )
+
+    return Constraint(
+        lambda v: v is None
+        or (isinstance(v, dict) and all(finite_or_none(v.get(k)) for k in _CONFIRMATION_STATS)),
+        "null, or a mapping whose " + ", ".join(_CONFIRMATION_STATS)
+        + " are finite numbers or null",
+    )
+
+
+# key -> (required, constraint): the export's own keys, as data (tuner.config's constraints).
+# The sections copied from the study file (dataset ... divergence) are then validated by
+# tuner.config.parse_study_config itself, so an export never accepts what a study file refuses.
+EXPORT_KEYS: dict[str, tuple[bool, Constraint]] = {
+    "format": (True, Int(1)),
+    "study": (True, Name()),
+    "storage": (False, OptionalStr()),
+    "metric": (True, OneOf(*METRICS)),
+    "direction": (True, OneOf("maximize", "minimize")),
+    "selected_by": (False, OneOf("confirmation", "single trial")),
+    "trial": (True, Int(0)),
+    "value": (False, _stat()),
+    "seed": (False, Int(0)),
+    "test_metric": (False, _stat()),
+    "single_best": (False, _mapping("the best single trial", nullable=True)),
+    "confirmation": (False, _confirmation()),
+    "confirmation_note": (False, OptionalStr()),
+    "params": (True, _mapping("the trial's Optuna parameters")),
+    "dataset": (True, _mapping("the study file's [dataset]")),
+    "split": (True, _mapping("the study file's [split]")),
+    "model": (True, _mapping("the study file's [model]")),
+    "training": (True, _mapping("the study file's [training]")),
+    "objective": (False, _mapping("the study file's [objective]", nullable=True)),
+    "divergence": (False, _mapping("the study file's [divergence]", nullable=True)),
+    # optimizer steps per epoch: at most one per training row (n_samples <= 10,000,000)
+    "steps_per_epoch": (True, Int(1, 10_000_000)),
+    "epochs": (True, TrainingConfig.__dataclass_fields__["epochs"].metadata["constraint"]),
+    "total_steps": (False, Int(1)),
+    "optimizer": (True, _mapping("a torch.optim class and its kwargs")),
+    "scheduler": (True, _mapping("a torch.optim.lr_scheduler spec")),
+}
+REQUIRED_KEYS = tuple(k for k, (required, _) in EXPORT_KEYS.items() if required)
+
+
+def _bad(where: str, key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: key '{key}' = {_show(value)} is invalid: must be {allowed}."
+        f"{_hint(value, allowed)}"
+    )
+
+
+def _unknown_key(where: str, key: str, allowed: Iterable[str]) -> ConfigError:
+    import difflib
+
+    names = list(allowed)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{where}: unknown key '{key}'.{hint} Allowed: {', '.join(names)}.")
+
+
+def _param_constraints(params: Mapping[str, Any]) -> dict[str, tuple[bool, Constraint]]:
+    """``params`` key -> (required, constraint) for the optimizer and schedule ``params`` name
+    (unknown names get only the keys that do not depend on them)."""
+    from tuner.schedules import SCHEDULES
+    from tuner.space import OPTIMIZERS
+
+    out: dict[str, tuple[bool, Constraint]] = {
+        "lr": (True, Float(0, low_open=True)),
+        "optimizer": (True, OneOf(*OPTIMIZERS)),
+        "weight_decay": (False, Float(0)),
+        "schedule": (True, OneOf(*SCHEDULES)),
+    }
+    opt = OPTIMIZERS.get(params.get("optimizer"))  # type: ignore[arg-type]
+    if opt is not None and opt.momentum:
+        out["optimizer.momentum"] = (False, Float(0, 1, high_open=True))
+        out["optimizer.nesterov"] = (False, Bool())
+    sched = SCHEDULES.get(params.get("schedule"))  # type: ignore[arg-type]
+    for p in sched.params if sched is not None else ():
+        c = Int(int(p.low), int(p.high)) if p.integer else Float(p.low, p.high)
+        out[f"schedule.{p.name}"] = (True, c)
+    return out
+
+
+def _check_keys(where: str, data: Mapping[str, Any], spec: Mapping[str, tuple[bool, Constraint]],
+                prefix: str = "") -> None:
+    # the known keys first: which others are allowed may depend on them (params.optimizer)
+    for key, (required, constraint) in spec.items():
+        if key not in data:
+            if required:
+                raise ConfigError(
+                    f"{where}: key '{prefix}{key}' is missing: it must be "
+                    f"{constraint.allowed}; not a complete tuner export file."
+                )
+            continue
+        if not constraint.check(data[key]):
+            raise _bad(where, prefix + key, data[key], str(constraint.allowed))
+    for key in data:
+        if key not in spec:
+            raise _unknown_key(where, prefix + key, [prefix + k for k in spec])
+
+
+def _study_sections(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The study-file sections an export carries, as :func:`parse_study_config` takes them."""
+    from tuner.datasets import DATASETS
+
+    dataset = dict(d["dataset"])
+    spec = DATASETS.get(dataset.get("name", "")) if isinstance(dataset.get("name"), str) else None
+    if spec is not None and not spec.generated:
+        dataset = {k: v for k, v in dataset.items() if k not in GENERATOR_KEYS}
+    if spec is not None and spec.task == "regression" and dataset.get("n_classes") == 2:
+        # earlier exports wrote make_regression's unused default n_classes = 2: still load them
+        del dataset["n_classes"]
+    sections: dict[str, Any] = {
+        "study": {"name": d["study"], "seed": int(d.get("seed", 0))},
+        "dataset": dataset,
+        "split": dict(d["split"]),
+        "model": dict(d["model"]),
+        "training": dict(d["training"]),
+        "objective": dict(d.get("objective") or {"metric": d["metric"]}),
+    }
+    if d.get("divergence"):
+        sections["divergence"] = dict(d["divergence"])
+    return sections
+
+
+def check_export(data: Any, where: str = "<memory>") -> StudyConfig:
+    """Validate a parsed export as a study file is validated; returns its study settings.
+
+    Every key has a constraint (:data:`EXPORT_KEYS`, the trial's ``params`` by the registered
+    optimizers and schedules and their parameter ranges); the study-file sections go through
+    :func:`tuner.config.parse_study_config`; ``epochs``, ``total_steps``, ``direction``, and the
+    ``optimizer`` and ``scheduler`` specs must agree with the rest (they are written from it).
+
+    Raises:
+        ConfigError: one line naming ``where``, the key, the bad value and what is allowed.
+    """
+    from tuner.export import EXPORT_FORMAT, plain
+    from tuner.space import TrialParams
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: not a valid export file: expected a mapping at the top.")
+    fmt = data.get("format")
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > EXPORT_FORMAT:
+        raise ConfigError(
+            f"{where}: format = {fmt!r} is invalid: this tuner reads export formats up to "
+            f"{EXPORT_FORMAT}; upgrade tuner."
+        )
+    _check_keys(where, data, EXPORT_KEYS)
+    cfg = parse_study_config(_study_sections(data), where)
+    params = data["params"]
+    _check_keys(where, params, _param_constraints(params), "params.")
+    if params.get("optimizer.nesterov") and not params.get("optimizer.momentum"):
+        raise _bad(where, "params.optimizer.nesterov", True,
+                   "false when params.optimizer.momentum is 0 or missing (torch's SGD)")
+    expected: dict[str, Any] = {
+        "metric": cfg.objective.metric,
+        "direction": cfg.direction,
+        "epochs": cfg.training.epochs,
+    }
+    if "total_steps" in data:
+        expected["total_steps"] = data["steps_per_epoch"] * cfg.training.epochs
+    trial = TrialParams.from_optuna_params(params)
+    mode = "max" if cfg.direction == "maximize" else "min"
+    expected["optimizer"] = plain(trial.optimizer_spec())
+    expected["scheduler"] = plain(
+        trial.scheduler_spec(data["steps_per_epoch"] * cfg.training.epochs,
+                             data["steps_per_epoch"], mode)
+    )
+    why = {
+        "metric": "the [objective] metric",
+        "direction": f"the direction of the metric '{cfg.objective.metric}'",
+        "epochs": "[training] epochs",
+        "total_steps": "steps_per_epoch x epochs",
+        "optimizer": "written from params",
+        "scheduler": "written from params, steps_per_epoch and epochs",
+    }
+    for key, want in expected.items():
+        if data[key] != want:
+            raise ConfigError(
+                f"{where}: key '{key}' = {json.dumps(data[key])} is invalid: must be "
+                f"{json.dumps(want)} ({why[key]}); edit the export's params and settings, "
+                "not what is derived from them."
+            )
+    return cfg
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
     """Read an export file (``.json``, ``.yaml`` or ``.yml``) into a dict, checked.
 
     Raises:
-        ConfigError: the file is missing, not valid JSON/YAML, from a newer tuner, or lacks a
-            key; the message names the file and the key.
+        ConfigError: the file is missing, not UTF-8 JSON/YAML, from a newer tuner, or any key
+            is missing or invalid (see :func:`check_export`); the message names the file, the
+            key, the bad value and what is allowed.
     """
-    from tuner.export import EXPORT_FORMAT
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such export file; write one with `tuner export STUDY.toml`.")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{p}: not a valid export file: not UTF-8 text (an export is JSON or YAML)."
+        ) from None
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
             data = yaml.safe_load(text)
@@ -69,16 +296,7 @@ def read_export(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: not a valid export file: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: not a valid export file: expected a mapping at the top.")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ConfigError(f"{p}: key '{missing[0]}' is missing: not a tuner export file.")
-    if not isinstance(data["format"], int) or data["format"] > EXPORT_FORMAT:
-        raise ConfigError(
-            f"{p}: format = {data['format']!r} is invalid: this tuner reads export formats up to "
-            f"{EXPORT_FORMAT}; upgrade tuner."
-        )
+    check_export(data, str(p))
     return data
 
 
@@ -147,33 +365,24 @@ class BestConfig:
         Raises:
             ConfigError: a setting is invalid for this version of tuner.
         """
-        from tuner.datasets import DATASETS
-
-        d = self.data
-        dataset = dict(d["dataset"])
-        spec = DATASETS.get(dataset.get("name", ""))
-        if spec is not None and not spec.generated:
-            dataset = {k: v for k, v in dataset.items() if k not in GENERATOR_KEYS}
-        sections: dict[str, Any] = {
-            "study": {"name": d["study"], "seed": int(d.get("seed", 0))},
-            "dataset": dataset,
-            "split": dict(d["split"]),
-            "model": dict(d["model"]),
-            "training": dict(d["training"]),
-            "objective": dict(d.get("objective") or {"metric": d["metric"]}),
-        }
-        if d.get("divergence"):
-            sections["divergence"] = dict(d["divergence"])
-        return parse_study_config(sections, self.path)
+        return parse_study_config(_study_sections(self.data), self.path)
 
     # --- builders -------------------------------------------------------------------------
     def load_data(self) -> Any:
         """The study's split (:class:`tuner.datasets.SplitData`): train / validation / test
-        float32 tensors, scaled with the training part's statistics."""
+        float32 tensors, scaled with the training part's statistics.
+
+        Raises:
+            ConfigError: the generator or the split refuses the settings (names the file).
+        """
         from tuner.datasets import load_split
+        from tuner.errors import TunerError
 
         cfg = self.study_config()
-        return load_split(cfg.dataset, cfg.split)
+        try:
+            return load_split(cfg.dataset, cfg.split)
+        except TunerError as exc:  # name the export, as every other message about it does
+            raise type(exc)(f"{self.path}: {exc}") from None
 
     def build_model(self, n_features: int | None = None, n_outputs: int | None = None
                     ) -> torch.nn.Module:

@@ -41,6 +41,7 @@ from typing import Any
 
 import optuna
 import plotly.graph_objects as go
+from optuna.trial import TrialState
 from plotly.subplots import make_subplots
 
 from tuner.config import StudyConfig
@@ -54,8 +55,8 @@ from tuner.errors import NoCompletedTrialError, TunerError
 from tuner.figures import diverged_trials, learning_curves, lr_curves, metric_vs_lr
 from tuner.space import TrialParams
 from tuner.storage import redact_url
-from tuner.study import completed
-from tuner.summary import KINDS, state_counts
+from tuner.study import completed, nonfinite_trials
+from tuner.summary import KINDS, nonfinite_line, state_counts
 
 __all__ = [
     "ReportError",
@@ -117,9 +118,25 @@ def _note_figure(title: str, text: str) -> go.Figure:
     return fig
 
 
+def _without_nonfinite(study: optuna.Study) -> optuna.Study:
+    """``study`` itself, or an in-memory copy in which its COMPLETE trials of value +-inf are
+    FAIL (Optuna's plots would draw them as the best so far); trial numbers are kept."""
+    bad = {t.number for t in nonfinite_trials(study)}
+    if not bad:
+        return study
+    trials = []
+    for t in study.get_trials(deepcopy=True):
+        if t.number in bad:
+            t.state, t.values = TrialState.FAIL, None
+        trials.append(t)
+    copy = optuna.create_study(study_name=study.study_name, direction=study.direction)
+    copy.add_trials(trials)
+    return copy
+
+
 def _history(study: optuna.Study, metric: str) -> go.Figure:
     fig = optuna.visualization.plot_optimization_history(
-        study, target_name=f"validation {metric}"
+        _without_nonfinite(study), target_name=f"validation {metric}"
     )
     fig.update_layout(title="Optimization history (complete trials and the best so far)")
     return fig
@@ -132,7 +149,7 @@ def _importances(study: optuna.Study) -> go.Figure:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fig = optuna.visualization.plot_param_importances(study)
+            fig = optuna.visualization.plot_param_importances(_without_nonfinite(study))
     except (ValueError, RuntimeError) as exc:  # e.g. a parameter with a single value
         return _note_figure(title, f"not computable for this study: {html.escape(str(exc))}")
     fig.update_layout(title=title)
@@ -249,6 +266,9 @@ def _summary_html(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> st
                               f"{_fmt(best.user_attrs.get('test_metric'))} (held out)"),
         ("its configuration", TrialParams.from_optuna_params(best.params).describe()),
     ]
+    unranked = nonfinite_line(study)
+    if unranked:
+        rows.append(("not ranked", unranked))
     parts = [_kv_table(rows)]
     payload = load_confirmation(study)
     if payload is None:

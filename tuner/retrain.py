@@ -17,6 +17,7 @@ import torch
 
 from tuner.datasets import SplitData
 from tuner.engine import TrainResult, resolve_device, steps_per_epoch, train
+from tuner.errors import TunerError
 from tuner.load import BestConfig
 from tuner.space import TrialParams
 
@@ -56,7 +57,10 @@ def retrain(best: BestConfig, seed: int | None = None) -> RetrainOutcome:
     seed = int(best.data.get("seed", 0)) if seed is None else seed
     data = merge_train_validation(best.load_data())
     params = TrialParams.from_optuna_params(best.params)
-    device = resolve_device(cfg.training.device)
+    try:
+        device = resolve_device(cfg.training.device)
+    except TunerError as exc:  # name the export
+        raise type(exc)(f"{best.path}: {exc}") from None
     result = train(cfg, data, params, seed, device=device)
     return RetrainOutcome(
         result=result,

@@ -22,7 +22,7 @@ from tuner.batched import train_one
 from tuner.config import StudyConfig
 from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device, train
-from tuner.errors import ConfigError, StorageError, TunerError
+from tuner.errors import ConfigError, NoCompletedTrialError, StorageError, TunerError
 from tuner.space import TrialParams, suggest_params
 from tuner.storage import (
     check_storage_exists,
@@ -44,6 +44,10 @@ __all__ = [
     "count_finished",
     "redact_url",
     "trial_kind",
+    "completed",
+    "best_trial",
+    "best_value",
+    "nonfinite_trials",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -286,12 +290,62 @@ def make_objective(
 
 
 def best_params(study: optuna.Study) -> TrialParams:
-    """The best trial's parameters."""
-    return TrialParams.from_optuna_params(study.best_trial.params)
+    """The best trial's parameters (see :func:`best_trial`).
+
+    Raises:
+        NoCompletedTrialError: no COMPLETE trial has a finite value.
+    """
+    best = best_trial(study)
+    if best is None:
+        raise NoCompletedTrialError(
+            f"study '{study.study_name}' has no complete trial with a finite value"
+        )
+    return TrialParams.from_optuna_params(best.params)
+
+
+def _finite_value(t: FrozenTrial) -> bool:
+    return t.value is not None and math.isfinite(t.value)
 
 
 def completed(study: optuna.Study) -> Sequence[FrozenTrial]:
-    """COMPLETE trials, best first."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """COMPLETE trials with a finite value, best first: the one ranking behind "best".
+
+    Every "best" in tuner (export, report, confirm, summary, the study note; the progress bar
+    through :func:`best_value`) comes from here, never from Optuna's ``study.best_trial`` /
+    ``best_value``, which rank a trial whose value is +inf (maximize) or -inf (minimize)
+    first. Such trials are left out; :func:`nonfinite_trials` lists them. Ties keep trial
+    order.
+    """
+    trials = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if _finite_value(t)
+    ]
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(trials, key=lambda t: t.value, reverse=reverse)  # type: ignore[arg-type,return-value]
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The best COMPLETE trial with a finite value (``completed(study)[0]``), or None.
+
+    Use it instead of ``study.best_trial``, which may return a trial whose value is +-inf.
+    """
+    ranked = completed(study)
+    return ranked[0] if ranked else None
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The value of :func:`best_trial`, or None (no finite COMPLETE trial yet).
+
+    Use it instead of ``study.best_value`` (which may be +-inf, and raises on no trial).
+    """
+    best = best_trial(study)
+    return None if best is None else float(best.value)  # type: ignore[arg-type]
+
+
+def nonfinite_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """COMPLETE trials whose value is not finite (+-inf; Optuna stores NaN as FAIL), in trial
+    order. They are never ranked or chosen as best; summaries list them as such."""
+    return [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not _finite_value(t)
+    ]

@@ -11,9 +11,11 @@ from rich.table import Table
 
 from tuner.config import StudyConfig
 from tuner.space import TrialParams
-from tuner.study import completed, trial_kind
+from tuner.study import completed, nonfinite_trials, trial_kind
 
-__all__ = ["StateCounts", "state_counts", "top_trials_table", "print_summary"]
+__all__ = [
+    "StateCounts", "state_counts", "top_trials_table", "nonfinite_line", "print_summary",
+]
 
 KINDS = ("complete", "pruned", "diverged", "failed", "running")
 
@@ -68,7 +70,8 @@ def _params_text(t: optuna.trial.FrozenTrial) -> tuple[str, str, str]:
 
 
 def top_trials_table(study: optuna.Study, cfg: StudyConfig, k: int = 5) -> Table:
-    """The top ``k`` COMPLETE trials: value, learning rate, optimizer, schedule, epochs, state."""
+    """The top ``k`` COMPLETE trials with a finite value: value, learning rate, optimizer,
+    schedule, epochs, state."""
     table = Table(title=f"Top {k} trials of '{study.study_name}' ({cfg.objective.metric}, "
                         f"{cfg.direction})")
     for col in ("trial", "value", "lr", "optimizer", "schedule", "epochs", "state"):
@@ -81,6 +84,19 @@ def top_trials_table(study: optuna.Study, cfg: StudyConfig, k: int = 5) -> Table
             str(t.user_attrs.get("epochs_run", "")), trial_kind(t),
         )
     return table
+
+
+def nonfinite_line(study: optuna.Study) -> str | None:
+    """One sentence listing the COMPLETE trials whose value is +-inf (never ranked), or None."""
+    bad = nonfinite_trials(study)
+    if not bad:
+        return None
+    shown = ", ".join(f"#{t.number} ({t.value})" for t in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    return (
+        f"Not ranked: {len(bad)} complete trial(s) with a non-finite validation value: "
+        f"{shown}{more}."
+    )
 
 
 def print_summary(study: optuna.Study, cfg: StudyConfig, console: Console | None = None) -> None:
@@ -99,8 +115,11 @@ def print_summary(study: optuna.Study, cfg: StudyConfig, console: Console | None
         )
         console.print(f"  {TrialParams.from_optuna_params(b.params).describe()}")
     else:
-        console.print("[yellow]No trial completed: every trial was pruned, diverged or failed."
-                      "[/yellow]")
+        console.print("[yellow]No trial completed with a finite value: every trial was pruned, "
+                      "diverged or failed, or ended with a non-finite value.[/yellow]")
+    unranked = nonfinite_line(study)
+    if unranked:
+        console.print(f"[yellow]{unranked}[/yellow]")
     counts = state_counts(study)
     table = Table(title="Trials and compute by state")
     for col in ("state", "trials", "epochs", "seconds"):

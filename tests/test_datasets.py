@@ -106,7 +106,7 @@ def test_memory_estimate_covers_the_real_peak(name: str, metric: str) -> None:
     finally:
         tracemalloc.stop()
     estimate = estimated_bytes(cfg.dataset)
-    assert 8 * 20_000 * 40 < peak <= estimate <= 2 * peak  # covers it; refuses nothing that fits twice
+    assert 8 * 20_000 * 40 < peak <= estimate <= 2 * peak  # covers it, with a margin
 
 
 # --- fetch_* datasets: named with the real scikit-learn loader -------------------------------

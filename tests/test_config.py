@@ -150,6 +150,12 @@ loaded = [m for m in {heavy!r} if m in sys.modules]
 assert not loaded, f"import tuner.config loaded {{loaded}}"
 for path in sorted(Path({studies!r}).glob("*.toml")):  # valid files, generated datasets too
     tuner.config.load_study_config(path)
+try:  # the documented bounds of a generated dataset: refused by the memory estimate
+    tuner.config.parse_study_config({{"study": {{"name": "huge"}}, "dataset": {{
+        "name": "make_classification", "n_samples": 10_000_000, "n_features": 100_000}}}})
+    raise AssertionError("a 29 TiB dataset was accepted")
+except tuner.config.ConfigError as exc:
+    assert "n_samples = 10000000, n_features = 100000" in str(exc), exc
 from tuner.cli import main
 code = main(["tune", {bad!r}])  # the whole path of `tuner tune bad.toml`, up to the error
 loaded = [m for m in {heavy!r} if m in sys.modules]

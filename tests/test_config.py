@@ -244,3 +244,22 @@ def test_pyproject_license_is_an_spdx_string_setuptools_reads_without_a_warning(
         dist = apply_configuration(Distribution(), pyproject)
     assert [str(w.message) for w in caught if "license" in str(w.message).lower()] == []
     assert dist.metadata.license_expression == "MIT"
+
+
+def test_the_registries_never_import_the_config_at_run_time() -> None:
+    """config -> datasets / models / space / schedules, one way (type hints aside)."""
+    import ast
+
+    for module in ("datasets", "models", "space", "schedules"):
+        source = STUDIES[0].parent.parent / "tuner" / f"{module}.py"
+        tree = ast.parse(source.read_text())
+        hinted = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                  and ast.unparse(node.test) == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "tuner.config":
+                assert id(node) in hinted, f"tuner/{module}.py imports tuner.config"
+    config = ast.parse((STUDIES[0].parent.parent / "tuner" / "config.py").read_text())
+    for fn in ast.walk(config):
+        if isinstance(fn, ast.FunctionDef):
+            lazy = [n.module for n in ast.walk(fn) if isinstance(n, ast.ImportFrom)]
+            assert not lazy, f"tuner/config.py {fn.name}() imports {lazy} lazily"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,19 +79,17 @@ class TrialIndexedQMCSampler(optuna.samplers.QMCSampler):
     Optuna, so a sequential study takes the same points as with Optuna's counter.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._asking = threading.local()
+    _number = 0  # the trial being sampled (tuner samples from one thread per process)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
     ) -> dict[str, Any]:
-        self._asking.number = trial.number
+        self._number = trial.number
         return super().sample_relative(study, trial, search_space)
 
     def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
         # overrides Optuna's shared counter (tests/test_resume.py checks that it is used)
-        return max(0, self._asking.number - 1)
+        return max(0, self._number - 1)
 
 
 def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:

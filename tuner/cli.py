@@ -75,12 +75,13 @@ def _load(path: str):  # noqa: ANN202
 def cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    cfg = _load(args.study)  # first: a bad study file is reported before torch is imported
+
     from tuner.runner import run_tune
     from tuner.storage import redact_url, resolve_storage_url
     from tuner.study import completed
     from tuner.summary import print_summary
 
-    cfg = _load(args.study)
     if args.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
     url = resolve_storage_url(cfg, args.storage)

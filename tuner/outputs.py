@@ -46,6 +46,7 @@ __all__ = [
     "FileKind",
     "FolderKind",
     "OutputError",
+    "recover_folder",
     "check_file_target",
     "check_folder_target",
     "write_file",
@@ -277,7 +278,7 @@ def _empty_and_remove(folder: Path, kind: FolderKind) -> bool:
     return True
 
 
-def _recover(target: Path, kind: FolderKind) -> None:
+def recover_folder(target: Path, kind: FolderKind) -> None:
     """Repair what killed runs left next to ``target``.
 
     A parked previous folder with no ``target`` (killed between the two renames) is put back;
@@ -350,7 +351,7 @@ def write_folder(target: Path, build: Callable[[Path], T], kind: FolderKind) -> 
     marker :data:`MARKER`); only entries for which ``kind.owns(name)`` is true may be written.
     Then the folder is swapped into place; a previous folder at ``target`` goes away only when
     :func:`check_folder_target` allows it. Leftovers of killed runs are repaired first (see
-    :func:`_recover`). When ``build`` raises, nothing changes at ``target``.
+    :func:`recover_folder`). When ``build`` raises, nothing changes at ``target``.
 
     Raises:
         OutputError: see :func:`check_folder_target`; nothing is written.
@@ -358,7 +359,7 @@ def write_folder(target: Path, build: Callable[[Path], T], kind: FolderKind) -> 
     """
     target = Path(target)
     if target.parent.is_dir():
-        _recover(target, kind)
+        recover_folder(target, kind)
     check_folder_target(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(target)

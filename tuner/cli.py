@@ -184,6 +184,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from tuner.outputs import check_folder_target
     from tuner.report import REPORT_KIND, default_report_dir, write_report
     from tuner.storage import resolve_storage_url
@@ -198,7 +200,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     outcome = write_report(
         study, cfg, url, out, png=not args.no_png,
-        warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+        warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}", soft_wrap=True),
     )
     console = _console()
     console.print(f"wrote {outcome.html}")

@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Callable
+from wsgiref.handlers import SimpleHandler
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
@@ -101,6 +102,12 @@ class _ServerHandler(ServerHandler):
         if isinstance(sys.exc_info()[1], KeyboardInterrupt):
             raise
         super().handle_error()
+
+    def close(self) -> None:
+        if self.status is None:  # interrupted before a response began: nothing to log
+            SimpleHandler.close(self)
+        else:
+            super().close()
 
 
 class _QuietHandler(WSGIRequestHandler):

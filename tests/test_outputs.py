@@ -93,6 +93,18 @@ def test_report_out_dot_refuses_the_working_directory(
     assert snapshot(studies) == before
 
 
+def test_the_current_folder_is_never_replaced_even_when_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for out in (".", str(empty), ".."):
+        with pytest.raises(OutputError, match="is the current folder or holds it"):
+            write_folder(Path(out), lambda d: None, KIND)
+    assert list(empty.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["empty"]
+
+
 def test_own_previous_outputs_are_replaced(studies: Path, tmp_path: Path) -> None:
     study = str(studies / "tiny.toml")
     report, export = tmp_path / "r", tmp_path / "best.json"

@@ -21,6 +21,9 @@ The file (``studies/<study name>.best.json`` or ``.best.yaml``) holds, in plain 
   "interval": "step" | "epoch"}``; a composite (``SequentialLR``) lists its ``schedulers`` and
   ``milestones``.
 
+The file is written atomically (:func:`tuner.outputs.write_file`); an existing file is replaced
+only when it is empty or already a tuner export (:func:`is_export`), anything else is refused.
+
 Rebuild in plain PyTorch (see the README) or with :func:`tuner.load_best`::
 
     o, s = e["optimizer"], e["scheduler"]

@@ -257,6 +257,9 @@ def check_folder_target(target: Path, kind: FolderKind) -> None:
     if not target.is_dir():
         raise OutputError(f"{target} exists and is not a folder; pass --out DIR (a new or empty "
                           f"folder, or a previous {kind.name}).")
+    if Path.cwd().resolve().is_relative_to(target.resolve()):
+        raise OutputError(f"{target} is the current folder or holds it; tuner never replaces "
+                          f"it: choose a new or empty folder for --out.")
     why = _why_not_own(target, kind)
     if why is not None:
         raise OutputError(

@@ -243,6 +243,13 @@ def _why_not_own(folder: Path, kind: FolderKind) -> str | None:
     return None
 
 
+def _holds_cwd(folder: Path) -> bool:
+    try:
+        return Path.cwd().resolve().is_relative_to(folder.resolve())
+    except OSError:  # the current folder was removed
+        return False
+
+
 def check_folder_target(target: Path, kind: FolderKind) -> None:
     """Raise unless ``target`` may be (re)placed: missing, empty, or tuner's own ``kind`` folder.
 
@@ -257,7 +264,7 @@ def check_folder_target(target: Path, kind: FolderKind) -> None:
     if not target.is_dir():
         raise OutputError(f"{target} exists and is not a folder; pass --out DIR (a new or empty "
                           f"folder, or a previous {kind.name}).")
-    if Path.cwd().resolve().is_relative_to(target.resolve()):
+    if _holds_cwd(target):
         raise OutputError(f"{target} is the current folder or holds it; tuner never replaces "
                           f"it: choose a new or empty folder for --out.")
     why = _why_not_own(target, kind)
@@ -271,7 +278,9 @@ def check_folder_target(target: Path, kind: FolderKind) -> None:
 def _empty_and_remove(folder: Path, kind: FolderKind) -> bool:
     """Remove ``kind``'s own entries of ``folder``, then the folder if that emptied it."""
     try:
-        for entry in os.scandir(folder):
+        with os.scandir(folder) as it:
+            entries = list(it)
+        for entry in entries:
             if entry.name == MARKER or (kind.owns(entry.name) and entry.is_file()
                                          and not entry.is_symlink()):
                 os.unlink(entry.path)

@@ -253,20 +253,22 @@ def test_ctrl_c_during_a_request_stops_the_dashboard_cleanly(tmp_path) -> None:
 
 
 def test_a_non_loopback_bind_warns_once(tmp_path) -> None:
-    port = _free_port()
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))  # free on every address, not only on loopback
+        port = s.getsockname()[1]
     proc = _dashboard_process(tmp_path, "--host", "0.0.0.0", "--port", str(port))
     try:
-        warning = proc.stderr.readline()
-        assert "optuna-dashboard: open" in proc.stdout.readline() + proc.stdout.readline()
+        out = proc.stdout.readline() + proc.stdout.readline()
+        assert "optuna-dashboard: open" in out, proc.stderr.read()
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
     finally:
         proc.kill()
         proc.wait()
-    assert code == 0
-    assert warning == exposed_warning("0.0.0.0", port) + "\n"
-    assert "no login" in warning and "delete studies" in warning
-    assert proc.stderr.read() == "dashboard stopped\n"
+    err = proc.stderr.read()
+    assert code == 0, err
+    assert err == exposed_warning("0.0.0.0", port) + "\ndashboard stopped\n"
+    assert "no login" in err and "delete studies" in err
 
 
 def test_loopback_addresses() -> None:

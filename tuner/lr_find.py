@@ -52,6 +52,7 @@ from tuner.datasets import load_split
 from tuner.engine import _loss_fn, resolve_device, steps_per_epoch
 from tuner.errors import TunerError
 from tuner.models import build_model
+from tuner.outputs import FileKind
 from tuner.space import OPTIMIZERS, TrialParams, build_optimizer
 
 if TYPE_CHECKING:
@@ -804,7 +805,7 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
                 hovertemplate=f"lr bound {label}: {x:.3g}<extra></extra>",
             ))
     fig.update_layout(
-        title="LR range test: loss against learning rate "
+        title=f"{PAGE_TITLE} "
         "(star: suggested, triangle: falls from, x: diverged)",
         xaxis={"title": "learning rate (log)", "type": "log"},
         yaxis={"title": "training loss (mini-batch)", "range": [0, top * 1.15 or 1.0]},
@@ -812,13 +813,42 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
     return fig
 
 
-def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
-    """Write the figure as one self-contained HTML file (plotly.js inlined, works offline)."""
-    from tuner.export import write_atomic
+PAGE_MARKER = '<meta name="generator" content="tuner lr-find">'
+PAGE_TITLE = "LR range test: loss against learning rate"
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
-    return path
+
+def is_sweep_page(path: Path) -> bool:
+    """True when ``path`` is a page :func:`write_sweep_figure` wrote (its generator tag, or for
+    pages from before the tag, a plotly page with the sweep figure's title)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(1024)
+            if PAGE_MARKER in head:
+                return True
+            if not head.lstrip().lower().startswith(("<!doctype html>", "<html>")):
+                return False
+            return PAGE_TITLE in head + fh.read()
+    except OSError:
+        return False
+
+
+SWEEP_PAGE = FileKind("lr-find page", is_sweep_page)
+
+
+def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
+    """Write the figure as one self-contained HTML file (plotly.js inlined, works offline).
+
+    An existing ``path`` is replaced only when it is a previous lr-find page.
+
+    Raises:
+        OutputError: ``path`` is a folder or a file that is not an lr-find page (nothing is
+            written).
+    """
+    from tuner.outputs import write_file
+
+    page = fig.to_html(include_plotlyjs=True, full_html=True)
+    page = page.replace("<head>", f"<head>{PAGE_MARKER}", 1)
+    return write_file(path, page, SWEEP_PAGE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -847,11 +877,17 @@ def run_lr_find_command(
 
     Raises:
         LRFindError: an unknown optimizer or an invalid sweep range (before any sweep).
+        OutputError: ``out`` is a folder or a file that is not an lr-find page (before any
+            sweep; it is left untouched).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from tuner.outputs import check_file_target
+
     console = console or Console()
+    path = out or default_figure_path(cfg)
+    check_file_target(path, SWEEP_PAGE)  # before the sweep, not after it
     names = list(optimizers) if optimizers else list(cfg.space.optimizers)
     for name in names:
         if name not in OPTIMIZERS:
@@ -887,7 +923,7 @@ def run_lr_find_command(
     except LRFindError:
         bounds = None
     console.print(sweep_table(sweeps, bounds))
-    path = write_sweep_figure(sweep_figure(sweeps, bounds), out or default_figure_path(cfg))
+    path = write_sweep_figure(sweep_figure(sweeps, bounds), path)
     if bounds is not None:
         console.print(
             f'lr = "auto" would search [{bounds.low:.3g}, {bounds.high:.3g}] and start with '

@@ -48,7 +48,7 @@ def test_confirm_retrains_top_k_with_fresh_seeds_and_stores_plain_json(tmp_path:
     study = trained_study(
         cfg, [fixed_params("cosine"), fixed_params("step", lr=0.02), fixed_params("constant")]
     )
-    conf = run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    conf = run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
     stored = study.user_attrs[CONFIRM_ATTR]
     assert json.loads(json.dumps(stored, allow_nan=False)) == stored == conf.payload
     trial_seeds = {t.user_attrs["seed"] for t in study.trials}
@@ -68,7 +68,7 @@ def test_confirm_retrains_top_k_with_fresh_seeds_and_stores_plain_json(tmp_path:
     assert c["val_mean"] == pytest.approx(sum(r["val_metric"] for r in c["runs"]) / 2)
     assert confirmation_is_current(stored, study, cfg)
     # confirming again reuses the stored runs
-    again = run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    again = run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
     assert (again.trained, again.reused) == (0, 4)
     assert again.payload["candidates"] == stored["candidates"]
 
@@ -90,13 +90,13 @@ def test_an_interrupted_confirmation_keeps_its_finished_runs(
 
     monkeypatch.setattr(tuner.confirm, "train_one", interrupted_after_three)
     with pytest.raises(KeyboardInterrupt):
-        run_confirm(study, cfg, top=2, seeds=2, progress=False)
+        run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
     assert CONFIRM_ATTR not in study.user_attrs  # no half-written confirmation
     monkeypatch.setattr(tuner.confirm, "train_one", real)
-    conf = run_confirm(study, cfg, top=2, seeds=2, progress=False)
+    conf = run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
     assert (conf.trained, conf.reused) == (1, 3)  # only the interrupted run is trained again
     fresh = run_confirm(study, make_cfg(tmp_path, training={"epochs": 2}), top=2, seeds=2,
-                        progress=False)
+                        max_seeds=2, progress=False)
     assert fresh.reused == 0  # other settings: nothing reused
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tuner.confirm import (
     CONFIRM_SEED_OFFSET,
     confirm_seeds,
     confirmation_is_current,
+    decision_text,
     rank_candidates,
     run_confirm,
 )
@@ -140,3 +142,177 @@ def test_confirm_never_takes_a_non_finite_trial(tmp_path: Path) -> None:
     print_confirmation(conf, console)
     assert "not ranked: trial(s) #1 completed with a non-finite validation value" in (
         console.export_text())
+
+
+# --- the decision: paired test against the single best, added seeds, tie-break, stability ---
+
+def _stubbed(monkeypatch: pytest.MonkeyPatch, table: dict[float, dict[str, list]]) -> list:
+    """Replace confirmation training by ``table``: lr -> per-seed lists (the i-th confirmation
+    seed gets element i) of ``val`` (metric), and optionally ``loss`` (validation loss) and
+    ``peak`` (peak loss ratio). Returns the list of (lr, seed) trained."""
+    import tuner.confirm
+    from tuner.engine import EpochReport, TrainResult
+
+    trained: list[tuple[float, int]] = []
+
+    def fake_train_one(cfg, data, params, seed, on_epoch=None, *, device=None):
+        row, i = table[params.lr], seed - CONFIRM_SEED_OFFSET
+        trained.append((params.lr, seed))
+        loss = row.get("loss", [0.5] * 99)[i]
+        report = EpochReport(cfg.training.epochs, 30, 0.4, loss, row["val"][i], params.lr)
+        return TrainResult("complete", cfg.training.epochs, 30, [report], test_metric=0.5,
+                           peak_loss_ratio=row.get("peak", [1.0] * 99)[i])
+
+    monkeypatch.setattr(tuner.confirm, "train_one", fake_train_one)
+    return trained
+
+
+def _told_study(cfg, lrs_values: list[tuple[float, float]]):
+    import optuna
+
+    study = optuna.create_study(study_name=cfg.name, direction=cfg.direction)
+    for lr, value in lrs_values:
+        add_told_trial(study, cfg, fixed_params("constant", lr=lr), value)
+    return study
+
+
+def _row(conf, trial: int) -> dict:
+    return next(c for c in conf.payload["candidates"] if c["trial"] == trial)
+
+
+def test_a_challenger_within_noise_does_not_replace_the_single_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 0.95), (0.02, 0.94)])
+    trained = _stubbed(monkeypatch, {
+        0.01: {"val": [0.90, 0.93, 0.91, 0.93, 0.90, 0.92]},
+        0.02: {"val": [0.92, 0.92, 0.92, 0.91, 0.92, 0.91]},
+    })
+    conf = run_confirm(study, cfg, top=2, seeds=3, progress=False)
+    single, challenger = _row(conf, 0), _row(conf, 1)
+    # a mean-only ranking would have swapped them on the first 3 seeds (0.92 > 0.913)
+    assert statistics.fmean([0.92] * 3) > statistics.fmean([0.90, 0.93, 0.91])
+    assert conf.winner == 0 and not conf.changed_winner and conf.payload["decided_by"] is None
+    assert challenger["comparison"]["outcome"] == "indistinguishable"
+    assert challenger["verdict"] == "indistinguishable" and single["verdict"] == "kept"
+    assert conf.payload["indistinguishable"] == [1]
+    # the close call got seeds added, up to 2 x 3, the same ones for both (paired)
+    assert conf.payload["max_seeds"] == 6 and len(conf.payload["extra_seeds"]) == 3
+    assert sorted(s for lr, s in trained if lr == 0.01) == sorted(
+        s for lr, s in trained if lr == 0.02) == list(range(10_000, 10_006))
+    assert challenger["comparison"]["n"] == 6 and challenger["comparison"]["p_better"] > 0.0125
+    low, high = challenger["comparison"]["ci95"]
+    assert low < 0 < high
+    assert "indistinguishable" in decision_text(conf.payload)
+
+
+def test_a_clearly_better_challenger_replaces_the_single_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 0.95), (0.02, 0.94), (0.03, 0.93)])
+    _stubbed(monkeypatch, {
+        0.01: {"val": [0.90, 0.91, 0.89]},
+        0.02: {"val": [0.96, 0.955, 0.95]},  # +0.055 on every seed, give or take 0.01
+        0.03: {"val": [0.80, 0.82, 0.79]},  # clearly worse
+    })
+    conf = run_confirm(study, cfg, top=3, seeds=3, progress=False)
+    assert conf.winner == 1 and conf.changed_winner and conf.payload["decided_by"] == "paired test"
+    assert conf.payload["extra_seeds"] == []  # decided on the first seeds
+    assert [c["trial"] for c in conf.payload["candidates"]] == [1, 0, 2]
+    assert [c["verdict"] for c in conf.payload["candidates"]] == ["replaces #0", "replaced",
+                                                                  "worse"]
+    comparison = _row(conf, 1)["comparison"]
+    assert comparison["diff_mean"] == pytest.approx(0.055)
+    assert comparison["p_better"] < conf.payload["test"]["alpha_per_look"] == 0.05 / 4
+
+
+def test_ties_in_the_metric_are_broken_by_the_validation_loss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 1.0), (0.02, 1.0), (0.03, 1.0)])
+    _stubbed(monkeypatch, {
+        0.01: {"val": [1.0] * 6, "loss": [0.30, 0.32, 0.31, 0.30, 0.33, 0.31]},
+        0.02: {"val": [1.0] * 6, "loss": [0.10, 0.11, 0.12, 0.10, 0.11, 0.12]},
+        0.03: {"val": [1.0] * 6, "loss": [0.50, 0.52, 0.49, 0.51, 0.50, 0.52]},
+    })
+    conf = run_confirm(study, cfg, top=3, seeds=3, progress=False)
+    assert conf.winner == 1 and conf.payload["decided_by"] == "validation loss"
+    assert [c["trial"] for c in conf.payload["candidates"]] == [1, 0, 2]
+    assert _row(conf, 1)["comparison"]["on"] == "validation loss"
+    assert _row(conf, 2)["comparison"]["outcome"] == "worse"
+
+
+def test_a_candidate_near_the_cutoff_ranks_below_an_equally_good_safe_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(tmp_path)  # [divergence] factor 5: near the cut-off above 2.5x
+    noisy = [0.90, 0.93, 0.91, 0.93, 0.90, 0.92]
+    shifted = [0.92, 0.92, 0.92, 0.91, 0.92, 0.91]
+    study = _told_study(cfg, [(0.01, 0.95), (0.02, 0.94), (0.03, 0.93)])
+    _stubbed(monkeypatch, {
+        0.01: {"val": noisy, "peak": [1.0, 1.3, 1.1, 1.0, 1.2, 1.0]},
+        0.02: {"val": shifted, "peak": [1.0, 4.9, 1.0, 1.0, 1.1, 1.0]},  # the issue's 4.90x
+        0.03: {"val": [0.91, 0.92, 0.92, 0.91, 0.91, 0.92], "peak": [1.1] * 6},
+    })
+    conf = run_confirm(study, cfg, top=3, seeds=3, progress=False)
+    rows = conf.payload["candidates"]
+    assert conf.payload["stability_cutoff"] == 2.5
+    assert _row(conf, 1)["peak_loss_ratio"] == 4.9 and _row(conf, 1)["near_cutoff"]
+    assert _row(conf, 2)["comparison"]["outcome"] == "indistinguishable"
+    assert _row(conf, 1)["comparison"]["outcome"] == "indistinguishable"
+    # #1 has the best mean but sits near the cut-off: below the equally good, safe #2
+    assert _row(conf, 1)["val_mean"] > _row(conf, 2)["val_mean"]
+    assert [c["trial"] for c in rows] == [0, 2, 1] and conf.winner == 0
+
+    # the single best near the cut-off loses to an equally good, safe challenger
+    study = _told_study(cfg, [(0.02, 0.95), (0.01, 0.94)])
+    conf = run_confirm(study, cfg, top=2, seeds=3, progress=False)
+    assert conf.winner == 1 and conf.payload["decided_by"] == "stability margin"
+    assert "4.90x!" in decision_text(conf.payload)
+
+
+def test_the_peak_loss_ratio_is_recorded_from_real_training(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, space={"lr": [1e-3, 1.0]})
+    calm, rising = fixed_params("constant", lr=0.05, optimizer="adam"), fixed_params(
+        "constant", lr=0.5, optimizer="adam")
+    study = trained_study(cfg, [calm, rising])
+    conf = run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
+    by_lr = {TrialParams.from_optuna_params(c["params"]).lr: c for c in conf.payload["candidates"]}
+    hot = by_lr[0.5]
+    assert all(r["status"] == "complete" for r in hot["runs"])
+    peaks = [r["peak_loss_ratio"] for r in hot["runs"]]
+    assert max(peaks) > 1.0 and hot["peak_loss_ratio"] == max(peaks)
+    assert all(r["peak_loss_ratio"] >= 1.0 for c in by_lr.values() for r in c["runs"])
+    # the same number the engine's guard keeps
+    direct = train(cfg, load_split(cfg.dataset, cfg.split), rising, hot["runs"][0]["seed"])
+    assert hot["runs"][0]["peak_loss_ratio"] == pytest.approx(direct.peak_loss_ratio, rel=1e-4)
+
+
+def test_the_table_shows_difference_peak_and_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from tuner.confirm import print_confirmation
+
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 0.95), (0.02, 0.94)])
+    _stubbed(monkeypatch, {0.01: {"val": [0.90, 0.91, 0.89], "peak": [1.0, 3.0, 1.0]},
+                           0.02: {"val": [0.96, 0.955, 0.95]}})
+    conf = run_confirm(study, cfg, top=2, seeds=3, progress=False)
+    console = Console(record=True, width=250)
+    print_confirmation(conf, console)
+    text = console.export_text()
+    assert "Δ vs #0" in text and "+0.0550 [" in text and "3.00x!" in text
+    assert "replaces #0" in text and "replaced" in text
+    assert "replaced single-best trial #0 by #1: better by +0.0550" in text
+
+
+def test_max_seeds_below_seeds_is_refused(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 0.95)])
+    with pytest.raises(ValueError, match="max_seeds must be >= seeds"):
+        run_confirm(study, cfg, top=1, seeds=3, max_seeds=2, progress=False)

@@ -80,6 +80,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from tuner.study import completed
     from tuner.summary import print_summary
 
+    _max_seeds(args.confirm_max_seeds, args.confirm_seeds, "--confirm-max-seeds",
+               "--confirm-seeds")  # a mistake stops before the trials, not after
     cfg = _load(args.study)
     if args.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
@@ -143,9 +145,29 @@ def _confirm_after_tune(
 
     confirmation = run_confirm(
         study, cfg, top=args.confirm_top, seeds=args.confirm_seeds,
+        max_seeds=_max_seeds(args.confirm_max_seeds, args.confirm_seeds, "--confirm-max-seeds",
+                             "--confirm-seeds"),
         progress=not args.no_progress,
     )
     print_confirmation(confirmation, console)
+    _note_confirmation(study, cfg)
+
+
+def _max_seeds(max_seeds: int | None, seeds: int, flag: str, seeds_flag: str) -> int | None:
+    """``max_seeds`` checked against ``seeds`` (ConfigError naming the flags if below)."""
+    if max_seeds is not None and max_seeds < seeds:
+        raise ConfigError(
+            f"{flag} {max_seeds} is below {seeds_flag} {seeds}: it must be >= {seeds_flag} "
+            "(the seeds every candidate gets before close calls get more)."
+        )
+    return max_seeds
+
+
+def _note_confirmation(study: optuna.Study, cfg: StudyConfig) -> None:
+    """Rewrite the study note (optuna-dashboard) so that it shows the confirmation."""
+    from tuner.dashboard_notes import refresh_study_note
+
+    refresh_study_note(study, cfg)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -172,9 +194,12 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     confirmation = run_confirm(
-        study, cfg, top=args.top, seeds=args.seeds, progress=not args.no_progress
+        study, cfg, top=args.top, seeds=args.seeds,
+        max_seeds=_max_seeds(args.max_seeds, args.seeds, "--max-seeds", "--seeds"),
+        progress=not args.no_progress,
     )
     print_confirmation(confirmation, console)
+    _note_confirmation(study, cfg)
     return 0
 
 
@@ -316,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"at the end, confirm the top K trials (default {DEFAULT_TOP})")
     t.add_argument("--confirm-seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="S",
                    help=f"fresh seeds per confirmed trial (default {DEFAULT_SEEDS})")
+    t.add_argument("--confirm-max-seeds", type=_positive_int, metavar="M",
+                   help="seeds per confirmed trial at most while a challenger stays too close "
+                   "to the single best to tell (default 2 x S)")
     t.add_argument("--no-confirm", action="store_true",
                    help="skip the confirmation (tuner confirm) at the end")
     t.add_argument("--threads", type=_positive_int, metavar="N",
@@ -343,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="S",
                    help=f"fresh seeds per configuration (default {DEFAULT_SEEDS}); seeds start "
                    "at [study] seed + 10000 and skip any a trial used")
+    c.add_argument("--max-seeds", type=_positive_int, metavar="M",
+                   help="seeds per configuration at most: a challenger too close to the single "
+                   "best to tell gets one more seed at a time up to M (default 2 x S)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = p["report"]

@@ -316,3 +316,44 @@ def test_max_seeds_below_seeds_is_refused(tmp_path: Path) -> None:
     study = _told_study(cfg, [(0.01, 0.95)])
     with pytest.raises(ValueError, match="max_seeds must be >= seeds"):
         run_confirm(study, cfg, top=1, seeds=3, max_seeds=2, progress=False)
+
+
+def test_export_note_and_report_show_the_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.dashboard_notes import study_note
+    from tuner.export import build_export
+    from tuner.report import _summary_html
+
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 0.95), (0.02, 0.94)])
+    _stubbed(monkeypatch, {0.01: {"val": [0.90, 0.91, 0.89], "peak": [1.0, 3.0, 1.0]},
+                           0.02: {"val": [0.96, 0.955, 0.95], "peak": [1.2, 1.1, 1.0]}})
+    run_confirm(study, cfg, top=2, seeds=3, progress=False)
+    conf = build_export(study, cfg, "sqlite:///x.db")["confirmation"]
+    assert json.loads(json.dumps(conf, allow_nan=False)) == conf
+    assert conf["winner_trial"] == 1 and conf["changed_winner"] is True  # old fields kept
+    assert conf["val_mean"] == pytest.approx(0.955) and conf["n_runs"] == 3
+    assert conf["decided_by"] == "paired test" and conf["single_best_trial"] == 0
+    assert conf["decision"].startswith("Confirmation replaced single-best trial #0 by #1")
+    assert conf["test"]["alpha"] == 0.05 and conf["max_seeds"] == 6
+    assert conf["peak_loss_ratio"] == pytest.approx(1.2) and conf["near_cutoff"] is False
+    rows = {c["trial"]: c for c in conf["candidates"]}
+    assert rows[0]["verdict"] == "replaced" and rows[0]["near_cutoff"] is True
+    assert rows[1]["comparison"]["p_better"] < 0.0125 and rows[0]["comparison"] is None
+    note = study_note(study, cfg, load_split(cfg.dataset, cfg.split))
+    assert "### Confirmation" in note and "replaced single-best trial #0 by #1" in note
+    assert "| 2 | 0 |" in note and "3.00x!" in note and "| replaces #0 |" in note
+    assert "replaced single-best trial #0 by #1" in _summary_html(study, cfg, "sqlite:///x.db")
+
+
+@pytest.mark.parametrize("argv", [
+    ["confirm", "missing.toml", "--seeds", "3", "--max-seeds", "2"],
+    ["tune", "missing.toml", "--confirm-seeds", "4", "--confirm-max-seeds", "1"],
+])
+def test_cli_refuses_max_seeds_below_seeds(argv: list[str], capsys) -> None:
+    from tuner.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "max-seeds" in err and "must be >=" in err

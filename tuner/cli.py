@@ -188,14 +188,14 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     from tuner.storage import redact_url, resolve_storage_url
     from tuner.study import load_existing_study
 
+    max_seeds = _max_seeds(args.max_seeds, args.seeds, "--max-seeds", "--seeds")
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
     console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     confirmation = run_confirm(
-        study, cfg, top=args.top, seeds=args.seeds,
-        max_seeds=_max_seeds(args.max_seeds, args.seeds, "--max-seeds", "--seeds"),
+        study, cfg, top=args.top, seeds=args.seeds, max_seeds=max_seeds,
         progress=not args.no_progress,
     )
     print_confirmation(confirmation, console)

@@ -306,7 +306,7 @@ def test_the_table_shows_difference_peak_and_verdict(
     console = Console(record=True, width=250)
     print_confirmation(conf, console)
     text = console.export_text()
-    assert "Δ vs #0" in text and "+0.0550 [" in text and "3.00x!" in text
+    assert "Δ vs #0" in text and "+0.0550 ± 0.0215" in text and "3.00x!" in text
     assert "replaces #0" in text and "replaced" in text
     assert "replaced single-best trial #0 by #1: better by +0.0550" in text
 

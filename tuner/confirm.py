@@ -54,6 +54,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -85,6 +86,7 @@ __all__ = [
     "load_confirmation",
     "confirmation_is_current",
     "confirmation_table",
+    "configurations_table",
     "fmt_comparison",
     "fmt_peak",
     "config_columns",
@@ -695,7 +697,7 @@ def decision_text(payload: Mapping[str, Any]) -> str:
         text += f" ({level}; {seeds} seeds)." if others else "."
     tied = list(payload.get("indistinguishable") or [])
     if tied and payload.get("decided_by") in (None, "stability margin"):
-        group = ", ".join(f"#{t}" for t in sorted({winner, single, *tied}))
+        group = ", ".join(f"#{t}" for t in [winner, *sorted({single, *tied} - {winner})])
         text += (
             f" {group} stay indistinguishable within the noise (up to {payload['max_seeds']} "
             f"seeds each): #{winner} is chosen by "
@@ -708,6 +710,23 @@ def decision_text(payload: Mapping[str, Any]) -> str:
     return text
 
 
+def _delta_and_p(comparison: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(``-0.0013 ± 0.0040``: mean paired difference ± the half-width of its 95 % interval,
+    ``0.61``: the p-value that the challenger is better) for the table."""
+    if comparison is None:
+        return "-", "-"
+    if comparison["on"] == "diverged runs":
+        return f"{comparison['diff_mean']:+.0f} diverged", "-"
+    mean = comparison.get("diff_mean")
+    if mean is None:
+        return "n/a", "n/a"
+    suffix = " loss" if comparison["on"] == "validation loss" else ""
+    if comparison.get("ci95") is None:
+        return f"{mean:+.4f}{suffix}", "n/a"
+    half = (comparison["ci95"][1] - comparison["ci95"][0]) / 2
+    return f"{mean:+.4f} ± {half:.4f}{suffix}", f"{comparison['p_better']:.2g}"
+
+
 def confirmation_table(payload: Mapping[str, Any]) -> Table:
     """The confirmed top-K as a rich table, in the order of the decision (module doc)."""
     metric = payload["metric"]
@@ -716,27 +735,37 @@ def confirmation_table(payload: Mapping[str, Any]) -> Table:
     table = Table(
         title=f"Confirmed top {payload['top_k']} ({metric}): {payload['n_seeds']} fresh seeds "
         f"each" + (f" (+{extra} for close calls)" if extra else "")
-        + f", full {payload['epochs']} epochs; compared with single-best #{single} on the "
-        "same seeds, test never used"
+        + f", full {payload['epochs']} epochs; Δ: paired difference with single-best "
+        f"#{single} ± 95% CI, p: one-sided paired t-test; test never used",
+        box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
     )
-    columns = ("rank", "trial", "single", "val mean ± std", f"Δ vs #{single} [95% CI] p (n)",
-               "test mean ± std", "div", "peak loss", "verdict", "lr", "optimizer", "schedule")
+    columns = ("rank", "trial", "single", "val mean ± std", f"Δ vs #{single}", "p",
+               "test mean ± std", "div", "peak", "verdict")
     for col in columns:
-        wrap = col in ("optimizer", "schedule", "verdict") or col.startswith("Δ")
-        table.add_column(col, justify="left" if wrap else "right", no_wrap=not wrap)
+        table.add_column(col, justify="left" if col == "verdict" else "right", no_wrap=True)
     for c in payload["candidates"]:
         table.add_row(
             str(c["rank"]),
             f"#{c['trial']}",
             f"{c['single_value']:.4f}",
             fmt_mean_std(c["val_mean"], c["val_std"]),
-            fmt_comparison(c.get("comparison")),
+            *_delta_and_p(c.get("comparison")),
             fmt_mean_std(c["test_mean"], c["test_std"]),
             f"{c['n_diverged']}/{c['n_runs']}",
             fmt_peak(c),
             str(c.get("verdict", "")),
-            *config_columns(c["params"]),
         )
+    return table
+
+
+def configurations_table(payload: Mapping[str, Any]) -> Table:
+    """The candidates' configurations (learning rate, optimizer, schedule), in rank order."""
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("trial", "lr", "optimizer", "schedule"):
+        wrap = col in ("optimizer", "schedule")
+        table.add_column(col, justify="left" if wrap else "right", no_wrap=not wrap)
+    for c in payload["candidates"]:
+        table.add_row(f"#{c['trial']}", *config_columns(c["params"]))
     return table
 
 
@@ -747,6 +776,7 @@ def print_confirmation(confirmation: Confirmation, console: Console | None = Non
     console = console or Console()
     payload = confirmation.payload
     console.print(confirmation_table(payload))
+    console.print(configurations_table(payload))
     single = next(c for c in payload["candidates"] if c["trial"] == confirmation.single_best)
     metric = payload["metric"]
     console.print(

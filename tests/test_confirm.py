@@ -357,3 +357,50 @@ def test_cli_refuses_max_seeds_below_seeds(argv: list[str], capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "max-seeds" in err and "must be >=" in err
+
+
+def test_a_clearly_lower_loss_replaces_the_single_best_when_minimizing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg(tmp_path, objective={"metric": "loss"})
+    study = _told_study(cfg, [(0.01, 0.10), (0.02, 0.20)])
+    _stubbed(monkeypatch, {0.01: {"val": [0.30, 0.31, 0.29]},
+                           0.02: {"val": [0.20, 0.205, 0.21]}})
+    conf = run_confirm(study, cfg, top=2, seeds=3, progress=False)
+    assert conf.single_best == 0 and conf.winner == 1
+    assert conf.payload["decided_by"] == "paired test"
+    assert _row(conf, 1)["comparison"]["diff_mean"] == pytest.approx(-0.095)
+
+
+def test_a_confirmation_stored_by_an_older_tuner_still_exports_and_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tuner.dashboard_notes import study_note
+    from tuner.export import build_export
+    from tuner.report import _confirmation_figure
+
+    cfg = make_cfg(tmp_path)
+    study = _told_study(cfg, [(0.01, 0.95), (0.02, 0.94)])
+    trained = _stubbed(monkeypatch, {0.01: {"val": [0.90, 0.91, 0.89]},
+                                     0.02: {"val": [0.96, 0.955, 0.95]}})
+    payload = run_confirm(study, cfg, top=2, seeds=3, max_seeds=3, progress=False).payload
+    new_keys = ("max_seeds", "extra_seeds", "test", "divergence_factor", "stability_cutoff",
+                "decided_by", "indistinguishable")
+    old = {k: v for k, v in payload.items() if k not in new_keys}
+    old["candidates"] = [
+        {k: v for k, v in c.items() if k not in ("comparison", "verdict", "peak_loss_ratio",
+                                                 "near_cutoff", "val_loss_mean")}
+        | {"runs": [{k: v for k, v in r.items() if k not in ("val_loss", "peak_loss_ratio")}
+                    for r in c["runs"]]}
+        for c in payload["candidates"]
+    ]
+    study.set_user_attr(CONFIRM_ATTR, old)
+    conf = build_export(study, cfg, "sqlite:///x.db")["confirmation"]
+    assert conf["winner_trial"] == 1 and conf["decision"].startswith("Confirmation replaced")
+    assert conf["candidates"][0]["comparison"] is None and conf["test"] is None
+    assert "### Confirmation" in study_note(study, cfg, load_split(cfg.dataset, cfg.split))
+    _confirmation_figure(old)
+    # its runs lack the peak loss ratio: confirming again trains them anew
+    trained.clear()
+    again = run_confirm(study, cfg, top=2, seeds=3, max_seeds=3, progress=False)
+    assert again.trained == 6 and len(trained) == 6

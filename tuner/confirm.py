@@ -462,8 +462,9 @@ def run_confirm(
         ``divergence_factor``, ``stability_cutoff`` (peak ratio above which a candidate is
         near the cut-off), ``single_best_trial``, ``winner_trial``, ``changed_winner``,
         ``decided_by`` (None, or what replaced the single best: 'paired test', 'validation
-        loss', 'diverged runs', 'stability margin'), ``indistinguishable`` (trials the
-        comparison could not tell from the single best), ``candidates`` (ranked; each with
+        loss', 'diverged runs', 'stability margin', 'no finished run'), ``indistinguishable``
+        (trials the comparison could not tell from the single best), ``candidates`` (ranked;
+        each with
         ``rank``, ``verdict``, ``comparison`` (see :func:`compare_paired`; None for the
         single best), ``peak_loss_ratio``, ``near_cutoff``, ``val_loss_mean``, the means,
         standard deviations and runs of :meth:`Candidate.summary`) and ``non_finite_trials``.
@@ -574,6 +575,8 @@ def run_confirm(
             "better": "validation loss" if won["on"] == "validation loss" else "paired test",
             "fewer diverged": "diverged runs",
         }.get(won["outcome"], "stability margin")
+        if decided_by == "stability margin" and summaries[0]["val_mean"] is None:
+            decided_by = "no finished run"  # the single best's runs gave no finite metric
     rows: list[dict[str, Any]] = []
     for rank, row in enumerate(ranked_rows, start=1):
         out = dict(row)
@@ -684,6 +687,7 @@ def decision_text(payload: Mapping[str, Any]) -> str:
             "validation loss": f"equal {payload['metric']} on every seed and a lower "
                                f"validation loss: {fmt_comparison(c)} ({level})",
             "diverged runs": f"fewer diverged runs ({fmt_comparison(c)})",
+            "no finished run": f"#{single} has no run with a finite validation metric",
             "stability margin": f"indistinguishable, and #{single} peaked at "
                                 f"{fmt_peak(rows[single])} its first loss, above the "
                                 f"stability cut-off {payload['stability_cutoff']:g}x while "

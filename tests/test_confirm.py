@@ -287,8 +287,12 @@ def test_the_peak_loss_ratio_is_recorded_from_real_training(tmp_path: Path) -> N
     assert max(peaks) > 1.0 and hot["peak_loss_ratio"] == max(peaks)
     assert all(r["peak_loss_ratio"] >= 1.0 for c in by_lr.values() for r in c["runs"])
     # the same number the engine's guard keeps
-    direct = train(cfg, load_split(cfg.dataset, cfg.split), rising, hot["runs"][0]["seed"])
+    data = load_split(cfg.dataset, cfg.split)
+    direct = train(cfg, data, rising, hot["runs"][0]["seed"])
     assert hot["runs"][0]["peak_loss_ratio"] == pytest.approx(direct.peak_loss_ratio, rel=1e-4)
+    # also when the losses are read back once per epoch (the accelerator path)
+    deferred = train(cfg, data, rising, hot["runs"][0]["seed"], check_every_step=False)
+    assert deferred.peak_loss_ratio == pytest.approx(direct.peak_loss_ratio, rel=1e-6)
 
 
 def test_the_table_shows_difference_peak_and_verdict(

@@ -293,7 +293,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "tune": (cmd_tune, "run (or resume) a study until it has N finished trials"),
     "export": (cmd_export, "write the best configuration (optimizer, schedule) as JSON or YAML"),
     "dashboard": (cmd_dashboard, "serve optuna-dashboard over a study's storage"),
-    "confirm": (cmd_confirm, "retrain the top K configurations with fresh seeds; rank by mean"),
+    "confirm": (cmd_confirm, "retrain the top K configurations with fresh seeds; replace the "
+                "single best only when a paired test says a challenger is better"),
     "report": (cmd_report, "write a self-contained HTML report (and PNG figures) of a study"),
     "retrain": (cmd_retrain, "train an exported configuration on train + validation; test it"),
     "lr-find": (cmd_lr_find, "LR range test: suggested rate, where the loss falls and diverges"),

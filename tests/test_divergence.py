@@ -31,3 +31,17 @@ def test_guard_fires_on_non_finite_even_at_the_first_step(loss: float, reason: s
 def test_factor_must_exceed_one() -> None:
     with pytest.raises(ValueError, match="must be > 1"):
         DivergenceGuard(1.0)
+
+
+def test_guard_keeps_the_peak_loss_ratio() -> None:
+    guard = DivergenceGuard(factor=5.0)
+    assert guard.peak_ratio is None
+    guard.check(2.0, step=1, epoch=1)
+    assert guard.peak_ratio == 1.0
+    for step, loss in enumerate([1.5, 9.8, 3.0, 0.5], start=2):  # rises to 4.9x, then falls
+        assert guard.check(loss, step=step, epoch=1) is None
+    assert guard.peak_ratio == pytest.approx(4.9)
+    guard.check(float("nan"), step=7, epoch=1)  # a non-finite loss is no ratio
+    assert guard.peak_ratio == pytest.approx(4.9)
+    assert guard.check(12.0, step=8, epoch=1) is not None
+    assert guard.peak_ratio == pytest.approx(6.0)  # the explosion it stopped

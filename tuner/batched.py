@@ -884,6 +884,7 @@ class BatchedTrainer:
                 diverged = None
                 if not math.isfinite(val_loss):
                     diverged = m.guard.check(val_loss, r.steps, m.epoch)
+            r.peak_loss_ratio = m.guard.peak_ratio
             if diverged is not None:
                 r.status, r.divergence, r.epochs = "diverged", diverged, m.epoch
                 m.ended = True

@@ -75,6 +75,8 @@ def _load(path: str):  # noqa: ANN202
 def cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    _max_seeds(args.confirm_max_seeds, args.confirm_seeds, "--confirm-max-seeds",
+               "--confirm-seeds")  # a mistake stops before the trials, not after
     cfg = _load(args.study)  # first: a bad study file is reported before torch is imported
 
     from tuner.runner import run_tune
@@ -144,9 +146,29 @@ def _confirm_after_tune(
 
     confirmation = run_confirm(
         study, cfg, top=args.confirm_top, seeds=args.confirm_seeds,
+        max_seeds=_max_seeds(args.confirm_max_seeds, args.confirm_seeds, "--confirm-max-seeds",
+                             "--confirm-seeds"),
         progress=not args.no_progress,
     )
     print_confirmation(confirmation, console)
+    _note_confirmation(study, cfg)
+
+
+def _max_seeds(max_seeds: int | None, seeds: int, flag: str, seeds_flag: str) -> int | None:
+    """``max_seeds`` checked against ``seeds`` (ConfigError naming the flags if below)."""
+    if max_seeds is not None and max_seeds < seeds:
+        raise ConfigError(
+            f"{flag} {max_seeds} is below {seeds_flag} {seeds}: it must be >= {seeds_flag} "
+            "(the seeds every candidate gets before close calls get more)."
+        )
+    return max_seeds
+
+
+def _note_confirmation(study: optuna.Study, cfg: StudyConfig) -> None:
+    """Rewrite the study note (optuna-dashboard) so that it shows the confirmation."""
+    from tuner.dashboard_notes import refresh_study_note
+
+    refresh_study_note(study, cfg)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -172,15 +194,18 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     from tuner.storage import redact_url, resolve_storage_url
     from tuner.study import load_existing_study
 
+    max_seeds = _max_seeds(args.max_seeds, args.seeds, "--max-seeds", "--seeds")
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
     console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     confirmation = run_confirm(
-        study, cfg, top=args.top, seeds=args.seeds, progress=not args.no_progress
+        study, cfg, top=args.top, seeds=args.seeds, max_seeds=max_seeds,
+        progress=not args.no_progress,
     )
     print_confirmation(confirmation, console)
+    _note_confirmation(study, cfg)
     return 0
 
 
@@ -280,7 +305,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "tune": (cmd_tune, "run (or resume) a study until it has N finished trials"),
     "export": (cmd_export, "write the best configuration (optimizer, schedule) as JSON or YAML"),
     "dashboard": (cmd_dashboard, "serve optuna-dashboard over a study's storage"),
-    "confirm": (cmd_confirm, "retrain the top K configurations with fresh seeds; rank by mean"),
+    "confirm": (cmd_confirm, "retrain the top K configurations with fresh seeds; replace the "
+                "single best only when a paired test says a challenger is better"),
     "report": (cmd_report, "write a self-contained HTML report (and PNG figures) of a study"),
     "retrain": (cmd_retrain, "train an exported configuration on train + validation; test it"),
     "lr-find": (cmd_lr_find, "LR range test: suggested rate, where the loss falls and diverges"),
@@ -328,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"at the end, confirm the top K trials (default {DEFAULT_TOP})")
     t.add_argument("--confirm-seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="S",
                    help=f"fresh seeds per confirmed trial (default {DEFAULT_SEEDS})")
+    t.add_argument("--confirm-max-seeds", type=_positive_int, metavar="M",
+                   help="seeds per confirmed trial at most while a challenger stays too close "
+                   "to the single best to tell (default 2 x S)")
     t.add_argument("--no-confirm", action="store_true",
                    help="skip the confirmation (tuner confirm) at the end")
     t.add_argument("--threads", type=_positive_int, metavar="N",
@@ -355,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=_positive_int, default=DEFAULT_SEEDS, metavar="S",
                    help=f"fresh seeds per configuration (default {DEFAULT_SEEDS}); seeds start "
                    "at [study] seed + 10000 and skip any a trial used")
+    c.add_argument("--max-seeds", type=_positive_int, metavar="M",
+                   help="seeds per configuration at most: a challenger too close to the single "
+                   "best to tell gets one more seed at a time up to M (default 2 x S)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = p["report"]

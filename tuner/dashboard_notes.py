@@ -5,7 +5,9 @@ optuna-dashboard's public API (which keeps them in the study's system attributes
 storage holds them: SQLite, journal file, PostgreSQL):
 
 - the **study note** (``optuna_dashboard.save_note``, Markdown): the study file's settings, the
-  dataset's size and classes, what the metric is, the best trial so far and how to export it.
+  dataset's size and classes, what the metric is, the best trial so far, the confirmation (the
+  decision, how sure it is, the table; :func:`refresh_study_note` rewrites the note after
+  ``tuner confirm`` and the confirmation that ends ``tuner tune``) and how to export it.
   It is rewritten at every run unless a person has edited it and removed its last line
   (:data:`AUTO_NOTE_MARKER`);
 - three **figures** (``optuna_dashboard.save_plotly_graph_object``, ids in :data:`FIGURE_IDS`,
@@ -42,6 +44,7 @@ __all__ = [
     "FIGURE_IDS",
     "NotesRefresh",
     "metric_description",
+    "refresh_study_note",
     "refresh_study_notes",
     "study_note",
     "trial_note",
@@ -163,6 +166,7 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
         lines += ["### Best trial", f"No complete trial{finite} yet.", ""]
     if unranked:
         lines[-1:-1] = ["", unranked]
+    lines += _confirmation_lines(study, cfg)
     lines += [
         "### Figures",
         "- **Validation metric against learning rate** (log axis), coloured by schedule; "
@@ -184,6 +188,49 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
         AUTO_NOTE_MARKER,
     ]
     return "\n".join(lines)
+
+
+def _confirmation_lines(study: optuna.Study, cfg: StudyConfig) -> list[str]:
+    """The note's Confirmation section: the decision and how sure it is, then the table."""
+    from tuner.confirm import (
+        confirmation_is_current,
+        decision_text,
+        fmt_comparison,
+        fmt_mean_std,
+        fmt_peak,
+        load_confirmation,
+    )
+
+    payload = load_confirmation(study)
+    if payload is None:
+        return []
+    single = payload["single_best_trial"]
+    lines = ["### Confirmation", decision_text(payload), ""]
+    if not confirmation_is_current(payload, study, cfg):
+        lines += ["*Out of date: the study's top trials or settings changed since; run "
+                  f"`tuner confirm {cfg.path}` again.*", ""]
+    lines += [
+        f"| rank | trial | validation mean ± std (runs) | Δ vs #{single} [95% CI] p (n) | "
+        "test mean ± std | diverged | peak loss | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in payload["candidates"]:
+        lines.append(
+            f"| {c['rank']} | {c['trial']} | {fmt_mean_std(c['val_mean'], c['val_std'])} "
+            f"({c['n_runs']}) | {fmt_comparison(c.get('comparison'))} | "
+            f"{fmt_mean_std(c['test_mean'], c['test_std'])} | {c['n_diverged']} | "
+            f"{fmt_peak(c)} | {c.get('verdict', '')} |"
+        )
+    factor = cfg.divergence.factor
+    lines += [
+        "",
+        "Δ: challenger minus single best on the same seeds; p: one-sided paired t-test that "
+        "the challenger is better. Peak loss: the largest mini-batch loss over the first "
+        f"one, over the runs; `!` above half the divergence factor ({factor:g}x). The test "
+        "metric never chooses.",
+        "",
+    ]
+    return lines
 
 
 def _divergence_rule(div: dict[str, Any]) -> str:
@@ -314,6 +361,24 @@ def _save_new_trial_notes(study: optuna.Study, cfg: StudyConfig) -> list[int]:
     return written
 
 
+def refresh_study_note(
+    study: optuna.Study, cfg: StudyConfig, data: SplitData | None = None
+) -> bool:
+    """Rewrite only the study note (after a confirmation), unless a person has edited it.
+
+    Returns:
+        True if the note was (re)written.
+    """
+    current = optuna_dashboard.get_note(study)
+    if current.strip() and AUTO_NOTE_MARKER not in current:
+        return False
+    data = data if data is not None else load_split(cfg.dataset, cfg.split)
+    body = study_note(study, cfg, data)
+    if body != current:
+        optuna_dashboard.save_note(study, body)
+    return True
+
+
 def refresh_study_notes(
     study: optuna.Study, cfg: StudyConfig, data: SplitData | None = None
 ) -> NotesRefresh:
@@ -329,13 +394,7 @@ def refresh_study_notes(
         person's edits to the study note (marker line removed) and every existing trial note
         are kept.
     """
-    data = data if data is not None else load_split(cfg.dataset, cfg.split)
-    current = optuna_dashboard.get_note(study)
-    write_note = not current.strip() or AUTO_NOTE_MARKER in current
-    if write_note:
-        body = study_note(study, cfg, data)
-        if body != current:
-            optuna_dashboard.save_note(study, body)
+    write_note = refresh_study_note(study, cfg, data)
     for graph_id, build in FIGURE_IDS.items():
         optuna_dashboard.save_plotly_graph_object(
             study, build(study, cfg), graph_object_id=graph_id

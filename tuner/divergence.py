@@ -3,6 +3,11 @@ larger than ``factor`` times the initial loss.
 
 A diverged trial ends PRUNED (not FAIL), so the sampler learns where divergence begins; the
 :class:`Divergence` record (reason, step, loss) goes into the trial's user attributes.
+
+The guard also keeps the run's **peak loss ratio**: the largest finite loss / initial loss it has
+checked (1.0 after the first step; above ``factor`` for a run it stopped as an explosion). A run
+that completes with a peak near ``factor`` survived close to the cut-off (its stability margin,
+which ``tuner confirm`` records per run).
 """
 
 from __future__ import annotations
@@ -67,19 +72,28 @@ class DivergenceGuard:
             raise ValueError(f"divergence factor must be > 1, got {factor}")
         self.factor = float(factor)
         self.initial_loss: float | None = None
+        # largest finite loss / initial_loss checked so far (None before the first finite loss)
+        self.peak_ratio: float | None = None
 
     def check(self, loss: float, step: int, epoch: int) -> Divergence | None:
-        """The divergence at this step, or None if the loss is acceptable."""
+        """The divergence at this step, or None if the loss is acceptable.
+
+        A finite loss also raises :attr:`peak_ratio` when ``loss / initial_loss`` exceeds it
+        (one division per step; nothing when the initial loss is 0).
+        """
         if math.isnan(loss):
             reason = "nan"
         elif math.isinf(loss):
             reason = "inf"
         elif self.initial_loss is None:
             self.initial_loss = loss
+            self.peak_ratio = 1.0
             return None
-        elif loss > self.factor * self.initial_loss:
-            reason = "explosion"
         else:
-            return None
+            if self.initial_loss > 0 and loss > self.peak_ratio * self.initial_loss:
+                self.peak_ratio = loss / self.initial_loss
+            if loss <= self.factor * self.initial_loss:
+                return None
+            reason = "explosion"
         initial = self.initial_loss if self.initial_loss is not None else float("nan")
         return Divergence(reason, step, epoch, float(loss), float(initial), self.factor)

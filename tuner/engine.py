@@ -83,6 +83,9 @@ class TrainResult:
         history: one :class:`EpochReport` per finished epoch.
         lrs: the learning rate of every optimizer step taken, in order.
         divergence: why the run diverged, for status 'diverged'.
+        peak_loss_ratio: the largest mini-batch loss / first mini-batch loss over the steps the
+            divergence guard checked (>= 1; None before the first finite loss): how close the
+            run came to ``[divergence] factor``.
         test_metric / test_loss: held-out test split, for a complete run only.
         seconds: wall-clock seconds of the run.
     """
@@ -93,6 +96,7 @@ class TrainResult:
     history: list[EpochReport] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     divergence: Divergence | None = None
+    peak_loss_ratio: float | None = None
     test_metric: float | None = None
     test_loss: float | None = None
     seconds: float = 0.0
@@ -248,7 +252,7 @@ def train(
                 losses.append(loss.item())
                 diverged = guard.check(losses[-1], result.steps, epoch)
                 if diverged is not None:
-                    return _diverged(result, diverged, epoch, started)
+                    return _diverged(result, diverged, epoch, started, guard)
             else:
                 losses.append(loss.detach())
             optimizer.zero_grad(set_to_none=True)
@@ -264,14 +268,14 @@ def train(
                 if diverged is not None:
                     del result.lrs[first + i :]
                     result.steps = first + i
-                    return _diverged(result, diverged, epoch, started)
+                    return _diverged(result, diverged, epoch, started, guard)
         loss_sum = sum(v * min(batch, n_rows - i * batch) for i, v in enumerate(losses))
         val_loss, val_metric = evaluate(model, data.X_val, data.y_val, data, cfg.objective.metric)
         if not math.isfinite(val_loss):
             # the weights blew up on the last step: the validation loss shows it first
             diverged = guard.check(val_loss, result.steps, epoch)
             if diverged is not None:
-                return _diverged(result, diverged, epoch, started)
+                return _diverged(result, diverged, epoch, started, guard)
         if not per_step:
             step_scheduler(scheduler, val_metric if math.isfinite(val_metric) else None)
         report = EpochReport(
@@ -282,6 +286,7 @@ def train(
         if on_epoch is not None and on_epoch(report):
             result.status = "pruned"
             break
+    result.peak_loss_ratio = guard.peak_ratio
     if result.status == "complete":
         result.test_loss, result.test_metric = evaluate(
             model, data.X_test, data.y_test, data, cfg.objective.metric
@@ -291,9 +296,11 @@ def train(
 
 
 def _diverged(
-    result: TrainResult, divergence: Divergence, epoch: int, started: float
+    result: TrainResult, divergence: Divergence, epoch: int, started: float,
+    guard: DivergenceGuard,
 ) -> TrainResult:
     result.status, result.divergence, result.epochs = "diverged", divergence, epoch
+    result.peak_loss_ratio = guard.peak_ratio
     result.seconds = time.perf_counter() - started
     return result
 

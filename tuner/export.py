@@ -10,7 +10,11 @@ The file (``studies/<study name>.best.json`` or ``.best.yaml``) holds, in plain 
 - ``trial``, ``value``, ``seed``, ``test_metric``: the exported trial's own single run;
 - ``single_best``: ``{"trial", "value", "test_metric"}`` of the best single run;
 - ``confirmation``: ``None`` or the winner's ``val_mean``/``val_std``/``test_mean``/``test_std``
-  over the fresh ``seeds``, ``winner_trial``, ``changed_winner`` and every ``candidates`` row;
+  over the fresh ``seeds``, ``winner_trial``, ``changed_winner``, how it was decided
+  (``decision``: in words, ``decided_by``, ``single_best_trial``, ``indistinguishable``, ``test``,
+  ``max_seeds``, ``extra_seeds``, ``stability_cutoff``, the winner's ``peak_loss_ratio``) and
+  every ``candidates`` row (with its ``comparison`` against the single best, ``peak_loss_ratio``,
+  ``near_cutoff`` and ``verdict``; see :func:`tuner.confirm.run_confirm`);
   ``confirmation_note`` says why a stored confirmation was not used (out of date);
 - ``params``: the trial's namespaced Optuna parameters (``lr``, ``schedule.*``, ...);
 - ``dataset``, ``split``, ``model``, ``training``, ``objective``, ``divergence``: the study
@@ -43,7 +47,12 @@ import optuna
 import yaml
 
 from tuner.config import StudyConfig
-from tuner.confirm import confirmation_is_current, load_confirmation, no_complete_message
+from tuner.confirm import (
+    confirmation_is_current,
+    decision_text,
+    load_confirmation,
+    no_complete_message,
+)
 from tuner.datasets import DATASETS, load_split
 from tuner.engine import steps_per_epoch
 from tuner.errors import ConfigError, NoCompletedTrialError
@@ -127,10 +136,28 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
             "seeds": conf["seeds"],
             "epochs": conf["epochs"],
             "top_k": conf["top_k"],
-            "ranked_by": f"mean validation {conf['metric']} (fewest diverged runs first)",
+            "ranked_by": (
+                f"paired test of validation {conf['metric']} against the single best on the "
+                "same seeds (validation loss on ties), then stability margin, then mean"
+                if "test" in conf else
+                f"mean validation {conf['metric']} (fewest diverged runs first)"
+            ),
+            "decision": decision_text(conf),
+            "decided_by": conf.get("decided_by"),
+            "single_best_trial": conf["single_best_trial"],
+            "indistinguishable": conf.get("indistinguishable"),
+            "test": conf.get("test"),
+            "max_seeds": conf.get("max_seeds"),
+            "extra_seeds": conf.get("extra_seeds"),
+            "divergence_factor": conf.get("divergence_factor"),
+            "stability_cutoff": conf.get("stability_cutoff"),
+            "peak_loss_ratio": winner.get("peak_loss_ratio"),
+            "near_cutoff": winner.get("near_cutoff"),
             "candidates": [
-                {k: c[k] for k in ("rank", "trial", "single_value", "val_mean", "val_std",
-                                   "test_mean", "test_std", "n_runs", "n_diverged")}
+                {k: c.get(k) for k in ("rank", "trial", "single_value", "val_mean", "val_std",
+                                       "test_mean", "test_std", "n_runs", "n_diverged",
+                                       "val_loss_mean", "peak_loss_ratio", "near_cutoff",
+                                       "comparison", "verdict")}
                 for c in conf["candidates"]
             ],
         }

@@ -47,7 +47,10 @@ from plotly.subplots import make_subplots
 from tuner.config import StudyConfig
 from tuner.confirm import (
     confirmation_is_current,
+    decision_text,
+    fmt_comparison,
     fmt_mean_std,
+    fmt_peak,
     load_confirmation,
     no_complete_message,
 )
@@ -193,27 +196,32 @@ def _states(study: optuna.Study) -> go.Figure:
 def _confirmation_figure(payload: Mapping[str, Any]) -> go.Figure:
     metric = payload["metric"]
     rows = payload["candidates"]
+    single = payload["single_best_trial"]
     header = ["rank", "trial", "single run", f"val {metric} mean ± std",
-              f"test {metric} mean ± std", "diverged", "configuration"]
+              f"Δ vs #{single} [95% CI] p (n)", f"test {metric} mean ± std", "diverged",
+              "peak loss", "verdict", "configuration"]
     cells = [
         [c["rank"] for c in rows],
         [f"#{c['trial']}" for c in rows],
         [f"{c['single_value']:.4f}" for c in rows],
         [fmt_mean_std(c["val_mean"], c["val_std"]) for c in rows],
+        [fmt_comparison(c.get("comparison")) for c in rows],
         [fmt_mean_std(c["test_mean"], c["test_std"]) for c in rows],
         [f"{c['n_diverged']}/{c['n_runs']}" for c in rows],
+        [fmt_peak(c) for c in rows],
+        [c.get("verdict", "") for c in rows],
         [TrialParams.from_optuna_params(c["params"]).describe() for c in rows],
     ]
     fig = go.Figure(
         go.Table(
-            columnwidth=[40, 50, 70, 120, 120, 60, 420],
+            columnwidth=[35, 45, 60, 110, 170, 110, 55, 60, 90, 300],
             header={"values": header, "align": "left", "fill_color": "#e8e8e8"},
             cells={"values": cells, "align": "left"},
         )
     )
     fig.update_layout(
         title=f"Confirmed top {payload['top_k']}: {payload['n_seeds']} fresh seeds each, "
-        f"ranked by mean validation {metric} (test never used to choose)",
+        f"compared with single-best #{single} on the same seeds (test never used to choose)",
     )
     return fig
 
@@ -303,8 +311,10 @@ def _summary_html(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> st
         )
         crows = [
             ("seeds", f"{payload['n_seeds']} fresh seeds per configuration "
-                      f"({payload['seeds'][0]}..{payload['seeds'][-1]}), full "
-                      f"{payload['epochs']} epochs, no pruning"),
+                      f"({payload['seeds'][0]}..{payload['seeds'][-1]})"
+                      + (f", {len(payload['extra_seeds'])} more for close calls (up to "
+                         f"{payload['max_seeds']})" if payload.get("extra_seeds") else "")
+                      + f", full {payload['epochs']} epochs, no pruning"),
             ("single-best trial", f"#{single['trial']}: {_fmt(single['single_value'])} (one "
                                   f"seed) -> {fmt_mean_std(single['val_mean'], single['val_std'])}"
                                   " confirmed"),
@@ -312,6 +322,7 @@ def _summary_html(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> st
                                  f"{fmt_mean_std(winner['val_mean'], winner['val_std'])}, test "
                                  f"{fmt_mean_std(winner['test_mean'], winner['test_std'])}"),
             ("confirmation changed the winner", changed),
+            ("decision", decision_text(payload)),
         ]
         parts.append("<h2>Confirmation</h2>" + _kv_table(crows))
         if not confirmation_is_current(payload, study, cfg):

@@ -162,8 +162,8 @@ def learning_curves(study: optuna.Study, metric: str = "value") -> go.Figure:
     hides or shows the whole kind). A trial with a single reported value (pruned at its first
     epoch) is a marker. Every diverged trial is an 'x' at the epoch it diverged in, in a strip
     under the curves (those that diverged before their first report have only that), spread
-    across the width of that epoch so that none hides another. Non-finite values are left out; the y range spans
-    exactly the finite values drawn.
+    across the width of that epoch so that none hides another. Non-finite values are left out;
+    the y range spans exactly the finite values drawn.
     """
     fig = go.Figure()
     palette = plotly.colors.qualitative.Plotly

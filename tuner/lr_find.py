@@ -87,6 +87,7 @@ __all__ = [
     "sweep_table",
     "sweep_figure",
     "write_sweep_figure",
+    "write_sweep_png",
     "default_figure_path",
     "run_lr_find_command",
 ]
@@ -756,10 +757,23 @@ def sweep_table(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> 
     return table
 
 
-def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> go.Figure:
-    """Loss against learning rate (log axis), one colour per optimizer.
+# One line style per optimizer, so that equal curves (Adam and AdamW sweep alike: neither has
+# weight decay in the sweep) stay visible: a dashed line over a solid one shows both colours.
+SWEEP_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
-    Raw mini-batch losses are faint dots, the smoothed loss a line; the suggested rate is a
+
+def _same_curve(a: LRSweep, b: LRSweep) -> bool:
+    """The two sweeps drew the same smoothed curve (to 6 significant digits)."""
+    return len(a.lrs) == len(b.lrs) and all(
+        _round(x) == _round(y) for x, y in zip(a.smoothed, b.smoothed, strict=True)
+    ) and all(_round(x) == _round(y) for x, y in zip(a.lrs, b.lrs, strict=True))
+
+
+def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> go.Figure:
+    """Loss against learning rate (log axis), one colour and one line style per optimizer.
+
+    Raw mini-batch losses are faint dots, the smoothed loss a line (solid, dashed, dotted, ...:
+    a curve equal to an earlier one stays visible, and its legend says so); the suggested rate is a
     star, the lowest falling rate a triangle, the divergence rate an 'x' (all on the smoothed
     line); ``bounds`` adds the study's [low, high] as dashed vertical lines.
     """
@@ -770,6 +784,8 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
     top = 0.0
     for n, s in enumerate(sweeps):
         color = DEFAULT_PLOTLY_COLORS[n % len(DEFAULT_PLOTLY_COLORS)]
+        dash = SWEEP_DASHES[n % len(SWEEP_DASHES)]
+        same = [o.optimizer for o in sweeps[:n] if _same_curve(o, s)]
         finite = [(lr, v) for lr, v in zip(s.lrs, s.smoothed, strict=True) if math.isfinite(v)]
         top = max([top, *(v for _, v in finite)])
         fig.add_trace(go.Scatter(
@@ -779,7 +795,8 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
         ))
         fig.add_trace(go.Scatter(
             x=[lr for lr, _ in finite], y=[v for _, v in finite], mode="lines",
-            name=f"{s.optimizer} (smoothed)", legendgroup=s.optimizer, line={"color": color},
+            name=f"{s.optimizer} (smoothed" + (f"; same curve as {same[0]})" if same else ")"),
+            legendgroup=s.optimizer, line={"color": color, "dash": dash, "width": 2 + n % 2},
         ))
         a = s.analyze()
         marks = [("suggested", a.suggested_lr, "star"), ("falls from", a.falling_lr,
@@ -821,6 +838,67 @@ def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
     return path
 
 
+# The PNG copy of the plot carries a tEXt chunk naming its writer, so that a later lr-find
+# replaces its own PNG and never a picture it did not write.
+PNG_TEXT = b"Software\x00tuner lr-find"
+PNG_SIZE = {"width": 1000, "height": 560}
+
+
+def _png_with_text(png: bytes) -> bytes:
+    """``png`` with the :data:`PNG_TEXT` chunk after its IHDR chunk (the first, 33 bytes in)."""
+    import struct
+    import zlib
+
+    chunk = b"tEXt" + PNG_TEXT
+    text = struct.pack(">I", len(PNG_TEXT)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return png[:33] + text + png[33:]
+
+
+def is_sweep_png(path: Path) -> bool:
+    """True when ``path`` is a PNG :func:`write_sweep_png` wrote (its tEXt chunk)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(128)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and PNG_TEXT in head
+
+
+def write_sweep_png(fig: go.Figure, path: Path, browser: str) -> Path:
+    """Render the figure as a PNG (:data:`PNG_SIZE` pixels) with kaleido and ``browser`` (a
+    Chromium), written atomically to ``path``.
+
+    Raises:
+        LRFindError: ``path`` exists and is not a PNG an earlier lr-find wrote, or rendering
+            failed (nothing is written).
+    """
+    import os
+    import tempfile
+
+    import kaleido
+
+    if path.exists() and not is_sweep_png(path):
+        raise LRFindError(f"{path} exists and is not a tuner lr-find PNG; left it as it was.")
+    try:
+        png = kaleido.calc_fig_sync(
+            fig, opts={**PNG_SIZE, "format": "png"}, kopts={"path": browser, "mathjax": False}
+        )
+    except Exception as exc:  # kaleido and choreographer raise many kinds
+        raise LRFindError(
+            f"PNG export with kaleido and {browser} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_png_with_text(bytes(png)))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # `tuner lr-find`
 
@@ -828,6 +906,23 @@ def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
 def default_figure_path(cfg: StudyConfig) -> Path:
     """``reports/<study name>.lr_find.html`` in the study file's folder (git-ignored)."""
     return cfg.study_dir / "reports" / f"{cfg.name}.lr_find.html"
+
+
+def _write_png_beside(fig: go.Figure, html_path: Path, console: Console) -> None:
+    """The plot's PNG copy next to its page (``.png`` for ``.html``); a missing Chromium or a
+    failed rendering is a warning on stderr (the page is written)."""
+    from tuner.report import find_browser
+
+    png = html_path.with_suffix(".png")
+    browser = find_browser()
+    if browser is None:
+        print("tuner: warning: no Chromium found for the PNG copy ($TUNER_CHROMIUM, "
+              "$BROWSER_PATH or chromium on the PATH); wrote the HTML only", file=sys.stderr)
+        return
+    try:
+        console.print(f"wrote {write_sweep_png(fig, png, browser)}")
+    except LRFindError as exc:
+        print(f"tuner: warning: no PNG copy: {exc}", file=sys.stderr)
 
 
 def run_lr_find_command(
@@ -840,7 +935,8 @@ def run_lr_find_command(
     steps: int | None = None,
     console: Console | None = None,
 ) -> int:
-    """``tuner lr-find``: sweep, print the rates and the sweep time, write the plot.
+    """``tuner lr-find``: sweep, print the rates and the sweep time, write the plot (HTML, and
+    a PNG copy beside it when a Chromium is found).
 
     Returns 0, or 2 when a sweep gives no suggestion (its reason is printed on stderr; the
     table and the plot are still written, they show why).
@@ -887,13 +983,15 @@ def run_lr_find_command(
     except LRFindError:
         bounds = None
     console.print(sweep_table(sweeps, bounds))
-    path = write_sweep_figure(sweep_figure(sweeps, bounds), out or default_figure_path(cfg))
+    fig = sweep_figure(sweeps, bounds)
+    path = write_sweep_figure(fig, out or default_figure_path(cfg))
     if bounds is not None:
         console.print(
             f'lr = "auto" would search [{bounds.low:.3g}, {bounds.high:.3g}] and start with '
             + ", ".join(f"{k} at {v:.3g}" for k, v in bounds.suggestions.items())
         )
     console.print(f"wrote {path}")
+    _write_png_beside(fig, path, console)
     failed = [s for s in sweeps if s.analyze().reason is not None]
     for s in failed:
         print(f"tuner: error: no suggested rate for {s.optimizer}: {s.analyze().reason}",

@@ -168,3 +168,14 @@ def test_importances_of_equal_values_say_so(cfg: StudyConfig) -> None:
     fig = figures.param_importances(study, "accuracy")
     assert fig.data == ()
     assert "same validation accuracy (1)" in fig.layout.annotations[0].text
+
+
+def test_importances_leave_out_parameters_with_one_possible_value(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, space={"optimizers": ["sgd"], "schedules": ["constant"]})
+    study = new_study(cfg)
+    for i in range(20):
+        told(study, cfg, fixed_params("constant", lr=0.001 * 1.2 ** i), [0.5 + 0.01 * i],
+             TrialState.PRUNED)
+    (bars,) = figures.param_importances(study, "accuracy").data
+    names = {label.split()[0] for label in bars.y}
+    assert "lr" in names and not names & {"optimizer", "schedule"}  # one choice each

@@ -7,6 +7,7 @@ intermediate values, or trials pruned before any report.
 
 from __future__ import annotations
 
+import html
 import math
 from collections import defaultdict
 
@@ -324,21 +325,25 @@ def param_importances(study: optuna.Study, metric: str = "value") -> go.Figure:
             f"epoch {epoch}: no parameter explains a difference"))
     have: dict[str, int] = defaultdict(int)
     for t in trials:
-        for name in t.params:
-            have[name] += 1
+        for name, dist in t.distributions.items():
+            if not dist.single():  # one possible value (one schedule only): nothing to rank
+                have[name] += 1
     kept = sorted(p for p, c in have.items() if c >= IMPORTANCE_MIN_TRIALS)
     left_out = sorted((p for p, c in have.items() if c < IMPORTANCE_MIN_TRIALS),
                       key=lambda p: (-have[p], p))
     at_epoch = optuna.create_study(direction=study.direction)
-    for t in trials:
-        at_epoch.add_trial(optuna.trial.create_trial(
-            params=t.params, distributions=t.distributions,
-            value=t.intermediate_values[epoch], state=TrialState.COMPLETE,
-        ))
-    importances = optuna.importance.get_param_importances(
-        at_epoch, params=kept,
-        evaluator=PedAnovaImportanceEvaluator(target_quantile=IMPORTANCE_QUANTILE),
-    ) if kept else {}
+    try:
+        for t in trials:
+            at_epoch.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions,
+                value=t.intermediate_values[epoch], state=TrialState.COMPLETE,
+            ))
+        importances = optuna.importance.get_param_importances(
+            at_epoch, params=kept,
+            evaluator=PedAnovaImportanceEvaluator(target_quantile=IMPORTANCE_QUANTILE),
+        ) if kept else {}
+    except (ValueError, RuntimeError) as exc:  # e.g. a parameter whose range changed
+        return _note(go.Figure(), title, f"not computable for this study: {html.escape(str(exc))}")
     order = sorted(importances, key=lambda p: importances[p])  # plotly draws bottom-up
     fig = go.Figure(
         go.Bar(

@@ -139,7 +139,7 @@ def diverged_trials(study: optuna.Study) -> go.Figure:
     n = sum(len(p) for p in by_opt.values())
     steps = [p[1] for points in by_opt.values() for p in points]
     fig.update_layout(
-        title=f"Diverged trials ({n}): learning rate and the step where the loss blew up",
+        title=f"Diverged trials: learning rate and the step where the loss blew up ({n} trials)",
         xaxis={"title": "learning rate (log)", "type": "log"},
         yaxis={"title": "optimizer step at divergence", **_integer_axis(steps)},
         legend={"title": {"text": "optimizer (trials)"}},

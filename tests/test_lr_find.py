@@ -299,37 +299,6 @@ def _study_file(tmp_path: Path, dataset: str = "iris") -> Path:
     return path
 
 
-def test_cli_lr_find_prints_rates_and_writes_the_plot(tmp_path, capsys) -> None:
-    study = _study_file(tmp_path)
-    assert main(["lr-find", str(study), "--steps", "150"]) == 0
-    out = capsys.readouterr().out
-    for text in ("suggested", "falls from", "diverged", "sweep time", "sgd", "adam", "search"):
-        assert text in out
-    plot = tmp_path / "reports" / "lrf.lr_find.html"
-    html = plot.read_text()
-    assert "plotly" in html.lower() and "adam (smoothed)" in html and "sgd suggested" in html
-
-
-def test_cli_lr_find_without_a_suggestion_says_why_and_fails(tmp_path, capsys) -> None:
-    study = _study_file(tmp_path)
-    out = tmp_path / "flat.html"
-    code = main(["lr-find", str(study), "--optimizer", "adam", "--max-lr", "1e-5",
-                 "--steps", "100", "--out", str(out)])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "no suggested rate for adam" in err and "never falls" in err
-    assert out.exists()  # the plot shows why
-
-
-def test_cli_lr_find_refuses_bad_options(tmp_path, capsys) -> None:
-    study = _study_file(tmp_path)
-    assert main(["lr-find", str(study), "--optimizer", "lion"]) == 2
-    assert "--optimizer 'lion' is invalid" in capsys.readouterr().err
-    assert main(["lr-find", str(study), "--min-lr", "1", "--max-lr", "0.1"]) == 2
-    assert "--min-lr 1 and --max-lr 0.1 are invalid" in capsys.readouterr().err
-    assert not (tmp_path / "reports").exists()
-
-
 def _line_sweep(optimizer: str, scale: float = 1.0) -> LRSweep:
     lrs = [1e-4 * 1.2**i for i in range(40)]
     losses = [scale * (2.0 - 1.5 * i / 39) for i in range(40)]
@@ -412,3 +381,35 @@ def test_cli_lr_find_without_a_browser_writes_the_page_and_warns(tmp_path, capsy
     assert main(["lr-find", str(study), "--steps", "60", "--optimizer", "adam"]) == 0
     assert "no Chromium found for the PNG copy" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["lrf.lr_find.html"]
+
+
+def test_cli_lr_find_prints_rates_and_writes_the_plot(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    assert main(["lr-find", str(study), "--steps", "150"]) == 0
+    out = capsys.readouterr().out
+    for text in ("suggested", "falls from", "diverged", "sweep time", "sgd", "adam", "search"):
+        assert text in out
+    plot = tmp_path / "reports" / "lrf.lr_find.html"
+    html = plot.read_text()
+    assert "plotly" in html.lower() and "adam (smoothed)" in html and "sgd suggested" in html
+
+
+def test_cli_lr_find_without_a_suggestion_says_why_and_fails(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    out = tmp_path / "flat.html"
+    code = main(["lr-find", str(study), "--optimizer", "adam", "--max-lr", "1e-5",
+                 "--steps", "100", "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no suggested rate for adam" in err and "never falls" in err
+    assert out.exists()  # the plot shows why
+
+
+def test_cli_lr_find_refuses_bad_options(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    assert main(["lr-find", str(study), "--optimizer", "lion"]) == 2
+    assert "--optimizer 'lion' is invalid" in capsys.readouterr().err
+    assert main(["lr-find", str(study), "--min-lr", "1", "--max-lr", "0.1"]) == 2
+    assert "--min-lr 1 and --max-lr 0.1 are invalid" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
+

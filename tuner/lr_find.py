@@ -983,15 +983,14 @@ def run_lr_find_command(
     except LRFindError:
         bounds = None
     console.print(sweep_table(sweeps, bounds))
-    fig = sweep_figure(sweeps, bounds)
-    path = write_sweep_figure(fig, out or default_figure_path(cfg))
+    path = write_sweep_figure(sweep_figure(sweeps, bounds), out or default_figure_path(cfg))
     if bounds is not None:
         console.print(
             f'lr = "auto" would search [{bounds.low:.3g}, {bounds.high:.3g}] and start with '
             + ", ".join(f"{k} at {v:.3g}" for k, v in bounds.suggestions.items())
         )
     console.print(f"wrote {path}")
-    _write_png_beside(fig, path, console)
+    _write_png_beside(sweep_figure(sweeps, bounds), path, console)
     failed = [s for s in sweeps if s.analyze().reason is not None]
     for s in failed:
         print(f"tuner: error: no suggested rate for {s.optimizer}: {s.analyze().reason}",

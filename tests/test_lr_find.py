@@ -412,4 +412,3 @@ def test_cli_lr_find_refuses_bad_options(tmp_path, capsys) -> None:
     assert main(["lr-find", str(study), "--min-lr", "1", "--max-lr", "0.1"]) == 2
     assert "--min-lr 1 and --max-lr 0.1 are invalid" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
-

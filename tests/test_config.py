@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -133,3 +137,131 @@ def test_generated_dataset_checks_informative_features() -> None:
     )
     with pytest.raises(ConfigError, match=r"n_informative = 8 .* <= n_features \(5\)"):
         parse_study_config(data, "g.toml")
+
+
+# --- a mistake is reported at once: validation imports neither torch nor scikit-learn ---------
+
+HEAVY = ("torch", "sklearn", "scipy")
+
+_VALIDATE_ONLY = """
+import sys
+from pathlib import Path
+
+import tuner.config
+loaded = [m for m in {heavy!r} if m in sys.modules]
+assert not loaded, f"import tuner.config loaded {{loaded}}"
+for path in sorted(Path({studies!r}).glob("*.toml")):  # valid files, generated datasets too
+    tuner.config.load_study_config(path)
+try:  # the documented bounds of a generated dataset: refused by the memory estimate
+    tuner.config.parse_study_config({{"study": {{"name": "huge"}}, "dataset": {{
+        "name": "make_classification", "n_samples": 10_000_000, "n_features": 100_000}}}})
+    raise AssertionError("a 29 TiB dataset was accepted")
+except tuner.config.ConfigError as exc:
+    assert "n_samples = 10000000, n_features = 100000" in str(exc), exc
+from tuner.cli import main
+code = main(["tune", {bad!r}])  # the whole path of `tuner tune bad.toml`, up to the error
+loaded = [m for m in {heavy!r} if m in sys.modules]
+assert code == 2 and not loaded, (code, loaded)
+"""
+
+
+def test_validating_a_study_file_imports_neither_torch_nor_sklearn(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\nname = "bad"\n[dataset]\nname = "iris"\n[training]\nepoch = 5\n')
+    script = _VALIDATE_ONLY.format(heavy=HEAVY, studies=str(STUDIES[0].parent), bad=str(bad))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"tuner: error: {bad}: unknown [training] key 'epoch'. Did you mean 'epochs'? "
+        "Allowed: epochs, batch_size, device."
+    ]
+
+
+# --- "Did you mean": case (and - for _) first --------------------------------------------------
+
+CASE = [
+    ("space", "optimizers", ["adam", "adamW"], 'Did you mean "adamw"?'),
+    ("space", "schedules", ["One-Cycle"], 'Did you mean "one_cycle"?'),
+    ("space", "schedules", ["Cosine"], 'Did you mean "cosine"?'),
+    ("dataset", "name", "Iris", 'Did you mean "iris"?'),
+    ("dataset", "name", "Breast_Cancer", 'Did you mean "breast_cancer"?'),
+    ("sampler", "name", "TPE", 'Did you mean "tpe"?'),
+    ("sampler", "name", "QMC", 'Did you mean "qmc"?'),
+    ("pruner", "name", "Median", 'Did you mean "median"?'),
+    ("model", "activation", "GELU", 'Did you mean "gelu"?'),
+    ("objective", "metric", "RMSE", 'Did you mean "rmse"?'),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "hint"), CASE,
+                         ids=[f"{c[0]}.{c[1]}={c[2]!r}" for c in CASE])
+def test_did_you_mean_matches_case_insensitively_first(
+    section: str, key: str, value: object, hint: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_study_config(tiny_study_dict(**{section: {key: value}}), "c.toml")
+    assert str(info.value).endswith(hint), str(info.value)
+
+
+def test_did_you_mean_for_keys_and_sections_ignores_case() -> None:
+    with pytest.raises(ConfigError, match=r"unknown \[training\] key 'Epochs'. Did you mean "
+                                          r"'epochs'\?"):
+        parse_study_config(tiny_study_dict(training={"Epochs": 3}), "c.toml")
+    data = tiny_study_dict()
+    data["Training"] = data.pop("training")
+    with pytest.raises(ConfigError, match=r"unknown section \[Training\]. Did you mean "
+                                          r"'training'\?"):
+        parse_study_config(data, "c.toml")
+
+
+def test_no_hint_from_the_words_of_a_message() -> None:
+    # "lst" is close to "list" in "a non-empty list of distinct optimizers"; it names no optimizer
+    with pytest.raises(ConfigError) as info:
+        parse_study_config(tiny_study_dict(space={"optimizers": ["lst"]}), "c.toml")
+    assert "Did you mean" not in str(info.value)
+
+
+# --- packaging: the SPDX license string, no setuptools deprecation warning ---------------------
+
+
+def test_pyproject_license_is_an_spdx_string_setuptools_reads_without_a_warning() -> None:
+    setuptools = pytest.importorskip("setuptools")
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    pyproject = STUDIES[0].parent.parent / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text())
+    assert data["project"]["license"] == "MIT"
+    (req,) = [Requirement(r) for r in data["build-system"]["requires"]
+              if Requirement(r).name == "setuptools"]
+    # PEP 639 strings need setuptools 77; the build must not accept one that warns or fails
+    assert not req.specifier.contains("76.9") and req.specifier.contains("77.0")
+    if Version(setuptools.__version__) < Version("77"):
+        pytest.skip(f"setuptools {setuptools.__version__} here is older than the build needs")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), pyproject)
+    assert [str(w.message) for w in caught if "license" in str(w.message).lower()] == []
+    assert dist.metadata.license_expression == "MIT"
+
+
+def test_the_registries_never_import_the_config_at_run_time() -> None:
+    """config -> datasets / models / space / schedules, one way (type hints aside)."""
+    import ast
+
+    for module in ("datasets", "models", "space", "schedules"):
+        source = STUDIES[0].parent.parent / "tuner" / f"{module}.py"
+        tree = ast.parse(source.read_text())
+        hinted = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                  and ast.unparse(node.test) == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "tuner.config":
+                assert id(node) in hinted, f"tuner/{module}.py imports tuner.config"
+    config = ast.parse((STUDIES[0].parent.parent / "tuner" / "config.py").read_text())
+    for fn in ast.walk(config):
+        if isinstance(fn, ast.FunctionDef):
+            lazy = [n.module for n in ast.walk(fn) if isinstance(n, ast.ImportFrom)]
+            assert not lazy, f"tuner/config.py {fn.name}() imports {lazy} lazily"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,13 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from tuner.cli import main
-from tuner.dashboard import DashboardError, dashboard_url, open_server
+from tuner.dashboard import (
+    DashboardError,
+    dashboard_url,
+    exposed_warning,
+    is_loopback,
+    open_server,
+)
 from tuner.dashboard_notes import AUTO_NOTE_MARKER, FIGURE_IDS, refresh_study_notes
 from tuner.datasets import load_split
 from tuner.storage import make_storage, resolve_storage_url
@@ -192,3 +199,80 @@ def test_postgresql_study_with_notes_loads(tiny_cfg, postgres_url) -> None:
         assert "last reported value nan" in detail["trials"][0]["note"]["body"]
     finally:
         optuna.delete_study(study_name=cfg.name, storage=storage)
+
+
+# A dashboard whose /slow request blocks (a long plot on a big study, say) until it is stopped.
+SLOW_DASHBOARD = """
+import sys, time
+import optuna_dashboard
+from tuner.cli import main
+
+real = optuna_dashboard.wsgi
+
+def wsgi(storage):
+    app = real(storage)
+    def slow(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            print("in request", flush=True)
+            time.sleep(600)
+        return app(environ, start_response)
+    return slow
+
+optuna_dashboard.wsgi = wsgi
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _dashboard_process(tmp_path: Path, *args: str) -> subprocess.Popen:
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    optuna.create_study(storage=url, study_name="dash")
+    env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_DASHBOARD, "dashboard", "--storage", url, *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_ctrl_c_during_a_request_stops_the_dashboard_cleanly(tmp_path) -> None:
+    port = _free_port()
+    proc = _dashboard_process(tmp_path, "--port", str(port))
+    try:
+        assert "optuna-dashboard: open" in proc.stdout.readline() + proc.stdout.readline()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(b"GET /slow HTTP/1.0\r\n\r\n")
+            assert proc.stdout.readline() == "in request\n"  # the server is inside it
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read()
+    assert code == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err == "dashboard stopped\n"  # one line; no warning for the loopback default
+
+
+def test_a_non_loopback_bind_warns_once(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))  # free on every address, not only on loopback
+        port = s.getsockname()[1]
+    proc = _dashboard_process(tmp_path, "--host", "0.0.0.0", "--port", str(port))
+    try:
+        out = proc.stdout.readline() + proc.stdout.readline()
+        assert "optuna-dashboard: open" in out, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read()
+    assert code == 0, err
+    assert err == exposed_warning("0.0.0.0", port) + "\ndashboard stopped\n"
+    assert "no login" in err and "delete studies" in err
+
+
+def test_loopback_addresses() -> None:
+    for address in ("127.0.0.1", "127.0.1.1", "::1", "localhost"):
+        assert is_loopback(address)
+    for address in ("0.0.0.0", "::", "192.168.1.5", "10.0.0.1"):
+        assert not is_loopback(address)

@@ -327,7 +327,9 @@ def test_sweep_png_replaces_only_its_own_png(tmp_path) -> None:
     other = tmp_path / "photo.png"
     other.write_bytes(_TINY_PNG)
     assert not is_sweep_png(other)
-    with pytest.raises(LRFindError, match="photo.png exists and is not a tuner lr-find PNG"):
+    from tuner.outputs import OutputError
+
+    with pytest.raises(OutputError, match="photo.png exists and is not a tuner lr-find PNG"):
         write_sweep_png(None, other, "/bin/false")  # refused before any rendering
     assert other.read_bytes() == _TINY_PNG
 
@@ -412,3 +414,39 @@ def test_cli_lr_find_refuses_bad_options(tmp_path, capsys) -> None:
     assert main(["lr-find", str(study), "--min-lr", "1", "--max-lr", "0.1"]) == 2
     assert "--min-lr 1 and --max-lr 0.1 are invalid" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
+
+
+def test_cli_lr_find_out_onto_a_folder_names_that_folder(tmp_path, capsys) -> None:
+    study = _study_file(tmp_path)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    assert main(["lr-find", str(study), "--out", str(keep)]) == 2  # refused before the sweep
+    err = capsys.readouterr().err
+    assert err == (f"tuner: error: {keep} is a folder: --out needs the path of a file for the "
+                   "lr-find page (a new one, or a previous lr-find page).\n")
+    assert [p.name for p in keep.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "lrf.toml"]
+
+
+def test_sweep_page_replaces_only_a_previous_sweep_page(tmp_path) -> None:
+    import plotly.graph_objects as go
+
+    from tuner.lr_find import PAGE_TITLE, is_sweep_page, write_sweep_figure
+    from tuner.outputs import OutputError
+
+    page = tmp_path / "lr.html"
+    write_sweep_figure(go.Figure(), page)
+    assert is_sweep_page(page)
+    write_sweep_figure(go.Figure(), page)  # its own previous page
+    old = tmp_path / "old.html"  # a page written before the generator tag
+    go.Figure(layout={"title": f"{PAGE_TITLE} (x)"}).write_html(old)
+    assert is_sweep_page(old)
+    write_sweep_figure(go.Figure(), old)
+    other = tmp_path / "other.html"
+    go.Figure(layout={"title": "my own plot"}).write_html(other)
+    before = other.read_bytes()
+    with pytest.raises(OutputError, match="other.html exists and is not a tuner lr-find page"):
+        write_sweep_figure(go.Figure(), other)
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.html", "old.html", "other.html"]

@@ -20,6 +20,7 @@ from tests._trust import (
 )
 from tuner.confirm import run_confirm
 from tuner.errors import NoCompletedTrialError
+from tuner.outputs import MARKER, OutputError
 from tuner.report import ReportError, find_browser, report_figures, write_report
 
 FIGURES = ("optimization_history", "metric_vs_lr", "learning_curves", "lr_curves",
@@ -72,11 +73,49 @@ def test_report_has_every_figure_inline_and_no_password(finished, tmp_path: Path
 def test_report_replaces_an_old_report_atomically(finished, tmp_path: Path) -> None:
     study, cfg = finished
     target = tmp_path / "reports" / "tiny"
-    target.mkdir(parents=True)
-    (target / "stale.png").write_bytes(b"old")
     write_report(study, cfg, "sqlite:///x.db", target, png=False)
-    assert sorted(p.name for p in target.iterdir()) == ["report.html"]
+    (target / "confirmation.png").write_bytes(b"old")  # a figure of an earlier report
+    write_report(study, cfg, "sqlite:///x.db", target, png=False)
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "report.html"]
     assert [p.name for p in target.parent.iterdir()] == ["tiny"]  # no temporary folder left
+
+
+def test_report_refuses_a_folder_it_did_not_write(finished, tmp_path: Path) -> None:
+    study, cfg = finished
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "stale.png").write_bytes(b"not a report figure")
+    (target / "tuner.db").write_bytes(b"SQLite format 3\x00")
+    with pytest.raises(OutputError, match=r"mine holds 'stale.png', which is not part of a tuner "
+                       r"report.*choose a new or empty folder"):
+        write_report(study, cfg, "sqlite:///x.db", target, png=False)
+    assert sorted(p.name for p in target.iterdir()) == ["stale.png", "tuner.db"]
+    assert (target / "stale.png").read_bytes() == b"not a report figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+def test_a_browser_variable_naming_nothing_is_reported(finished, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    study, cfg = finished
+    monkeypatch.setenv("TUNER_CHROMIUM", "/nope")
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    monkeypatch.setattr("tuner.report.BROWSER_NAMES", ())  # none on the PATH either
+    warnings: list[str] = []
+    out = write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", warn=warnings.append)
+    assert out.html.is_file() and out.pngs == ()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("$TUNER_CHROMIUM=/nope does not exist; ignoring it")
+    assert "no Chromium found" in warnings[1]
+    (tmp_path / "not-exec").write_text("")
+    monkeypatch.setenv("TUNER_CHROMIUM", str(tmp_path / "not-exec"))
+    warnings.clear()
+    write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", warn=warnings.append)
+    assert "not-exec is not an executable file" in warnings[0]
+    assert find_browser() is None
+    # with --no-png there is nothing to warn about
+    warnings.clear()
+    write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", png=False, warn=warnings.append)
+    assert warnings == []
 
 
 def test_all_pruned_study_reports_nothing(tmp_path: Path) -> None:

@@ -75,12 +75,13 @@ def _load(path: str):  # noqa: ANN202
 def cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    cfg = _load(args.study)  # first: a bad study file is reported before torch is imported
+
     from tuner.runner import run_tune
     from tuner.storage import redact_url, resolve_storage_url
     from tuner.study import completed
     from tuner.summary import print_summary
 
-    cfg = _load(args.study)
     if args.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
     url = resolve_storage_url(cfg, args.storage)
@@ -149,14 +150,19 @@ def _confirm_after_tune(
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tuner.export import export_best
+    from tuner.export import EXPORT_KIND, default_export_path, export_best, export_format
+    from tuner.outputs import check_file_target
     from tuner.storage import resolve_storage_url
     from tuner.study import load_existing_study
 
     cfg = _load(args.study)
+    out = Path(args.out) if args.out else None
+    # refuse a path that is not tuner's own export before the storage is even opened
+    check_file_target(out or default_export_path(cfg, export_format(out, args.format)),
+                      EXPORT_KIND)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
-    path = export_best(study, cfg, url, Path(args.out) if args.out else None, args.format)
+    path = export_best(study, cfg, url, out, args.format)
     _console().print(f"wrote {path}")
     return 0
 
@@ -179,17 +185,23 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tuner.report import write_report
+    from rich.markup import escape
+
+    from tuner.outputs import check_folder_target
+    from tuner.report import REPORT_KIND, default_report_dir, write_report
     from tuner.storage import resolve_storage_url
     from tuner.study import load_existing_study
 
     cfg = _load(args.study)
+    out = Path(args.out) if args.out else None
+    # refuse a folder that is not tuner's own report before the storage is even opened
+    check_folder_target(out or default_report_dir(cfg), REPORT_KIND)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)
     err = _console(stderr=True)
     outcome = write_report(
-        study, cfg, url, Path(args.out) if args.out else None, png=not args.no_png,
-        warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"),
+        study, cfg, url, out, png=not args.no_png,
+        warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}", soft_wrap=True),
     )
     console = _console()
     console.print(f"wrote {outcome.html}")

@@ -19,12 +19,18 @@ import difflib
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# The registries are plain data that import torch and scikit-learn only when a model or a
+# dataset is built, so validating a study file stays quick; they never import this module.
+from tuner.datasets import DATASETS, check_memory, check_not_fetch
 from tuner.errors import ConfigError
+from tuner.models import ACTIVATIONS, MODELS
+from tuner.schedules import SCHEDULES
+from tuner.space import OPTIMIZERS
 
 __all__ = [
     "StudySection",
@@ -55,6 +61,7 @@ class Constraint:
     check: Callable[[Any], bool]
     allowed: str
     convert: Callable[[Any], Any] = lambda v: v
+    choices: tuple[str, ...] = ()  # the allowed names, for "Did you mean ...?"
 
 
 def _is_int(v: Any) -> bool:
@@ -108,7 +115,11 @@ def Float(
 
 
 def OneOf(*choices: str) -> Constraint:  # noqa: N802
-    return Constraint(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+    return Constraint(
+        lambda v: isinstance(v, str) and v in choices,
+        "one of " + ", ".join(repr(c) for c in choices),
+        choices=choices,
+    )
 
 
 def Bool() -> Constraint:  # noqa: N802
@@ -132,6 +143,7 @@ def Optional(inner: Constraint) -> Constraint:  # noqa: N802
         lambda v: v is None or inner.check(v),
         inner.allowed + " (or left out)",
         lambda v: None if v is None else inner.convert(v),
+        inner.choices,
     )
 
 
@@ -181,11 +193,11 @@ def IntList(  # noqa: N802
     )
 
 
-def Subset(registry: Callable[[], Mapping[str, Any]], what: str) -> Constraint:  # noqa: N802
-    """A non-empty list of distinct names from a registry (looked up lazily)."""
+def Subset(registry: Mapping[str, Any], what: str) -> Constraint:  # noqa: N802
+    """A non-empty list of distinct names from a registry."""
+    names = tuple(registry)
 
     def check(v: Any) -> bool:
-        names = registry()
         return (
             isinstance(v, list)
             and len(v) > 0
@@ -193,25 +205,9 @@ def Subset(registry: Callable[[], Mapping[str, Any]], what: str) -> Constraint: 
             and all(isinstance(x, str) and x in names for x in v)
         )
 
-    def allowed() -> str:
-        return f"a non-empty list of distinct {what} from: " + ", ".join(registry())
-
-    return Constraint(check, _LazyText(allowed), tuple)
-
-
-class _LazyText(str):
-    """A str whose text is computed when formatted (registries load after this module)."""
-
-    def __new__(cls, fn: Callable[[], str]) -> _LazyText:
-        obj = super().__new__(cls, "")
-        obj._fn = fn  # type: ignore[attr-defined]
-        return obj
-
-    def __str__(self) -> str:
-        return self._fn()  # type: ignore[attr-defined]
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
+    return Constraint(
+        check, f"a non-empty list of distinct {what} from: " + ", ".join(names), tuple, names
+    )
 
 
 def _field(default: Any, constraint: Constraint, doc: str) -> Any:
@@ -223,42 +219,12 @@ def _field(default: Any, constraint: Constraint, doc: str) -> Any:
     return field(default=default, **kwargs)
 
 
-def _datasets() -> Mapping[str, Any]:
-    from tuner.datasets import DATASETS
-
-    return DATASETS
-
-
-def _optimizers() -> Mapping[str, Any]:
-    from tuner.space import OPTIMIZERS
-
-    return OPTIMIZERS
-
-
-def _schedules() -> Mapping[str, Any]:
-    from tuner.schedules import SCHEDULES
-
-    return SCHEDULES
-
-
-def _models() -> Mapping[str, Any]:
-    from tuner.models import MODELS
-
-    return MODELS
-
-
 def DatasetName() -> Constraint:  # noqa: N802
-    return Constraint(
-        lambda v: isinstance(v, str) and v in _datasets(),
-        _LazyText(lambda: "one of " + ", ".join(repr(n) for n in _datasets())),
-    )
+    return OneOf(*DATASETS)
 
 
 def ModelName() -> Constraint:  # noqa: N802
-    return Constraint(
-        lambda v: isinstance(v, str) and v in _models(),
-        _LazyText(lambda: "one of " + ", ".join(repr(n) for n in _models())),
-    )
+    return OneOf(*MODELS)
 
 
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?|mps)$")
@@ -338,7 +304,7 @@ class ModelConfig:
         "Hidden layer widths, input to output; [] is a linear model.",
     )
     activation: str = _field(
-        "relu", OneOf("relu", "gelu", "tanh", "silu", "leaky_relu"), "Activation function."
+        "relu", OneOf(*ACTIVATIONS), "Activation function."
     )
     dropout: float = _field(0.0, Float(0, 1, high_open=True), "Dropout probability after each.")
 
@@ -383,11 +349,11 @@ class SpaceConfig:
         [1e-4, 1.0], LogRange(allow_auto=True), "Learning-rate bounds, per optimizer step."
     )
     optimizers: tuple[str, ...] = _field(
-        ["sgd", "adam", "adamw", "rmsprop"], Subset(_optimizers, "optimizers"), "Optimizers."
+        ["sgd", "adam", "adamw", "rmsprop"], Subset(OPTIMIZERS, "optimizers"), "Optimizers."
     )
     schedules: tuple[str, ...] = _field(
         ["constant", "step", "exponential", "cosine", "warmup_cosine", "one_cycle", "plateau"],
-        Subset(_schedules, "schedules"),
+        Subset(SCHEDULES, "schedules"),
         "Learning-rate schedules.",
     )
     weight_decay: tuple[float, float] | None = _field(
@@ -489,8 +455,6 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict of every section (lists, not tuples), for export and notes."""
-        from tuner.datasets import DATASETS
-
         out: dict[str, Any] = {}
         for section in SECTIONS:
             obj = getattr(self, section)
@@ -513,22 +477,40 @@ def _plain(v: Any) -> Any:
 # Loading.
 
 
-def _fail(where: str, section: str, key: str | None, value: Any, allowed: str) -> ConfigError:
+def _fail(
+    where: str, section: str, key: str | None, value: Any, allowed: str,
+    choices: tuple[str, ...] = (),
+) -> ConfigError:
     target = f"[{section}] {key}" if key else f"[{section}]"
     shown = _show(value)
-    hint = _hint(value, allowed)
+    hint = _hint(value, choices)
     return ConfigError(f"{where}: {target} = {shown} is invalid: must be {allowed}.{hint}")
 
 
-def _hint(value: Any, allowed: str) -> str:
-    """' Did you mean "x"?' for a misspelt name among the quoted names of ``allowed``."""
+def closest_name(word: str, names: Sequence[str], cutoff: float = 0.7) -> str | None:
+    """The name ``word`` most likely misspells, or None.
+
+    Case and ``-``/``_`` are ignored first (``adamW`` -> ``adamw``, ``One-Cycle`` ->
+    ``one_cycle``); then the closest by :func:`difflib.get_close_matches`, case-insensitively.
+    """
+    def fold(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    folded = {fold(n): n for n in names}
+    if fold(word) in folded:
+        return folded[fold(word)]
+    close = difflib.get_close_matches(fold(word), list(folded), n=1, cutoff=cutoff)
+    return folded[close[0]] if close else None
+
+
+def _hint(value: Any, choices: tuple[str, ...]) -> str:
+    """' Did you mean "x"?' for a misspelt name among ``choices``."""
     words = value if isinstance(value, list) else [value]
-    names = re.findall(r"'([A-Za-z0-9_]+)'", allowed) or re.findall(r"\b[a-z_]+\b", allowed)
     for word in words:
-        if isinstance(word, str) and word not in names:
-            close = difflib.get_close_matches(word, names, n=1, cutoff=0.7)
+        if isinstance(word, str) and word not in choices:
+            close = closest_name(word, choices)
             if close:
-                return f' Did you mean "{close[0]}"?'
+                return f' Did you mean "{close}"?'
     return ""
 
 
@@ -545,8 +527,8 @@ def _show(value: Any) -> str:
 
 
 def _unknown(where: str, section: str | None, key: str, allowed: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    close = closest_name(key, allowed, cutoff=0.6)
+    hint = f" Did you mean '{close}'?" if close else ""
     target = f"[{section}] key '{key}'" if section else f"section [{key}]"
     return ConfigError(
         f"{where}: unknown {target}.{hint} Allowed: {', '.join(allowed)}."
@@ -571,7 +553,7 @@ def _build_section(cls: type, table: Any, where: str, section: str) -> Any:
             continue
         value = table[name]
         if not constraint.check(value):
-            raise _fail(where, section, name, value, str(constraint.allowed))
+            raise _fail(where, section, name, value, constraint.allowed, constraint.choices)
         kwargs[name] = constraint.convert(value)
     obj = cls(**kwargs)
     # defaults given as lists become tuples, so the whole config stays hashable
@@ -595,8 +577,6 @@ def parse_study_config(data: Mapping[str, Any], where: str = "<memory>") -> Stud
             raise ConfigError(f"{where}: section [{key}] is missing; it is required.")
     name = data["dataset"].get("name") if isinstance(data["dataset"], dict) else None
     if isinstance(name, str):
-        from tuner.datasets import check_not_fetch
-
         check_not_fetch(name, where)
     parts = {
         name: _build_section(cls, data.get(name, {}), where, name)
@@ -607,8 +587,6 @@ def parse_study_config(data: Mapping[str, Any], where: str = "<memory>") -> Stud
 
 
 def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> None:
-    from tuner.datasets import DATASETS
-
     split: SplitConfig = parts["split"]
     total = split.train + split.validation + split.test
     if abs(total - 1.0) > 1e-6:
@@ -638,6 +616,7 @@ def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> 
                 f"{where}: [dataset] n_classes is invalid for dataset '{ds.name}': "
                 f"it applies only to make_classification."
             )
+        check_memory(dcfg, where)  # before anything allocates: a clear line, not a MemoryError
     pruner: PrunerConfig = parts["pruner"]
     for key in data.get("pruner", {}):
         if key != "name" and key not in PRUNER_KEYS[pruner.name]:

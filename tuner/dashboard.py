@@ -11,10 +11,12 @@ its API can rename and delete studies.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 from collections.abc import Callable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.handlers import SimpleHandler
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
@@ -25,6 +27,8 @@ __all__ = [
     "DashboardError",
     "dashboard_storage_url",
     "dashboard_url",
+    "exposed_warning",
+    "is_loopback",
     "open_server",
     "serve",
 ]
@@ -59,6 +63,23 @@ def dashboard_storage_url(study_file: str | None, storage: str | None) -> str:
     return url
 
 
+def is_loopback(address: str) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1); a bound server's address is numeric."""
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def exposed_warning(host: str, port: int) -> str:
+    """The one line printed when the dashboard listens beyond this machine."""
+    return (
+        f"tuner: warning: the dashboard listens on {host}:{port}, reachable from other "
+        "machines; it has no login and anyone who reaches it can rename and delete studies "
+        "(use the default --host 127.0.0.1 with an SSH tunnel for remote access)"
+    )
+
+
 def dashboard_url(host: str, port: int) -> str:
     """The address to open in a browser: ``http://127.0.0.1:8080/dashboard/``.
 
@@ -70,11 +91,48 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard/"
 
 
+class _ServerHandler(ServerHandler):
+    """wsgiref's handler, except that Ctrl-C during a request stops the server.
+
+    wsgiref catches everything an application raises, ``KeyboardInterrupt`` included, prints
+    its traceback and serves on; here it propagates out of ``serve_forever`` instead.
+    """
+
+    def handle_error(self) -> None:
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
+        super().handle_error()
+
+    def close(self) -> None:
+        if self.status is None:  # interrupted before a response began: nothing to log
+            SimpleHandler.close(self)
+        else:
+            super().close()
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """No line per request on stderr (the browser polls); errors are still printed."""
+    """No line per request on stderr (the browser polls); errors are still printed; Ctrl-C
+    during a request stops the server (see :class:`_ServerHandler`)."""
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+    def handle(self) -> None:
+        """``WSGIRequestHandler.handle`` (Python 3.11-3.13) with :class:`_ServerHandler`."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = _ServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())
 
 
 class _Server6(WSGIServer):
@@ -121,6 +179,10 @@ def serve(
 ) -> None:
     """Serve optuna-dashboard until interrupted (Ctrl-C), printing the URL to open.
 
+    Ctrl-C stops it cleanly also in the middle of a request (one line, no traceback). Binding a
+    non-loopback address (``--host 0.0.0.0``) prints a warning line on stderr: the dashboard
+    has no login and can delete studies.
+
     Raises:
         StorageError, ConfigError: see :func:`dashboard_storage_url`; the storage cannot be
             opened.
@@ -140,6 +202,8 @@ def serve(
             name = load_study_config(study_file).name
             if name not in names:
                 echo(f"study '{name}' is not in this storage yet (run `tuner tune {study_file}`)")
+        if not is_loopback(server.server_address[0]):
+            print(exposed_warning(host, server.server_port), file=sys.stderr, flush=True)
         echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  (Ctrl-C stops)")
         try:
             server.serve_forever()

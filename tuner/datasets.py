@@ -16,18 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from sklearn import datasets as skd
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
-
 from tuner.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported by the loaders, not here, so
+    # that a study file is validated against DATASETS without importing them
+    import numpy as np
+    import torch
+
     from tuner.config import DatasetConfig, SplitConfig
 
-__all__ = ["DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY"]
+__all__ = [
+    "DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY", "check_not_fetch",
+    "estimated_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class DatasetSpec:
     Attributes:
         name: the study-file name (``[dataset] name``).
         task: 'classification' or 'regression'.
-        load: returns ``(X, y)`` as numpy arrays, X of shape (n_samples, n_features).
+        load: returns ``(X, y)`` as numpy arrays, X of shape (n_samples, n_features); it imports
+            scikit-learn when called.
         generated: True for ``make_*`` generators, which take size, features, noise and seed.
         source: the scikit-learn function, for messages and notes.
     """
@@ -49,11 +51,18 @@ class DatasetSpec:
     source: str
 
 
-def _shipped(fn: Callable) -> Callable[[DatasetConfig], tuple[np.ndarray, np.ndarray]]:
-    return lambda cfg: fn(return_X_y=True)
+def _shipped(source: str) -> Callable[[DatasetConfig], tuple[np.ndarray, np.ndarray]]:
+    def load(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn import datasets as skd
+
+        return getattr(skd, source)(return_X_y=True)
+
+    return load
 
 
 def _make_classification(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets as skd
+
     return skd.make_classification(
         n_samples=cfg.n_samples,
         n_features=cfg.n_features,
@@ -66,6 +75,8 @@ def _make_classification(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _make_regression(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets as skd
+
     return skd.make_regression(
         n_samples=cfg.n_samples,
         n_features=cfg.n_features,
@@ -78,17 +89,17 @@ def _make_regression(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("digits", "classification", _shipped(skd.load_digits), False, "load_digits"),
-        DatasetSpec("iris", "classification", _shipped(skd.load_iris), False, "load_iris"),
-        DatasetSpec("wine", "classification", _shipped(skd.load_wine), False, "load_wine"),
+        DatasetSpec("digits", "classification", _shipped("load_digits"), False, "load_digits"),
+        DatasetSpec("iris", "classification", _shipped("load_iris"), False, "load_iris"),
+        DatasetSpec("wine", "classification", _shipped("load_wine"), False, "load_wine"),
         DatasetSpec(
             "breast_cancer",
             "classification",
-            _shipped(skd.load_breast_cancer),
+            _shipped("load_breast_cancer"),
             False,
             "load_breast_cancer",
         ),
-        DatasetSpec("diabetes", "regression", _shipped(skd.load_diabetes), False, "load_diabetes"),
+        DatasetSpec("diabetes", "regression", _shipped("load_diabetes"), False, "load_diabetes"),
         DatasetSpec(
             "make_classification", "classification", _make_classification, True,
             "make_classification",
@@ -97,23 +108,123 @@ DATASETS: dict[str, DatasetSpec] = {
     ]
 }
 
-# scikit-learn loaders that download; named so that asking for one gets a clear message.
-FETCH_ONLY = (
-    "california_housing", "covtype", "kddcup99", "lfw_people", "lfw_pairs", "olivetti_faces",
-    "openml", "rcv1", "species_distributions", "20newsgroups", "20newsgroups_vectorized",
-    "mnist", "fashion_mnist",
-)
+# Data scikit-learn only downloads: a name a user may write -> the real scikit-learn call that
+# downloads it, so that asking for one gets a clear message (checked against sklearn.datasets
+# by tests/test_datasets.py).
+FETCH_ONLY: dict[str, str] = {
+    **{
+        name: f"fetch_{name}()"
+        for name in (
+            "california_housing", "covtype", "kddcup99", "lfw_people", "lfw_pairs",
+            "olivetti_faces", "rcv1", "species_distributions", "20newsgroups",
+            "20newsgroups_vectorized",
+        )
+    },
+    "openml": "fetch_openml()",
+    "file": "fetch_file()",
+    "mnist": 'fetch_openml("mnist_784")',
+    "fashion_mnist": 'fetch_openml("Fashion-MNIST")',
+}
 
 
 def check_not_fetch(name: str, where: str) -> None:
-    """Raise ConfigError if ``name`` is a dataset scikit-learn only downloads."""
-    bare = name.removeprefix("fetch_")
-    if bare in FETCH_ONLY or name.startswith("fetch_"):
-        raise ConfigError(
-            f'{where}: [dataset] name = "{name}" is invalid: it needs a download '
-            f"(sklearn.datasets.fetch_{bare}) and tuner uses only data scikit-learn ships or "
-            f"generates; use one of {', '.join(DATASETS)}."
-        )
+    """Raise ConfigError if ``name`` is a dataset scikit-learn only downloads.
+
+    The message is one line; it names the real ``sklearn.datasets`` loader where there is one.
+    """
+    bare = name.lower().removeprefix("fetch_").replace("-", "_")
+    if bare not in FETCH_ONLY and not name.lower().startswith("fetch_"):
+        return
+    loader = (
+        f" (sklearn.datasets.{FETCH_ONLY[bare]})" if bare in FETCH_ONLY else ""
+    )
+    raise ConfigError(
+        f'{where}: [dataset] name = "{name}" is invalid: it needs a download{loader}; '
+        f"scikit-learn's fetch_* loaders need the network, and tuner uses only data "
+        f"scikit-learn ships or generates: use one of {', '.join(DATASETS)}."
+    )
+
+
+# Peak memory of loading a generated dataset, in bytes per float64 cell of X (n_samples x
+# n_features x 8 bytes): the generator's array and its temporaries, the split copies, the scaled
+# float64 parts and the float32 tensors, measured with tests/test_datasets.py's
+# test_memory_estimate_covers_the_real_peak.
+PEAK_PER_CELL = 4 * 8
+
+
+def estimated_bytes(cfg: DatasetConfig) -> int:
+    """Estimated peak memory in bytes of :func:`load_split` for a generated dataset.
+
+    Shipped datasets are small (under 2 MB); they get 0.
+    """
+    if not DATASETS[cfg.name].generated:
+        return 0
+    return PEAK_PER_CELL * cfg.n_samples * (cfg.n_features + 1)
+
+
+def available_bytes() -> int | None:
+    """Memory this process may still allocate, in bytes, or None where it cannot be read.
+
+    Linux: ``MemAvailable`` of /proc/meminfo, lowered to a cgroup v2 ``memory.max`` headroom
+    where one is set; elsewhere the physical memory (``os.sysconf``).
+    """
+    import os
+    from pathlib import Path
+
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit != "max":
+            found.append(max(0, int(limit) - int(used)))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(found)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def check_memory(cfg: DatasetConfig, where: str, available: int | None = None) -> None:
+    """Refuse a generated dataset whose estimated peak memory exceeds what is available.
+
+    Args:
+        cfg: the ``[dataset]`` section.
+        where: the study file, for the message.
+        available: bytes available (default: :func:`available_bytes`; no check when unknown).
+
+    Raises:
+        ConfigError: one line naming the file, ``n_samples`` and ``n_features``, the estimate
+            and the available memory.
+    """
+    need = estimated_bytes(cfg)
+    if need == 0:
+        return
+    available = available_bytes() if available is None else available
+    if available is None or need <= available:
+        return
+    raise ConfigError(
+        f"{where}: [dataset] n_samples = {cfg.n_samples}, n_features = {cfg.n_features} is too "
+        f"large for this machine: loading it needs about {_size(need)} of memory "
+        f"({PEAK_PER_CELL} bytes x n_samples x (n_features + 1)) and {_size(available)} is "
+        f"available; lower n_samples or n_features."
+    )
 
 
 @dataclass(frozen=True)
@@ -171,6 +282,11 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     Raises:
         ConfigError: the split leaves a part empty or a class too rare to stratify.
     """
+    import numpy as np
+    import torch
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     spec = DATASETS[dataset.name]
     try:
         X, y = spec.load(dataset)

@@ -21,6 +21,9 @@ The file (``studies/<study name>.best.json`` or ``.best.yaml``) holds, in plain 
   "interval": "step" | "epoch"}``; a composite (``SequentialLR``) lists its ``schedulers`` and
   ``milestones``.
 
+The file is written atomically (:func:`tuner.outputs.write_file`); an existing file is replaced
+only when it is empty or already a tuner export (:func:`is_export`), anything else is refused.
+
 Rebuild in plain PyTorch (see the README) or with :func:`tuner.load_best`::
 
     o, s = e["optimizer"], e["scheduler"]
@@ -32,8 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from tuner.confirm import confirmation_is_current, load_confirmation, no_complet
 from tuner.datasets import DATASETS, load_split
 from tuner.engine import steps_per_epoch
 from tuner.errors import ConfigError, NoCompletedTrialError
+from tuner.outputs import FileKind, check_file_target, write_file
 from tuner.space import TrialParams
 from tuner.storage import redact_url
 from tuner.study import completed
@@ -57,6 +59,7 @@ __all__ = [
     "dumps_export",
     "plain",
     "write_atomic",
+    "is_export",
     "default_export_path",
     "export_best",
 ]
@@ -193,21 +196,37 @@ def dumps_export(data: Mapping[str, Any], fmt: str = "json") -> str:
     raise ConfigError(f"--format {fmt!r} is invalid: must be one of {', '.join(FORMATS)}.")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def is_export(path: Path) -> bool:
+    """True when ``path`` holds a tuner export (JSON or YAML with this module's keys)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("format"), int)
+        and EXPORT_KEYS <= set(data)
+    )
+
+
+EXPORT_KEYS = frozenset({"format", "study", "params", "optimizer", "scheduler", "metric"})
+EXPORT_KIND = FileKind("export", is_export)
+
+
+def write_atomic(path: Path, text: str, kind: FileKind = EXPORT_KIND) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: never half-written.
+
+    An existing ``path`` is replaced only when it is empty or a tuner ``kind`` file (default: an
+    export); see :func:`tuner.outputs.write_file`.
+
+    Raises:
+        OutputError: ``path`` is a folder or a file tuner did not write (nothing is written).
+    """
+    write_file(path, text, kind)
 
 
 def export_format(out: Path | None, fmt: str | None) -> str:
@@ -235,10 +254,13 @@ def export_best(
     Raises:
         NoCompletedTrialError: no COMPLETE trial (no file is written).
         ConfigError: an unknown format (no file is written).
+        OutputError: ``out`` is a folder, or an existing file that is not a tuner export (it is
+            left untouched).
     """
     fmt = export_format(out, fmt)
+    path = out or default_export_path(cfg, fmt)
+    check_file_target(path, EXPORT_KIND)  # before the work
     data = build_export(study, cfg, storage_url)
     text = dumps_export(data, fmt)
-    path = out or default_export_path(cfg, fmt)
     write_atomic(path, text)
     return path

@@ -52,6 +52,7 @@ from tuner.datasets import load_split
 from tuner.engine import _loss_fn, resolve_device, steps_per_epoch
 from tuner.errors import TunerError
 from tuner.models import build_model
+from tuner.outputs import FileKind
 from tuner.space import OPTIMIZERS, TrialParams, build_optimizer
 
 if TYPE_CHECKING:
@@ -821,7 +822,7 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
                 hovertemplate=f"lr bound {label}: {x:.3g}<extra></extra>",
             ))
     fig.update_layout(
-        title="LR range test: loss against learning rate "
+        title=f"{PAGE_TITLE} "
         "(star: suggested, triangle: falls from, x: diverged)",
         xaxis={"title": "learning rate (log)", "type": "log"},
         yaxis={"title": "training loss (mini-batch)", "range": [0, top * 1.15 or 1.0]},
@@ -829,13 +830,42 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
     return fig
 
 
-def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
-    """Write the figure as one self-contained HTML file (plotly.js inlined, works offline)."""
-    from tuner.export import write_atomic
+PAGE_MARKER = '<meta name="generator" content="tuner lr-find">'
+PAGE_TITLE = "LR range test: loss against learning rate"
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
-    return path
+
+def is_sweep_page(path: Path) -> bool:
+    """True when ``path`` is a page :func:`write_sweep_figure` wrote (its generator tag, or for
+    pages from before the tag, a plotly page with the sweep figure's title)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(1024)
+            if PAGE_MARKER in head:
+                return True
+            if not head.lstrip().lower().startswith(("<!doctype html>", "<html>")):
+                return False
+            return PAGE_TITLE in head + fh.read()
+    except OSError:
+        return False
+
+
+SWEEP_PAGE = FileKind("lr-find page", is_sweep_page)
+
+
+def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
+    """Write the figure as one self-contained HTML file (plotly.js inlined, works offline).
+
+    An existing ``path`` is replaced only when it is a previous lr-find page.
+
+    Raises:
+        OutputError: ``path`` is a folder or a file that is not an lr-find page (nothing is
+            written).
+    """
+    from tuner.outputs import write_file
+
+    page = fig.to_html(include_plotlyjs=True, full_html=True)
+    page = page.replace("<head>", f"<head>{PAGE_MARKER}", 1)
+    return write_file(path, page, SWEEP_PAGE)
 
 
 # The PNG copy of the plot carries a tEXt chunk naming its writer, so that a later lr-find
@@ -864,21 +894,26 @@ def is_sweep_png(path: Path) -> bool:
     return head.startswith(b"\x89PNG\r\n\x1a\n") and PNG_TEXT in head
 
 
+SWEEP_PNG = FileKind("lr-find PNG", is_sweep_png)
+
+
 def write_sweep_png(fig: go.Figure, path: Path, browser: str) -> Path:
     """Render the figure as a PNG (:data:`PNG_SIZE` pixels) with kaleido and ``browser`` (a
     Chromium), written atomically to ``path``.
 
     Raises:
-        LRFindError: ``path`` exists and is not a PNG an earlier lr-find wrote, or rendering
-            failed (nothing is written).
+        OutputError: ``path`` exists and is not a PNG an earlier lr-find wrote (nothing is
+            written).
+        LRFindError: rendering failed (nothing is written).
     """
     import os
     import tempfile
 
     import kaleido
 
-    if path.exists() and not is_sweep_png(path):
-        raise LRFindError(f"{path} exists and is not a tuner lr-find PNG; left it as it was.")
+    from tuner.outputs import check_file_target
+
+    check_file_target(path, SWEEP_PNG)  # missing, empty, or an earlier lr-find PNG
     try:
         png = kaleido.calc_fig_sync(
             fig, opts={**PNG_SIZE, "format": "png"}, kopts={"path": browser, "mathjax": False}
@@ -911,6 +946,7 @@ def default_figure_path(cfg: StudyConfig) -> Path:
 def _write_png_beside(fig: go.Figure, html_path: Path, console: Console) -> None:
     """The plot's PNG copy next to its page (``.png`` for ``.html``); a missing Chromium or a
     failed rendering is a warning on stderr (the page is written)."""
+    from tuner.outputs import OutputError
     from tuner.report import find_browser
 
     png = html_path.with_suffix(".png")
@@ -921,7 +957,7 @@ def _write_png_beside(fig: go.Figure, html_path: Path, console: Console) -> None
         return
     try:
         console.print(f"wrote {write_sweep_png(fig, png, browser)}")
-    except LRFindError as exc:
+    except (LRFindError, OutputError) as exc:
         print(f"tuner: warning: no PNG copy: {exc}", file=sys.stderr)
 
 
@@ -943,11 +979,17 @@ def run_lr_find_command(
 
     Raises:
         LRFindError: an unknown optimizer or an invalid sweep range (before any sweep).
+        OutputError: ``out`` is a folder or a file that is not an lr-find page (before any
+            sweep; it is left untouched).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from tuner.outputs import check_file_target
+
     console = console or Console()
+    path = out or default_figure_path(cfg)
+    check_file_target(path, SWEEP_PAGE)  # before the sweep, not after it
     names = list(optimizers) if optimizers else list(cfg.space.optimizers)
     for name in names:
         if name not in OPTIMIZERS:
@@ -983,7 +1025,7 @@ def run_lr_find_command(
     except LRFindError:
         bounds = None
     console.print(sweep_table(sweeps, bounds))
-    path = write_sweep_figure(sweep_figure(sweeps, bounds), out or default_figure_path(cfg))
+    path = write_sweep_figure(sweep_figure(sweeps, bounds), path)
     if bounds is not None:
         console.print(
             f'lr = "auto" would search [{bounds.low:.3g}, {bounds.high:.3g}] and start with '

@@ -2,6 +2,9 @@
 
 A builder takes the :class:`~tuner.config.ModelConfig` and the data's input and output widths and
 returns a fresh ``torch.nn.Module`` (call it once per trial; never reuse one across trials).
+
+The registry itself is plain data (torch is imported by the builders), so that a study file is
+validated against it without importing torch.
 """
 
 from __future__ import annotations
@@ -10,20 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 if TYPE_CHECKING:
+    from torch import nn
+
     from tuner.config import ModelConfig
 
 __all__ = ["ModelSpec", "MODELS", "build_model", "ACTIVATIONS"]
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "silu": nn.SiLU,
-    "leaky_relu": nn.LeakyReLU,
+ACTIVATIONS: dict[str, str] = {
+    "relu": "ReLU",
+    "gelu": "GELU",
+    "tanh": "Tanh",
+    "silu": "SiLU",
+    "leaky_relu": "LeakyReLU",
 }
+"""``[model] activation`` name -> its ``torch.nn`` class name."""
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,13 @@ def build_mlp(cfg: ModelConfig, n_features: int, n_outputs: int) -> nn.Sequentia
 
     Input (batch, n_features) float32; output (batch, n_outputs) logits or regression values.
     """
+    from torch import nn
+
+    activation = getattr(nn, ACTIVATIONS[cfg.activation])
     layers: list[nn.Module] = []
     width = n_features
     for hidden in cfg.hidden:
-        layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Linear(width, hidden), activation()]
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))
         width = hidden

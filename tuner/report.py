@@ -19,21 +19,21 @@ a Chromium: ``$TUNER_CHROMIUM``, ``$BROWSER_PATH`` or ``chromium`` / ``google-ch
 PATH (Debian: ``apt-get install chromium``). Without one, the PNGs are skipped with a warning
 and the HTML is still written; with one that fails, nothing is written.
 
-Everything is written into a temporary folder next to the target and moved into place at the
-end, so a report folder is never half-written. Storage URLs appear with their password
+Everything is written into a temporary folder next to the target and swapped into place at the
+end (:func:`tuner.outputs.write_folder`), so a report folder is never half-written. An existing
+``--out`` folder is replaced only when it is empty or holds a previous report (its marker
+``.tuner-output`` plus ``report.html`` and figure PNGs); any other folder (``--out .``, a
+folder of study files) is refused and left untouched. Storage URLs appear with their password
 redacted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import html
 import math
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +59,7 @@ from tuner.figures import (
     metric_vs_lr,
     param_importances,
 )
+from tuner.outputs import FolderKind, check_folder_target, write_folder
 from tuner.space import TrialParams
 from tuner.storage import redact_url
 from tuner.study import completed, nonfinite_trials
@@ -69,6 +70,7 @@ __all__ = [
     "ReportOutcome",
     "BROWSER_ENV",
     "default_report_dir",
+    "browser_env_warnings",
     "find_browser",
     "report_figures",
     "render_html",
@@ -100,11 +102,23 @@ def default_report_dir(cfg: StudyConfig) -> Path:
     return cfg.study_dir / "reports" / cfg.name
 
 
+def browser_env_warnings() -> list[str]:
+    """One line per browser variable that is set but names no executable file (it is
+    ignored; :func:`find_browser` goes on to the next place)."""
+    out = []
+    for var in BROWSER_ENV:
+        path = os.environ.get(var)
+        if path and not (Path(path).is_file() and os.access(path, os.X_OK)):
+            what = "does not exist" if not os.path.exists(path) else "is not an executable file"
+            out.append(f"${var}={path} {what}; ignoring it (set it to a Chromium executable)")
+    return out
+
+
 def find_browser() -> str | None:
     """The Chromium that renders PNGs: ``$TUNER_CHROMIUM``, ``$BROWSER_PATH``, then the PATH."""
     for var in BROWSER_ENV:
         path = os.environ.get(var)
-        if path and Path(path).is_file():
+        if path and Path(path).is_file() and os.access(path, os.X_OK):
             return path
     for name in BROWSER_NAMES:
         found = shutil.which(name)
@@ -396,22 +410,22 @@ def _write_pngs(figs: Mapping[str, go.Figure], folder: Path, browser: str) -> li
     return [p for p in paths]
 
 
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Replace ``target`` (a folder, possibly existing) by ``tmp`` with two renames."""
-    if target.exists() and not target.is_dir():
-        raise ReportError(f"{target} exists and is not a folder; pass --out DIR.")
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
+def _owns(name: str) -> bool:
+    """The entries a report folder holds: ``report.html`` and ``<figure>.png``."""
+    return name == "report.html" or (name.endswith(".png") and name[:-4] in FIGURE_TITLES)
+
+
+def _is_legacy_report(folder: Path) -> bool:
+    """An unmarked report folder from before the marker: its ``report.html`` is a tuner page."""
     try:
-        os.rename(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        with open(folder / "report.html", encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith("<!DOCTYPE html>") and "<title>tuner report: " in head
+
+
+REPORT_KIND = FolderKind("report", _owns, _is_legacy_report)
 
 
 def write_report(
@@ -431,20 +445,27 @@ def write_report(
         cfg: its study file.
         storage_url: shown on the page with its password redacted.
         out: the report folder; default ``studies/reports/<study name>``. An existing report
-            there is replaced as a whole.
+            there is replaced as a whole; an empty folder is used; any other folder is refused.
         png: False to write the HTML only.
         browser: the Chromium for PNGs (default :func:`find_browser`).
-        warn: called with a message when PNGs are skipped for want of a browser.
+        warn: called with a message when PNGs are skipped for want of a browser, and when
+            ``$TUNER_CHROMIUM`` / ``$BROWSER_PATH`` name no executable.
 
     Raises:
         NoCompletedTrialError: the study has no COMPLETE trial (nothing is written).
         ReportError: PNG rendering failed (nothing is written).
+        OutputError: ``out`` is a file or a folder holding anything but a previous report
+            (nothing is written).
     """
     figs = report_figures(study, cfg)  # raises before anything touches the disk
     page = render_html(study, cfg, storage_url, figs)
     target = Path(out) if out is not None else default_report_dir(cfg)
+    check_folder_target(target, REPORT_KIND)  # before any PNG work
     skipped: str | None = None
     if png:
+        if browser is None and warn is not None:
+            for message in browser_env_warnings():
+                warn(message)
         browser = browser or find_browser()
         if browser is None:
             skipped = (
@@ -455,17 +476,12 @@ def write_report(
                 warn(skipped)
     else:
         skipped = "--no-png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the report is an ordinary folder
-        (tmp / "report.html").write_text(page, encoding="utf-8")
-        pngs = _write_pngs(figs, tmp, browser) if (png and browser) else []
-        _move_into_place(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
+
+    def build(folder: Path) -> list[Path]:
+        (folder / "report.html").write_text(page, encoding="utf-8")
+        return _write_pngs(figs, folder, browser) if (png and browser) else []
+
+    pngs = write_folder(target, build, REPORT_KIND)
     return ReportOutcome(
         folder=target,
         html=target / "report.html",

@@ -23,34 +23,39 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch.optim import lr_scheduler
+if TYPE_CHECKING:  # torch is imported where a scheduler is built: the registry stays light
+    import torch
 
 __all__ = [
     "Param",
     "Schedule",
     "SCHEDULES",
-    "SCHEDULER_CLASSES",
+    "SCHEDULER_CLASS_NAMES",
     "build_scheduler",
     "suggest_schedule_params",
 ]
 
 # The lr_scheduler classes a spec may name (no getattr on user-given names).
-SCHEDULER_CLASSES: dict[str, type] = {
-    cls.__name__: cls
-    for cls in (
-        lr_scheduler.ConstantLR,
-        lr_scheduler.StepLR,
-        lr_scheduler.ExponentialLR,
-        lr_scheduler.CosineAnnealingLR,
-        lr_scheduler.LinearLR,
-        lr_scheduler.SequentialLR,
-        lr_scheduler.OneCycleLR,
-        lr_scheduler.ReduceLROnPlateau,
-    )
-}
+SCHEDULER_CLASS_NAMES = (
+    "ConstantLR", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "SequentialLR",
+    "OneCycleLR", "ReduceLROnPlateau",
+)
+
+
+def _scheduler_classes() -> dict[str, type]:
+    from torch.optim import lr_scheduler
+
+    return {name: getattr(lr_scheduler, name) for name in SCHEDULER_CLASS_NAMES}
+
+
+def __getattr__(name: str) -> Any:
+    # SCHEDULER_CLASSES (name -> torch class) imports torch on first use only, so that the study
+    # file can be validated against SCHEDULES without importing torch
+    if name == "SCHEDULER_CLASSES":
+        return _scheduler_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SuggestsParams(Protocol):
@@ -288,11 +293,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any]) -
         ValueError: the spec names a class outside :data:`SCHEDULER_CLASSES`.
     """
     name = spec["class"]
-    if name not in SCHEDULER_CLASSES:
+    if name not in SCHEDULER_CLASS_NAMES:
         raise ValueError(
-            f"unknown scheduler class {name!r}; known: {', '.join(SCHEDULER_CLASSES)}"
+            f"unknown scheduler class {name!r}; known: {', '.join(SCHEDULER_CLASS_NAMES)}"
         )
-    cls = SCHEDULER_CLASSES[name]
+    cls = _scheduler_classes()[name]
     if name == "SequentialLR":
         parts = [build_scheduler(optimizer, part) for part in spec["schedulers"]]
         return cls(optimizer, schedulers=parts, milestones=list(spec["milestones"]))

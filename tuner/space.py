@@ -23,17 +23,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from tuner.schedules import SCHEDULES, SuggestsParams, suggest_schedule_params
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where an optimizer is built: the registry stays light
+    import torch
+
     from tuner.config import SpaceConfig
 
 __all__ = [
     "OptimizerSpec",
     "OPTIMIZERS",
-    "OPTIMIZER_CLASSES",
+    "OPTIMIZER_CLASS_NAMES",
     "TrialParams",
     "suggest_params",
     "build_optimizer",
@@ -60,12 +60,22 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     ]
 }
 
-OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
-    "SGD": torch.optim.SGD,
-    "Adam": torch.optim.Adam,
-    "AdamW": torch.optim.AdamW,
-    "RMSprop": torch.optim.RMSprop,
-}
+OPTIMIZER_CLASS_NAMES = ("SGD", "Adam", "AdamW", "RMSprop")
+"""The ``torch.optim`` classes an optimizer spec may name (no getattr on user-given names)."""
+
+
+def _optimizer_classes() -> dict[str, type[torch.optim.Optimizer]]:
+    import torch
+
+    return {name: getattr(torch.optim, name) for name in OPTIMIZER_CLASS_NAMES}
+
+
+def __getattr__(name: str) -> Any:
+    # OPTIMIZER_CLASSES (name -> torch.optim class) imports torch on first use only, so that the
+    # study file can be validated against OPTIMIZERS without importing torch
+    if name == "OPTIMIZER_CLASSES":
+        return _optimizer_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,8 @@ def build_optimizer(
         ValueError: the spec names a class outside :data:`OPTIMIZER_CLASSES`.
     """
     name = spec["class"]
-    if name not in OPTIMIZER_CLASSES:
-        raise ValueError(f"unknown optimizer class {name!r}; known: {', '.join(OPTIMIZER_CLASSES)}")
-    return OPTIMIZER_CLASSES[name](parameters, **spec["kwargs"])
+    if name not in OPTIMIZER_CLASS_NAMES:
+        raise ValueError(
+            f"unknown optimizer class {name!r}; known: {', '.join(OPTIMIZER_CLASS_NAMES)}"
+        )
+    return _optimizer_classes()[name](parameters, **spec["kwargs"])

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -36,6 +37,7 @@ __all__ = [
     "FINISHED",
     "resolve_storage_url",
     "make_sampler",
+    "resume_seed",
     "make_pruner",
     "open_study",
     "load_existing_study",
@@ -57,6 +59,43 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def resume_seed(base: int, n_existing: int) -> int:
+    """The sampler seed of a run that finds ``n_existing`` trials in its study.
+
+    A fresh study (``n_existing == 0``) keeps ``base``; a resumed one gets a seed derived from
+    both (:class:`numpy.random.SeedSequence`), so that it does not replay the draws of the runs
+    before it, and the same sequence of runs still gives the same trials. In [0, 2**32).
+    """
+    if n_existing == 0:
+        return base
+    return int(np.random.SeedSequence([base, n_existing]).generate_state(1)[0])
+
+
+class TrialIndexedQMCSampler(optuna.samplers.QMCSampler):
+    """Optuna's QMC sampler (unscrambled Sobol) that takes point ``n - 1`` for trial ``n``.
+
+    ``optuna.samplers.QMCSampler`` counts its points in a study attribute that it reads and
+    writes back without a transaction (its own comment says so), so two workers asking at once
+    get the same point and train the same configuration. Trial numbers are handed out by the
+    storage, one per trial, so indexing by them gives every trial its own point, in every
+    process; a resumed study continues the sequence where it stopped (skipping one point per
+    trial that failed or was cancelled). Trial 0 is drawn by the independent sampler, as in
+    Optuna, so a sequential study takes the same points as with Optuna's counter.
+    """
+
+    _number = 0  # the trial being sampled (tuner samples from one thread per process)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._number = trial.number
+        return super().sample_relative(study, trial, search_space)
+
+    def _find_sample_id(self, study: optuna.Study, search_space: dict[str, Any]) -> int:
+        # overrides Optuna's shared counter (tests/test_resume.py checks that it is used)
+        return max(0, self._number - 1)
+
+
 def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with ``seed`` (default ``[study] seed``).
 
@@ -68,7 +107,7 @@ def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.B
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
+        return TrialIndexedQMCSampler(seed=seed)
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=s.n_startup_trials,
@@ -115,19 +154,28 @@ def open_study(
 ) -> optuna.Study:
     """Create the study or load it to resume (same name, same storage).
 
+    The sampler is seeded with :func:`resume_seed` of the base seed and the number of trials
+    already in the study: a fresh study draws exactly as ``[study] seed`` says, and a resumed
+    one draws new points instead of replaying the start of the sampler's sequence (QMC also
+    continues its sequence: Optuna keeps its index in the study). The same seed and the same
+    sequence of runs give the same trials.
+
     Args:
-        sampler_seed: overrides ``[study] seed`` for the sampler only (parallel workers).
+        sampler_seed: the base seed, default ``[study] seed`` (parallel workers offset it).
         storage_kwargs: passed to ``make_storage`` (heartbeats: ``workers.heartbeat_kwargs``).
     """
     study = optuna.create_study(
         storage=make_storage(storage_url, **(storage_kwargs or {})),
         study_name=cfg.name,
         direction=cfg.direction,
-        sampler=make_sampler(cfg, sampler_seed),
+        sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trials are counted
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
     check_settings(study, cfg, storage_url)
+    base = cfg.study.seed if sampler_seed is None else sampler_seed
+    n_existing = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(cfg, resume_seed(base, n_existing))
     return study
 
 

@@ -308,13 +308,15 @@ def _line_sweep(optimizer: str, scale: float = 1.0) -> LRSweep:
 def test_sweep_figure_keeps_equal_curves_visible() -> None:
     from tuner.lr_find import sweep_figure
 
-    fig = sweep_figure([_line_sweep("adam"), _line_sweep("adamw"), _line_sweep("sgd", scale=1.1)])
-    lines = {t.name: t for t in fig.data if t.mode == "lines"}
-    assert sorted(lines) == ["adam (smoothed)", "adamw (smoothed; same curve as adam)",
-                             "sgd (smoothed)"]
+    sweeps = [_line_sweep("adam"), _line_sweep("adamw", scale=1.005), _line_sweep("sgd", 1.1)]
+    fig = sweep_figure(sweeps)
+    lines = {t.name.split()[0]: t for t in fig.data if t.mode == "lines"}
+    assert [t.name for t in lines.values()] == [
+        "adam (smoothed)", "adamw (smoothed; within 1% of adam)", "sgd (smoothed)"]
     dashes = [t.line.dash for t in lines.values()]
-    assert len(set(dashes)) == 3 and "solid" in dashes  # each curve its own line style
-    assert list(lines["adam (smoothed)"].y) == list(lines["adamw (smoothed; same curve as adam)"].y)
+    assert len(set(dashes)) == 3 and dashes[0] == "solid"  # each curve its own line style
+    marks = {t.name: t.marker.size for t in fig.data if t.name.endswith("suggested")}
+    assert marks["adamw suggested"] < marks["adam suggested"]  # the one beneath shows round it
 
 
 def test_sweep_png_replaces_only_its_own_png(tmp_path) -> None:

@@ -763,18 +763,23 @@ def sweep_table(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> 
 SWEEP_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
+SAME_CURVE = 0.01  # curves within 1 % of each other at every point are labelled as such
+
+
 def _same_curve(a: LRSweep, b: LRSweep) -> bool:
-    """The two sweeps drew the same smoothed curve (to 6 significant digits)."""
-    return len(a.lrs) == len(b.lrs) and all(
-        _round(x) == _round(y) for x, y in zip(a.smoothed, b.smoothed, strict=True)
-    ) and all(_round(x) == _round(y) for x, y in zip(a.lrs, b.lrs, strict=True))
+    """The two sweeps drew the same smoothed curve, to :data:`SAME_CURVE` at every rate."""
+    if len(a.lrs) != len(b.lrs) or not np.allclose(a.lrs, b.lrs, rtol=1e-6, atol=0):
+        return False
+    x, y = np.asarray(a.smoothed, dtype=float), np.asarray(b.smoothed, dtype=float)
+    return bool(np.allclose(x, y, rtol=SAME_CURVE, atol=0, equal_nan=True))
 
 
 def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> go.Figure:
     """Loss against learning rate (log axis), one colour and one line style per optimizer.
 
     Raw mini-batch losses are faint dots, the smoothed loss a line (solid, dashed, dotted, ...:
-    a curve equal to an earlier one stays visible, and its legend says so); the suggested rate is a
+    a curve equal to an earlier one stays visible, and its legend says so, as do its smaller
+    markers on top of the earlier one's); the suggested rate is a
     star, the lowest falling rate a triangle, the divergence rate an 'x' (all on the smoothed
     line); ``bounds`` adds the study's [low, high] as dashed vertical lines.
     """
@@ -796,7 +801,8 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
         ))
         fig.add_trace(go.Scatter(
             x=[lr for lr, _ in finite], y=[v for _, v in finite], mode="lines",
-            name=f"{s.optimizer} (smoothed" + (f"; same curve as {same[0]})" if same else ")"),
+            name=f"{s.optimizer} (smoothed"
+            + (f"; within {SAME_CURVE:.0%} of {same[0]})" if same else ")"),
             legendgroup=s.optimizer, line={"color": color, "dash": dash, "width": 2 + n % 2},
         ))
         a = s.analyze()
@@ -811,7 +817,7 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
                 x=[lr], y=[y], mode="markers", legendgroup=s.optimizer, showlegend=False,
                 name=f"{s.optimizer} {label}",
                 hovertemplate=f"{s.optimizer} {label}: lr {lr:.3g}<extra></extra>",
-                marker={"symbol": symbol, "size": 14, "color": color,
+                marker={"symbol": symbol, "size": 16 - 4 * (n % 2), "color": color,
                         "line": {"color": "black", "width": 1}},
             ))
     if bounds is not None:

@@ -299,6 +299,94 @@ def _study_file(tmp_path: Path, dataset: str = "iris") -> Path:
     return path
 
 
+def _line_sweep(optimizer: str, scale: float = 1.0) -> LRSweep:
+    lrs = [1e-4 * 1.2**i for i in range(40)]
+    losses = [scale * (2.0 - 1.5 * i / 39) for i in range(40)]
+    return LRSweep.from_losses(lrs, losses, optimizer=optimizer)
+
+
+def test_sweep_figure_keeps_equal_curves_visible() -> None:
+    from tuner.lr_find import sweep_figure
+
+    sweeps = [_line_sweep("adam"), _line_sweep("adamw", scale=1.005), _line_sweep("sgd", 1.1)]
+    fig = sweep_figure(sweeps)
+    lines = {t.name.split()[0]: t for t in fig.data if t.mode == "lines"}
+    assert [t.name for t in lines.values()] == [
+        "adam (smoothed)", "adamw (smoothed; within 1% of adam)", "sgd (smoothed)"]
+    dashes = [t.line.dash for t in lines.values()]
+    assert len(set(dashes)) == 3 and dashes[0] == "solid"  # each curve its own line style
+    marks = {t.name: t.marker.size for t in fig.data if t.name.endswith("suggested")}
+    assert marks["adamw suggested"] < marks["adam suggested"]  # the one beneath shows round it
+
+
+def test_sweep_png_replaces_only_its_own_png(tmp_path) -> None:
+    from tuner.lr_find import _png_with_text, is_sweep_png, write_sweep_png
+
+    mine = tmp_path / "mine.png"
+    assert _png_chunks_ok(_TINY_PNG)
+    mine.write_bytes(_png_with_text(_TINY_PNG))
+    assert is_sweep_png(mine) and _png_chunks_ok(mine.read_bytes())
+    other = tmp_path / "photo.png"
+    other.write_bytes(_TINY_PNG)
+    assert not is_sweep_png(other)
+    from tuner.outputs import OutputError
+
+    with pytest.raises(OutputError, match="photo.png exists and is not a tuner lr-find PNG"):
+        write_sweep_png(None, other, "/bin/false")  # refused before any rendering
+    assert other.read_bytes() == _TINY_PNG
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_chunks_ok(data: bytes) -> bool:
+    """Every chunk's length and CRC are right and the last one is IEND."""
+    import struct
+    import zlib
+
+    pos, kind = 8, b""
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        body = data[pos + 4:pos + 8 + n]
+        if struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] != zlib.crc32(body):
+            return False
+        kind, pos = body[:4], pos + 12 + n
+    return pos == len(data) and kind == b"IEND"
+
+
+# a 1x1 grey PNG: signature, IHDR, IDAT, IEND
+_TINY_PNG = (
+    b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", bytes.fromhex("00000001000000010800000000"))
+    + _chunk(b"IDAT", __import__("zlib").compress(b"\x00\x80")) + _chunk(b"IEND", b"")
+)
+
+
+@pytest.mark.browser
+def test_cli_lr_find_writes_a_png_beside_the_page(tmp_path, capsys, monkeypatch) -> None:
+    from tests.test_report import chromium
+    from tuner.lr_find import is_sweep_png
+
+    monkeypatch.setenv("TUNER_CHROMIUM", chromium())
+    study = _study_file(tmp_path)
+    assert main(["lr-find", str(study), "--steps", "60", "--optimizer", "adam"]) == 0
+    png = tmp_path / "reports" / "lrf.lr_find.png"
+    assert f"wrote {png}" in capsys.readouterr().out.replace("\n", "")
+    assert is_sweep_png(png) and _png_chunks_ok(png.read_bytes())
+
+
+def test_cli_lr_find_without_a_browser_writes_the_page_and_warns(tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setattr("tuner.report.find_browser", lambda: None)
+    study = _study_file(tmp_path)
+    assert main(["lr-find", str(study), "--steps", "60", "--optimizer", "adam"]) == 0
+    assert "no Chromium found for the PNG copy" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["lrf.lr_find.html"]
+
+
 def test_cli_lr_find_prints_rates_and_writes_the_plot(tmp_path, capsys) -> None:
     study = _study_file(tmp_path)
     assert main(["lr-find", str(study), "--steps", "150"]) == 0

@@ -228,3 +228,54 @@ def test_report_never_shows_a_non_finite_trial_as_best(tmp_path: Path) -> None:
     text = write_report(study, cfg, "sqlite:///x.db", tmp_path / "r", png=False).html.read_text()
     assert "#2: validation accuracy 0.9000" in text
     assert "not ranked" in text and "#1 (inf)" in text
+
+
+def test_report_learning_curves_show_every_trial_with_a_legend(finished) -> None:
+    study, cfg = finished
+    fig = report_figures(study, cfg)["learning_curves"]
+    assert fig.layout.showlegend is True
+    traces = {t.text: t for t in fig.data if isinstance(t.text, str)}
+    for t in study.trials:  # one trace per trial that reported, complete and pruned alike
+        assert any(text.startswith(f"trial {t.number} ") for text in traces), t.number
+    pruned = traces[f"trial {study.trials[3].number} (pruned)"]  # pruned after one report
+    assert pruned.mode == "markers" and pruned.showlegend and pruned.name == "pruned (1)"
+    (mark,) = [t for t in fig.data if t.name == "divergence (1)"]
+    assert list(mark.x) == [1] and "step 3" in mark.text[0]  # where it diverged
+    values = [v for t in study.trials for v in t.intermediate_values.values()]
+    lo, hi = fig.layout.yaxis.range
+    assert lo < min(values) and max(values) < hi
+
+
+def test_report_importances_say_on_how_many_trials_or_why_not(finished) -> None:
+    from tuner.figures import IMPORTANCE_MIN_TRIALS
+
+    study, cfg = finished
+    fig = report_figures(study, cfg)["param_importances"]
+    assert len(study.trials) < IMPORTANCE_MIN_TRIALS
+    assert fig.data == ()  # no bars from 5 trials
+    assert f"need {IMPORTANCE_MIN_TRIALS} trials" in fig.layout.annotations[0].text
+
+
+def test_report_confirmation_table_fits_its_rows(finished) -> None:
+    from tuner.report import TABLE_LINE, png_size
+
+    study, cfg = finished
+    fig = report_figures(study, cfg)["confirmation"]
+    (table,) = fig.data
+    configs = table.cells.values[-1]
+    assert len(configs) == 2 and all("<br>" in c for c in configs)  # one part per line
+    lines = max(c.count("<br>") + 1 for c in configs)
+    assert table.cells.height >= lines * TABLE_LINE  # no row cut
+    margin = fig.layout.margin
+    assert fig.layout.height >= (margin.t + margin.b + table.header.height
+                                 + len(configs) * table.cells.height)
+    assert png_size(fig) == {"width": 1000, "height": fig.layout.height}  # the PNG is that tall
+    assert png_size(report_figures(study, cfg)["states"]) == {"width": 1000, "height": 560}
+
+
+def test_report_diverged_figure_has_whole_steps(finished) -> None:
+    study, cfg = finished
+    fig = report_figures(study, cfg)["diverged"]
+    assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis.tickformat == "d"
+    (trace,) = fig.data
+    assert trace.name == "sgd (1)" and [c[0] for c in trace.customdata] == [3]

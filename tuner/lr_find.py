@@ -88,6 +88,7 @@ __all__ = [
     "sweep_table",
     "sweep_figure",
     "write_sweep_figure",
+    "write_sweep_png",
     "default_figure_path",
     "run_lr_find_command",
 ]
@@ -757,10 +758,28 @@ def sweep_table(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> 
     return table
 
 
-def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> go.Figure:
-    """Loss against learning rate (log axis), one colour per optimizer.
+# One line style per optimizer, so that equal curves (Adam and AdamW sweep alike: neither has
+# weight decay in the sweep) stay visible: a dashed line over a solid one shows both colours.
+SWEEP_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
-    Raw mini-batch losses are faint dots, the smoothed loss a line; the suggested rate is a
+
+SAME_CURVE = 0.01  # curves within 1 % of each other at every point are labelled as such
+
+
+def _same_curve(a: LRSweep, b: LRSweep) -> bool:
+    """The two sweeps drew the same smoothed curve, to :data:`SAME_CURVE` at every rate."""
+    if len(a.lrs) != len(b.lrs) or not np.allclose(a.lrs, b.lrs, rtol=1e-6, atol=0):
+        return False
+    x, y = np.asarray(a.smoothed, dtype=float), np.asarray(b.smoothed, dtype=float)
+    return bool(np.allclose(x, y, rtol=SAME_CURVE, atol=0, equal_nan=True))
+
+
+def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) -> go.Figure:
+    """Loss against learning rate (log axis), one colour and one line style per optimizer.
+
+    Raw mini-batch losses are faint dots, the smoothed loss a line (solid, dashed, dotted, ...:
+    a curve equal to an earlier one stays visible, and its legend says so, as do its smaller
+    markers on top of the earlier one's); the suggested rate is a
     star, the lowest falling rate a triangle, the divergence rate an 'x' (all on the smoothed
     line); ``bounds`` adds the study's [low, high] as dashed vertical lines.
     """
@@ -771,6 +790,8 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
     top = 0.0
     for n, s in enumerate(sweeps):
         color = DEFAULT_PLOTLY_COLORS[n % len(DEFAULT_PLOTLY_COLORS)]
+        dash = SWEEP_DASHES[n % len(SWEEP_DASHES)]
+        same = [o.optimizer for o in sweeps[:n] if _same_curve(o, s)]
         finite = [(lr, v) for lr, v in zip(s.lrs, s.smoothed, strict=True) if math.isfinite(v)]
         top = max([top, *(v for _, v in finite)])
         fig.add_trace(go.Scatter(
@@ -780,7 +801,9 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
         ))
         fig.add_trace(go.Scatter(
             x=[lr for lr, _ in finite], y=[v for _, v in finite], mode="lines",
-            name=f"{s.optimizer} (smoothed)", legendgroup=s.optimizer, line={"color": color},
+            name=f"{s.optimizer} (smoothed"
+            + (f"; within {SAME_CURVE:.0%} of {same[0]})" if same else ")"),
+            legendgroup=s.optimizer, line={"color": color, "dash": dash, "width": 2 + n % 2},
         ))
         a = s.analyze()
         marks = [("suggested", a.suggested_lr, "star"), ("falls from", a.falling_lr,
@@ -794,7 +817,7 @@ def sweep_figure(sweeps: Sequence[LRSweep], bounds: AutoBounds | None = None) ->
                 x=[lr], y=[y], mode="markers", legendgroup=s.optimizer, showlegend=False,
                 name=f"{s.optimizer} {label}",
                 hovertemplate=f"{s.optimizer} {label}: lr {lr:.3g}<extra></extra>",
-                marker={"symbol": symbol, "size": 14, "color": color,
+                marker={"symbol": symbol, "size": 16 - 4 * (n % 2), "color": color,
                         "line": {"color": "black", "width": 1}},
             ))
     if bounds is not None:
@@ -851,6 +874,72 @@ def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
     return write_file(path, page, SWEEP_PAGE)
 
 
+# The PNG copy of the plot carries a tEXt chunk naming its writer, so that a later lr-find
+# replaces its own PNG and never a picture it did not write.
+PNG_TEXT = b"Software\x00tuner lr-find"
+PNG_SIZE = {"width": 1000, "height": 560}
+
+
+def _png_with_text(png: bytes) -> bytes:
+    """``png`` with the :data:`PNG_TEXT` chunk after its IHDR chunk (the first, 33 bytes in)."""
+    import struct
+    import zlib
+
+    chunk = b"tEXt" + PNG_TEXT
+    text = struct.pack(">I", len(PNG_TEXT)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return png[:33] + text + png[33:]
+
+
+def is_sweep_png(path: Path) -> bool:
+    """True when ``path`` is a PNG :func:`write_sweep_png` wrote (its tEXt chunk)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(128)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and PNG_TEXT in head
+
+
+SWEEP_PNG = FileKind("lr-find PNG", is_sweep_png)
+
+
+def write_sweep_png(fig: go.Figure, path: Path, browser: str) -> Path:
+    """Render the figure as a PNG (:data:`PNG_SIZE` pixels) with kaleido and ``browser`` (a
+    Chromium), written atomically to ``path``.
+
+    Raises:
+        OutputError: ``path`` exists and is not a PNG an earlier lr-find wrote (nothing is
+            written).
+        LRFindError: rendering failed (nothing is written).
+    """
+    import os
+    import tempfile
+
+    import kaleido
+
+    from tuner.outputs import check_file_target
+
+    check_file_target(path, SWEEP_PNG)  # missing, empty, or an earlier lr-find PNG
+    try:
+        png = kaleido.calc_fig_sync(
+            fig, opts={**PNG_SIZE, "format": "png"}, kopts={"path": browser, "mathjax": False}
+        )
+    except Exception as exc:  # kaleido and choreographer raise many kinds
+        raise LRFindError(
+            f"PNG export with kaleido and {browser} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_png_with_text(bytes(png)))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # `tuner lr-find`
 
@@ -858,6 +947,24 @@ def write_sweep_figure(fig: go.Figure, path: Path) -> Path:
 def default_figure_path(cfg: StudyConfig) -> Path:
     """``reports/<study name>.lr_find.html`` in the study file's folder (git-ignored)."""
     return cfg.study_dir / "reports" / f"{cfg.name}.lr_find.html"
+
+
+def _write_png_beside(fig: go.Figure, html_path: Path, console: Console) -> None:
+    """The plot's PNG copy next to its page (``.png`` for ``.html``); a missing Chromium or a
+    failed rendering is a warning on stderr (the page is written)."""
+    from tuner.outputs import OutputError
+    from tuner.report import find_browser
+
+    png = html_path.with_suffix(".png")
+    browser = find_browser()
+    if browser is None:
+        print("tuner: warning: no Chromium found for the PNG copy ($TUNER_CHROMIUM, "
+              "$BROWSER_PATH or chromium on the PATH); wrote the HTML only", file=sys.stderr)
+        return
+    try:
+        console.print(f"wrote {write_sweep_png(fig, png, browser)}")
+    except (LRFindError, OutputError) as exc:
+        print(f"tuner: warning: no PNG copy: {exc}", file=sys.stderr)
 
 
 def run_lr_find_command(
@@ -870,7 +977,8 @@ def run_lr_find_command(
     steps: int | None = None,
     console: Console | None = None,
 ) -> int:
-    """``tuner lr-find``: sweep, print the rates and the sweep time, write the plot.
+    """``tuner lr-find``: sweep, print the rates and the sweep time, write the plot (HTML, and
+    a PNG copy beside it when a Chromium is found).
 
     Returns 0, or 2 when a sweep gives no suggestion (its reason is printed on stderr; the
     table and the plot are still written, they show why).
@@ -930,6 +1038,7 @@ def run_lr_find_command(
             + ", ".join(f"{k} at {v:.3g}" for k, v in bounds.suggestions.items())
         )
     console.print(f"wrote {path}")
+    _write_png_beside(sweep_figure(sweeps, bounds), path, console)
     failed = [s for s in sweeps if s.analyze().reason is not None]
     for s in failed:
         print(f"tuner: error: no suggested rate for {s.optimizer}: {s.analyze().reason}",

@@ -6,9 +6,10 @@ CDN (no MathJax). Figures, in order:
 
 1. optimization history (``optuna.visualization.plot_optimization_history``);
 2. final validation metric against learning rate on a log axis, coloured by schedule;
-3. learning curves (intermediate values), pruned and diverged trials marked;
+3. learning curves (intermediate values) of every trial, divergences marked, with a legend;
 4. the learning-rate curves of the top trials (the schedules actually applied, per epoch);
-5. parameter importances (``optuna.visualization.plot_param_importances``);
+5. parameter importances (:func:`tuner.figures.param_importances`: PED-ANOVA on the metric at a
+   common epoch of complete and pruned trials, shown only on enough trials);
 6. trials, epochs and wall seconds per state (complete / pruned / diverged / failed);
 7. diverged trials: learning rate against the step where the loss blew up;
 8. the confirmed top-K table (``tuner confirm``), when the study has one.
@@ -33,7 +34,6 @@ import html
 import math
 import os
 import shutil
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,13 @@ from tuner.confirm import (
     no_complete_message,
 )
 from tuner.errors import NoCompletedTrialError, TunerError
-from tuner.figures import diverged_trials, learning_curves, lr_curves, metric_vs_lr
+from tuner.figures import (
+    diverged_trials,
+    learning_curves,
+    lr_curves,
+    metric_vs_lr,
+    param_importances,
+)
 from tuner.outputs import FolderKind, check_folder_target, write_folder
 from tuner.space import TrialParams
 from tuner.storage import redact_url
@@ -128,13 +134,6 @@ def find_browser() -> str | None:
 # Figures.
 
 
-def _note_figure(title: str, text: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
-    return fig
-
-
 def _without_nonfinite(study: optuna.Study) -> optuna.Study:
     """``study`` itself, or an in-memory copy in which its COMPLETE trials of value +-inf are
     FAIL (Optuna's plots would draw them as the best so far); trial numbers are kept."""
@@ -159,20 +158,6 @@ def _history(study: optuna.Study, metric: str) -> go.Figure:
     return fig
 
 
-def _importances(study: optuna.Study) -> go.Figure:
-    title = "Parameter importances (for the validation metric)"
-    if len(completed(study)) < 2:
-        return _note_figure(title, "needs at least two complete trials")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fig = optuna.visualization.plot_param_importances(_without_nonfinite(study))
-    except (ValueError, RuntimeError) as exc:  # e.g. a parameter with a single value
-        return _note_figure(title, f"not computable for this study: {html.escape(str(exc))}")
-    fig.update_layout(title=title)
-    return fig
-
-
 def _states(study: optuna.Study) -> go.Figure:
     counts = state_counts(study)
     kinds = [k for k in KINDS if counts.trials.get(k)]
@@ -193,13 +178,32 @@ def _states(study: optuna.Study) -> go.Figure:
     return fig
 
 
+# The confirmation table's geometry (pixels). Plotly tables do not grow with their text: a cell
+# taller than its row is cut, and a wrapped name breaks at any character. So each row gets the
+# height of its longest cell (configurations go one part per line), and the figure the height
+# of all rows; the widths fit the longest header word at TABLE_FONT.
+TABLE_FONT = 12
+TABLE_LINE = 18  # one line of text at TABLE_FONT
+TABLE_PAD = 10  # above and below a cell's text
+TABLE_MARGIN = {"l": 20, "r": 20, "t": 70, "b": 20}
+
+
+def _lines(text: str) -> int:
+    return text.count("<br>") + 1
+
+
 def _confirmation_figure(payload: Mapping[str, Any]) -> go.Figure:
+    """The confirmed top-K as a table whose height fits every row (no row cut in the PNG)."""
     metric = payload["metric"]
     rows = payload["candidates"]
     single = payload["single_best_trial"]
-    header = ["rank", "trial", "single run", f"val {metric} mean ± std",
-              f"Δ vs #{single} [95% CI] p (n)", f"test {metric} mean ± std", "diverged",
+    header = ["rank", "trial", "single run", f"val {metric}<br>mean ± std",
+              f"Δ vs #{single}<br>[95% CI] p (n)", f"test {metric}<br>mean ± std", "diverged",
               "peak loss", "verdict", "configuration"]
+    config = [
+        "<br>".join(TrialParams.from_optuna_params(c["params"]).describe().split(" | "))
+        for c in rows
+    ]
     cells = [
         [c["rank"] for c in rows],
         [f"#{c['trial']}" for c in rows],
@@ -210,18 +214,26 @@ def _confirmation_figure(payload: Mapping[str, Any]) -> go.Figure:
         [f"{c['n_diverged']}/{c['n_runs']}" for c in rows],
         [fmt_peak(c) for c in rows],
         [c.get("verdict", "") for c in rows],
-        [TrialParams.from_optuna_params(c["params"]).describe() for c in rows],
+        config,
     ]
+    row_height = TABLE_LINE * max([_lines(str(t)) for col in cells for t in col] + [1]) + TABLE_PAD
+    header_height = TABLE_LINE * 2 + TABLE_PAD
+    height = (TABLE_MARGIN["t"] + TABLE_MARGIN["b"] + header_height + row_height * len(rows)
+              + TABLE_PAD)
     fig = go.Figure(
         go.Table(
             columnwidth=[35, 45, 60, 110, 170, 110, 55, 60, 90, 300],
-            header={"values": header, "align": "left", "fill_color": "#e8e8e8"},
-            cells={"values": cells, "align": "left"},
+            header={"values": header, "align": "left", "fill_color": "#e8e8e8",
+                    "height": header_height, "font": {"size": TABLE_FONT}},
+            cells={"values": cells, "align": "left", "height": row_height,
+                   "font": {"size": TABLE_FONT}},
         )
     )
     fig.update_layout(
         title=f"Confirmed top {payload['top_k']}: {payload['n_seeds']} fresh seeds each, "
         f"compared with single-best #{single} on the same seeds (test never used to choose)",
+        height=height,
+        margin=TABLE_MARGIN,
     )
     return fig
 
@@ -240,7 +252,7 @@ def report_figures(study: optuna.Study, cfg: StudyConfig) -> dict[str, go.Figure
         "metric_vs_lr": metric_vs_lr(study, metric),
         "learning_curves": learning_curves(study, metric),
         "lr_curves": lr_curves(study, TOP_LR_CURVES),
-        "param_importances": _importances(study),
+        "param_importances": param_importances(study, metric),
         "states": _states(study),
         "diverged": diverged_trials(study),
     }
@@ -336,7 +348,7 @@ def _summary_html(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> st
 FIGURE_TITLES = {
     "optimization_history": "Optimization history",
     "metric_vs_lr": "Validation metric against learning rate",
-    "learning_curves": "Learning curves (pruned: dotted, diverged: dashed with x)",
+    "learning_curves": "Learning curves (pruned: dotted, diverged: dashed, x: divergence)",
     "lr_curves": "Learning-rate curves of the top trials",
     "param_importances": "Parameter importances",
     "states": "Trials and compute per state",
@@ -379,12 +391,18 @@ def render_html(
 # Writing.
 
 
+def png_size(fig: go.Figure) -> dict[str, int]:
+    """The PNG's size in pixels: the figure's own width/height where set (the confirmation
+    table grows with its rows), else :data:`PNG_SIZE`."""
+    return {k: int(fig.layout[k] or v) for k, v in PNG_SIZE.items()}
+
+
 def _write_pngs(figs: Mapping[str, go.Figure], folder: Path, browser: str) -> list[Path]:
     import kaleido
 
     paths = [folder / f"{name}.png" for name in figs]
     jobs = [
-        {"fig": fig, "path": str(path), "opts": dict(PNG_SIZE)}
+        {"fig": fig, "path": str(path), "opts": png_size(fig)}
         for fig, path in zip(figs.values(), paths, strict=True)
     ]
     try:

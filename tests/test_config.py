@@ -113,6 +113,9 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 def test_every_field_declares_a_constraint_and_a_doc() -> None:
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):  # filled in by tuner, not a study-file key
+                assert f.metadata["doc"]
+                continue
             assert "constraint" in f.metadata, f"[{name}] {f.name} has no constraint"
             assert f.metadata["doc"], f"[{name}] {f.name} has no doc"
 

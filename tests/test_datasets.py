@@ -22,8 +22,8 @@ from tuner.errors import ConfigError
 
 
 def cfg_for(name: str):
-    extra = {"n_samples": 300, "n_features": 6, "n_informative": 3} if DATASETS[name].generated \
-        else {}
+    small = {"n_samples": 300, "n_features": 6, "n_informative": 3}
+    extra = {k: v for k, v in small.items() if k in DATASETS[name].tuner_keys}
     metric = "accuracy" if DATASETS[name].task == "classification" else "rmse"
     return parse_study_config(
         tiny_study_dict(dataset={"name": name, **extra}, objective={"metric": metric},
@@ -47,7 +47,10 @@ def test_dataset_splits_and_scales(name: str) -> None:
         assert data.y_train.dtype == torch.int64
         assert set(data.y_train.tolist()) == set(range(data.n_outputs))
     else:
-        assert data.y_train.shape == (len(data.X_train), 1) and data.target_scale > 1
+        assert data.y_train.shape == (len(data.X_train), 1) and data.target_scale > 0
+        # standardized with the training targets' mean and deviation
+        assert abs(float(data.y_train.mean())) < 1e-4
+        assert float(data.y_train.std(unbiased=False)) == pytest.approx(1, abs=1e-4)
 
 
 def test_classification_split_is_stratified() -> None:

@@ -20,13 +20,25 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 # The registries are plain data that import torch and scikit-learn only when a model or a
 # dataset is built, so validating a study file stays quick; they never import this module.
-from tuner.datasets import DATASETS, check_memory, check_not_fetch
+from tuner.datasets import (
+    ALIASES,
+    DATA_SUFFIXES,
+    DATASETS,
+    GENERATOR_KEYS,
+    NOT_SINGLE_TARGET,
+    SIGNATURES,
+    check_data_file,
+    check_memory,
+    check_not_fetch,
+    dataset_task,
+    infer_file_task,
+)
 from tuner.errors import ConfigError
 from tuner.models import ACTIVATIONS, MODELS
 from tuner.schedules import SCHEDULES
@@ -223,6 +235,22 @@ def DatasetName() -> Constraint:  # noqa: N802
     return OneOf(*DATASETS)
 
 
+def FactoryRef() -> Constraint:  # noqa: N802
+    ident = r"[A-Za-z_][A-Za-z0-9_]*"
+    pattern = re.compile(rf"^{ident}(\.{ident})*:{ident}$")
+    return Constraint(
+        lambda v: isinstance(v, str) and bool(pattern.match(v)),
+        '"package.module:function" (a function returning (X, y))',
+    )
+
+
+def Sha256() -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: isinstance(v, str) and bool(re.fullmatch(r"[0-9a-f]{64}", v)),
+        "a SHA-256 hex digest (64 characters 0-9a-f)",
+    )
+
+
 def ModelName() -> Constraint:  # noqa: N802
     return OneOf(*MODELS)
 
@@ -263,21 +291,47 @@ class StudySection:
     )
 
 
+TASKS = ("classification", "regression")
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
-    """``[dataset]``: a scikit-learn dataset, shipped (``load_*``) or generated (``make_*``)."""
+    """``[dataset]``: exactly one of a scikit-learn ``name`` (a shipped ``load_*`` set or a
+    ``make_*`` generator, with the function's own keywords), a data file ``path`` or a
+    ``factory``."""
 
-    name: str = _field(MISSING, DatasetName(), "Registered dataset name.")
+    name: str | None = _field(
+        None, Optional(DatasetName()), "Registered scikit-learn dataset (load_* or make_*)."
+    )
+    path: str | None = _field(
+        None, OptionalStr(), "Data file (.csv, .npz, .parquet), relative to the study file."
+    )
+    target: str | None = _field(None, OptionalStr(), "The label column of a .csv/.parquet path.")
+    task: str | None = _field(
+        None, Optional(OneOf(*TASKS)), "path/factory: inferred from the labels when obvious."
+    )
+    factory: str | None = _field(
+        None, Optional(FactoryRef()), "'module:function' returning (X, y) arrays."
+    )
+    sha256: str | None = _field(
+        None, Optional(Sha256()), "path: the file's content hash (filled in; must match)."
+    )
     n_samples: int = _field(2000, Int(20, 10_000_000), "Rows (generated datasets only).")
     n_features: int = _field(20, Int(1, 100_000), "Features (generated datasets only).")
     n_informative: int = _field(10, Int(1, 100_000), "Informative features (generated only).")
-    n_classes: int = _field(2, Int(2, 1000), "Classes (make_classification only).")
+    n_classes: int = _field(2, Int(2, 1000), "Classes (generators that take n_classes).")
     noise: float = _field(0.1, Float(0), "Label noise: flip fraction or Gaussian sd (generated).")
     seed: int = _field(0, Int(0), "random_state of the generator (generated datasets only).")
+    # not study-file keys: the function's other keywords as given ((key, value) pairs, lists
+    # as tuples) and the folder a relative path or a factory module is found in
+    kwargs: tuple[tuple[str, Any], ...] = field(
+        default=(), metadata={"internal": True, "doc": "The function's other keywords."}
+    )
+    root: str = field(
+        default="", metadata={"internal": True, "doc": "The folder of path / factory."}
+    )
 
-
-GENERATOR_KEYS = ("n_samples", "n_features", "n_informative", "n_classes", "noise", "seed")
-
+USER_KEYS = {"path": ("path", "target", "task", "sha256"), "factory": ("factory", "task")}
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -461,10 +515,23 @@ class StudyConfig:
             out[section] = {
                 f.name: _plain(getattr(obj, f.name)) for f in fields(obj)
             }
-        if not DATASETS[self.dataset.name].generated:  # size and noise apply to generators only
-            for key in GENERATOR_KEYS:
-                del out["dataset"][key]
+        out["dataset"] = _dataset_dict(self.dataset)
         return out
+
+
+def _dataset_dict(d: DatasetConfig) -> dict[str, Any]:
+    """The ``[dataset]`` keys that apply, as a study file would give them (settings, export)."""
+    if d.name is None:
+        keys = USER_KEYS["path" if d.path is not None else "factory"]
+        return {k: getattr(d, k) for k in keys}
+    out: dict[str, Any] = {"name": d.name}
+    spec = DATASETS[d.name]
+    applies = spec.tuner_keys
+    if d.name in ("make_classification", "make_regression"):
+        applies = GENERATOR_KEYS  # as tuner has always recorded them (stored study settings)
+    out |= {k: getattr(d, k) for k in applies}
+    out |= {k: _plain(v) for k, v in d.kwargs}
+    return out
 
 
 def _plain(v: Any) -> Any:
@@ -538,7 +605,7 @@ def _unknown(where: str, section: str | None, key: str, allowed: list[str]) -> C
 def _build_section(cls: type, table: Any, where: str, section: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [{section}] must be a table (a [{section}] header).")
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if "constraint" in f.metadata}
     for key in table:
         if key not in known:
             raise _unknown(where, section, key, list(known))
@@ -575,15 +642,128 @@ def parse_study_config(data: Mapping[str, Any], where: str = "<memory>") -> Stud
     for key in REQUIRED_SECTIONS:
         if key not in data:
             raise ConfigError(f"{where}: section [{key}] is missing; it is required.")
-    name = data["dataset"].get("name") if isinstance(data["dataset"], dict) else None
-    if isinstance(name, str):
-        check_not_fetch(name, where)
+    table, kwargs = _dataset_table(data["dataset"], where)
+    data = {**data, "dataset": table}
     parts = {
         name: _build_section(cls, data.get(name, {}), where, name)
         for name, cls in SECTIONS.items()
     }
+    parts["dataset"] = _resolve_dataset(replace(parts["dataset"], kwargs=kwargs), data, where)
     _check_cross(parts, data, where)
     return StudyConfig(**parts, path=where)
+
+
+def _dataset_table(table: Any, where: str) -> tuple[Any, tuple[tuple[str, Any], ...]]:
+    """``[dataset]`` with its scikit-learn keywords taken out (checked against the function's
+    signature, recorded in tuner.datasets.SIGNATURES) and ``load_<name>`` read as ``<name>``."""
+    if not isinstance(table, dict):
+        return table, ()  # _build_section says it must be a table
+    sources = [k for k in ("name", "path", "factory") if k in table]
+    if len(sources) != 1:
+        has = " and ".join(sources) if sources else "none of them"
+        raise ConfigError(
+            f"{where}: [dataset] needs exactly one of name (a scikit-learn dataset), path (a data "
+            f"file: {', '.join(DATA_SUFFIXES)}) or factory (\"module:function\" returning "
+            f"(X, y)); it has {has}."
+        )
+    if sources[0] != "name":
+        allowed = USER_KEYS[sources[0]]
+        for key in table:
+            if key not in allowed:
+                raise _unknown(where, "dataset", key, list(allowed))
+        return table, ()
+    name = table["name"]
+    if not isinstance(name, str):
+        return table, ()
+    check_not_fetch(name, where)
+    if name in NOT_SINGLE_TARGET:
+        raise ConfigError(
+            f'{where}: [dataset] name = "{name}" is invalid: {NOT_SINGLE_TARGET[name]}; tuner '
+            f"trains single-target classification or regression models on one (X, y) set."
+        )
+    name = ALIASES.get(name, name)
+    if name not in DATASETS:
+        return table, ()  # _build_section names the allowed datasets
+    spec = DATASETS[name]
+    for key, value in table.items():
+        if key == "name" or key in spec.allowed_keys:
+            continue
+        if key == "n_targets" and "n_targets" in SIGNATURES[spec.source]:
+            raise ConfigError(
+                f"{where}: [dataset] n_targets = {_show(value)} is invalid: tuner trains "
+                f"single-target models; multi-output sets are not supported (leave it out)."
+            )
+        if key in GENERATOR_KEYS and not spec.generated:
+            continue  # _check_cross: "apply only to generated datasets"
+        if key == "n_classes" and spec.generated:
+            continue  # _check_cross: which generators take n_classes
+        allowed = [*spec.allowed_keys]
+        if "seed" in allowed:
+            allowed[allowed.index("seed")] = "seed (its random_state)"
+        close = closest_name("seed" if key == "random_state" else key,
+                             list(spec.allowed_keys), cutoff=0.6)
+        hint = f" Did you mean '{close}'?" if close else ""
+        raise ConfigError(
+            f"{where}: [dataset] key '{key}' is not a keyword of "
+            f"sklearn.datasets.{spec.source} as tuner calls it.{hint} Allowed: "
+            f"{', '.join(allowed) or 'none'}."
+        )
+    kwargs = []
+    for key in spec.keywords:
+        if key in table:
+            if not _is_keyword_value(table[key]):
+                raise ConfigError(
+                    f"{where}: [dataset] {key} = {_show(table[key])} is invalid: must be a "
+                    f"number, a string, true/false or a list of them (sklearn.datasets."
+                    f"{spec.source} checks the value itself)."
+                )
+            kwargs.append((key, _frozen(table[key])))
+    rest = {k: v for k, v in table.items() if k not in spec.keywords}
+    return {**rest, "name": name}, tuple(kwargs)
+
+
+def _is_keyword_value(v: Any) -> bool:
+    if isinstance(v, list):
+        return all(_is_keyword_value(x) for x in v)
+    return isinstance(v, str | bool | int) or _is_number(v)
+
+
+def _frozen(v: Any) -> Any:
+    return tuple(_frozen(x) for x in v) if isinstance(v, list) else v
+
+
+def _resolve_dataset(d: DatasetConfig, data: Mapping[str, Any], where: str) -> DatasetConfig:
+    """A path or factory ``[dataset]`` with its folder, content hash and task filled in.
+
+    The task is the one stated; else the one the labels make obvious (see
+    :func:`tuner.datasets.infer_file_task`); else the one an explicit ``[objective] metric``
+    implies (accuracy: classification, rmse: regression).
+    """
+    if d.name is not None:
+        return d
+    root = Path(where).resolve().parent if where != "<memory>" else Path.cwd()
+    d = replace(d, root=str(root))
+    inferred = None
+    try:
+        if d.path is not None:
+            d = replace(d, sha256=check_data_file(d))
+            inferred = infer_file_task(d)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    objective = data.get("objective")
+    metric = objective.get("metric") if isinstance(objective, dict) else None
+    implied = METRICS[metric][0] if metric in METRICS else "any"
+    task = d.task or inferred or (implied if implied != "any" else None)
+    if task is None:
+        why = (
+            f'the labels of target "{d.target}" are integers with more than two values'
+            if d.path is not None else "tuner cannot look at a factory's data before loading it"
+        )
+        raise ConfigError(
+            f'{where}: [dataset] task is missing: {why}; set task = "classification" or '
+            f'"regression" (or [objective] metric = "accuracy" or "rmse").'
+        )
+    return replace(d, task=task)
 
 
 def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> None:
@@ -594,9 +774,12 @@ def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> 
             f"{where}: [split] train + validation + test = {total:g} is invalid: "
             f"the three fractions must sum to 1."
         )
-    ds = DATASETS[parts["dataset"].name]
+    dcfg: DatasetConfig = parts["dataset"]
     given = data.get("dataset", {})
-    if not ds.generated:
+    ds = DATASETS[dcfg.name] if dcfg.name is not None else None
+    label = f"'{dcfg.name}'" if ds is not None else f"from {dcfg.path or dcfg.factory}"
+    task = dataset_task(dcfg)
+    if ds is not None and not ds.generated:
         extra = [k for k in GENERATOR_KEYS if k in given]
         if extra:
             raise ConfigError(
@@ -604,17 +787,17 @@ def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> 
                 f"size, features, noise and seed apply only to generated datasets "
                 f"({', '.join(n for n, d in DATASETS.items() if d.generated)})."
             )
-    else:
-        dcfg: DatasetConfig = parts["dataset"]
-        if dcfg.n_informative > dcfg.n_features:
+    elif ds is not None:
+        if "n_informative" in ds.tuner_keys and dcfg.n_informative > dcfg.n_features:
             raise ConfigError(
                 f"{where}: [dataset] n_informative = {dcfg.n_informative} is invalid: "
                 f"must be <= n_features ({dcfg.n_features})."
             )
-        if ds.task == "regression" and "n_classes" in given:
+        if "n_classes" not in ds.tuner_keys and "n_classes" in given:
+            takes = [n for n, d in DATASETS.items() if "n_classes" in d.tuner_keys]
             raise ConfigError(
                 f"{where}: [dataset] n_classes is invalid for dataset '{ds.name}': "
-                f"it applies only to make_classification."
+                f"it applies only to {' and '.join(takes)}."
             )
         check_memory(dcfg, where)  # before anything allocates: a clear line, not a MemoryError
     pruner: PrunerConfig = parts["pruner"]
@@ -626,12 +809,12 @@ def _check_cross(parts: dict[str, Any], data: Mapping[str, Any], where: str) -> 
                 f"takes {uses}."
             )
     metric = parts["objective"].metric
-    task = METRICS[metric][0]
-    if task != "any" and task != ds.task:
-        allowed = [m for m, (t, _) in METRICS.items() if t in ("any", ds.task)]
+    needs = METRICS[metric][0]
+    if needs != "any" and needs != task:
+        allowed = [m for m, (t, _) in METRICS.items() if t in ("any", task)]
         raise ConfigError(
-            f'{where}: [objective] metric = "{metric}" is invalid for the {ds.task} dataset '
-            f"'{ds.name}': must be one of {', '.join(repr(m) for m in allowed)}."
+            f'{where}: [objective] metric = "{metric}" is invalid for the {task} dataset '
+            f"{label}: must be one of {', '.join(repr(m) for m in allowed)}."
         )
 
 

@@ -35,7 +35,7 @@ from optuna_dashboard._note import get_note_from_system_attrs, note_ver_key, spl
 
 from tuner import figures
 from tuner.config import GENERATOR_KEYS, StudyConfig
-from tuner.datasets import DATASETS, SplitData, load_split
+from tuner.datasets import DATASETS, SplitData, describe_source, load_split
 from tuner.study import completed, trial_kind
 from tuner.summary import nonfinite_line, state_counts
 
@@ -93,8 +93,8 @@ def _toml_value(value: Any) -> str:
 
 # settings that only apply to some choices: shown only where they do
 _APPLIES: dict[tuple[str, str], Callable[[StudyConfig], bool]] = {
-    **{("dataset", k): (lambda c: DATASETS[c.dataset.name].generated) for k in GENERATOR_KEYS},
-    ("dataset", "n_classes"): lambda c: c.dataset.name == "make_classification",
+    **{("dataset", k): (lambda c, k=k: c.dataset.name is not None
+                        and k in DATASETS[c.dataset.name].tuner_keys) for k in GENERATOR_KEYS},
     ("pruner", "min_resource"): lambda c: c.pruner.name in ("successive_halving", "hyperband"),
     ("pruner", "reduction_factor"): lambda c: c.pruner.name in ("successive_halving", "hyperband"),
     ("pruner", "n_startup_trials"): lambda c: c.pruner.name == "median",
@@ -124,7 +124,6 @@ def _fmt(v: Any) -> str:
 
 def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
     """The study's Markdown note: settings, dataset, metric, best trial, figures, export."""
-    spec = DATASETS[cfg.dataset.name]
     counts = state_counts(study).trials
     tally = ", ".join(
         f"{counts.get(k, 0)} {k}" for k in ("complete", "pruned", "diverged", "failed")
@@ -135,7 +134,7 @@ def study_note(study: optuna.Study, cfg: StudyConfig, data: SplitData) -> str:
         f"Study file `{cfg.path}`. Trials so far: {tally}.",
         "",
         "### Dataset",
-        f"`{cfg.dataset.name}` (`sklearn.datasets.{spec.source}`): {data.describe()}. "
+        f"{describe_source(cfg.dataset)}: {data.describe()}. "
         f"Split {cfg.split.train:g} / {cfg.split.validation:g} / {cfg.split.test:g} "
         f"(seed {cfg.split.seed}"
         + (", stratified" if data.task == "classification" else "")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuner.errors import ConfigError
@@ -31,6 +32,58 @@ __all__ = [
 ]
 
 
+# The keyword parameters of every scikit-learn function tuner loads, in signature order, recorded
+# as data so that a study file is checked without importing scikit-learn (tests/test_datasets.py
+# compares them with ``inspect.signature`` of the installed scikit-learn).
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "load_breast_cancer": ("return_X_y", "as_frame"),
+    "load_diabetes": ("return_X_y", "as_frame", "scaled"),
+    "load_digits": ("n_class", "return_X_y", "as_frame"),
+    "load_iris": ("return_X_y", "as_frame"),
+    "load_wine": ("return_X_y", "as_frame"),
+    "make_blobs": ("n_samples", "n_features", "centers", "cluster_std", "center_box", "shuffle",
+                   "random_state", "return_centers"),
+    "make_circles": ("n_samples", "shuffle", "noise", "random_state", "factor"),
+    "make_classification": (
+        "n_samples", "n_features", "n_informative", "n_redundant", "n_repeated", "n_classes",
+        "n_clusters_per_class", "weights", "flip_y", "class_sep", "hypercube", "shift", "scale",
+        "shuffle", "random_state", "return_X_y"),
+    "make_friedman1": ("n_samples", "n_features", "noise", "random_state"),
+    "make_friedman2": ("n_samples", "noise", "random_state"),
+    "make_friedman3": ("n_samples", "noise", "random_state"),
+    "make_gaussian_quantiles": ("mean", "cov", "n_samples", "n_features", "n_classes", "shuffle",
+                                "random_state"),
+    "make_hastie_10_2": ("n_samples", "random_state"),
+    "make_moons": ("n_samples", "shuffle", "noise", "random_state"),
+    "make_regression": (
+        "n_samples", "n_features", "n_informative", "n_targets", "bias", "effective_rank",
+        "tail_strength", "noise", "shuffle", "coef", "random_state"),
+    "make_s_curve": ("n_samples", "noise", "random_state"),
+    "make_sparse_uncorrelated": ("n_samples", "n_features", "random_state"),
+    "make_swiss_roll": ("n_samples", "noise", "random_state", "hole"),
+}
+
+# tuner's own [dataset] keys for generators (with tuner's defaults, see tuner.config)
+GENERATOR_KEYS = ("n_samples", "n_features", "n_informative", "n_classes", "noise", "seed")
+
+# keywords tuner sets itself (the call must return (X, y)); they are not [dataset] keys
+_FIXED = {"return_X_y": True, "as_frame": False, "return_centers": False, "coef": False}
+
+# scikit-learn functions that are not one single-target (X, y) set: name -> why, for one line
+NOT_SINGLE_TARGET: dict[str, str] = {
+    "load_linnerud": "it has 3 targets (multi-output regression)",
+    "make_multilabel_classification": "it is multi-label (multi-output) classification",
+    "load_files": "it reads a folder of text files (use [dataset] path or factory)",
+    "load_svmlight_file": "it reads a file (use [dataset] path or factory)",
+    "load_svmlight_files": "it reads files (use [dataset] path or factory)",
+    "load_sample_image": "it is an image, not an (X, y) set",
+    "load_sample_images": "they are images, not an (X, y) set",
+    **{name: "it makes a matrix, not an (X, y) set" for name in (
+        "make_biclusters", "make_checkerboard", "make_low_rank_matrix",
+        "make_sparse_coded_signal", "make_sparse_spd_matrix", "make_spd_matrix")},
+}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One registered dataset.
@@ -40,8 +93,11 @@ class DatasetSpec:
         task: 'classification' or 'regression'.
         load: returns ``(X, y)`` as numpy arrays, X of shape (n_samples, n_features); it imports
             scikit-learn when called.
-        generated: True for ``make_*`` generators, which take size, features, noise and seed.
+        generated: True for ``make_*`` generators (random; ``seed`` is their random_state).
         source: the scikit-learn function, for messages and notes.
+        renames: tuner key -> the scikit-learn keyword it sets (``seed`` -> ``random_state``;
+            ``noise`` -> ``flip_y`` for make_classification).
+        width: the number of features where the function fixes it (None: ``n_features``).
     """
 
     name: str
@@ -49,64 +105,91 @@ class DatasetSpec:
     load: Callable[[DatasetConfig], tuple[np.ndarray, np.ndarray]]
     generated: bool
     source: str
+    renames: tuple[tuple[str, str], ...] = ()
+    width: int | None = None
+
+    @property
+    def tuner_keys(self) -> tuple[str, ...]:
+        """tuner's generator keys (GENERATOR_KEYS) that this function takes."""
+        if not self.generated:
+            return ()
+        sig, renames = SIGNATURES[self.source], dict(self.renames)
+        return tuple(k for k in GENERATOR_KEYS if renames.get(k, k) in sig)
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The function's other keywords a ``[dataset]`` table may give, by their own names."""
+        taken = set(_FIXED) | {"random_state", "n_targets"} | set(dict(self.renames).values())
+        return tuple(k for k in SIGNATURES[self.source]
+                     if k not in taken and k not in GENERATOR_KEYS)
+
+    @property
+    def allowed_keys(self) -> tuple[str, ...]:
+        """Every ``[dataset]`` key this dataset takes besides ``name``."""
+        return (*self.tuner_keys, *self.keywords)
+
+    def call_kwargs(self, cfg: DatasetConfig) -> dict:
+        """The keyword arguments of the scikit-learn call for ``cfg`` (lists, not tuples)."""
+        renames = dict(self.renames)
+        kwargs = {renames.get(k, k): getattr(cfg, k) for k in self.tuner_keys}
+        given = dict(cfg.kwargs)
+        if self.source == "make_classification" and "n_redundant" not in given:
+            kwargs["n_redundant"] = max(0, min(2, cfg.n_features - cfg.n_informative))
+        kwargs.update({k: _as_lists(v) for k, v in given.items()})
+        kwargs.update({k: v for k, v in _FIXED.items() if k in SIGNATURES[self.source]})
+        return kwargs
 
 
-def _shipped(source: str) -> Callable[[DatasetConfig], tuple[np.ndarray, np.ndarray]]:
-    def load(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn import datasets as skd
-
-        return getattr(skd, source)(return_X_y=True)
-
-    return load
+def _as_lists(v: object) -> object:
+    return [_as_lists(x) for x in v] if isinstance(v, tuple) else v
 
 
-def _make_classification(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+def _sklearn(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets as skd
 
-    return skd.make_classification(
-        n_samples=cfg.n_samples,
-        n_features=cfg.n_features,
-        n_informative=cfg.n_informative,
-        n_redundant=max(0, min(2, cfg.n_features - cfg.n_informative)),
-        n_classes=cfg.n_classes,
-        flip_y=cfg.noise,
-        random_state=cfg.seed,
-    )
+    spec = DATASETS[cfg.name]  # type: ignore[index]
+    return getattr(skd, spec.source)(**spec.call_kwargs(cfg))
 
 
-def _make_regression(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn import datasets as skd
+def _shipped(name: str, task: str) -> DatasetSpec:
+    return DatasetSpec(name, task, _sklearn, False, f"load_{name}")
 
-    return skd.make_regression(
-        n_samples=cfg.n_samples,
-        n_features=cfg.n_features,
-        n_informative=cfg.n_informative,
-        noise=cfg.noise,
-        random_state=cfg.seed,
-    )
+
+def _made(source: str, task: str, width: int | None = None,
+          renames: tuple[tuple[str, str], ...] = ()) -> DatasetSpec:
+    return DatasetSpec(source, task, _sklearn, True, source,
+                       (("seed", "random_state"), *renames), width)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("digits", "classification", _shipped("load_digits"), False, "load_digits"),
-        DatasetSpec("iris", "classification", _shipped("load_iris"), False, "load_iris"),
-        DatasetSpec("wine", "classification", _shipped("load_wine"), False, "load_wine"),
-        DatasetSpec(
-            "breast_cancer",
-            "classification",
-            _shipped("load_breast_cancer"),
-            False,
-            "load_breast_cancer",
-        ),
-        DatasetSpec("diabetes", "regression", _shipped("load_diabetes"), False, "load_diabetes"),
-        DatasetSpec(
-            "make_classification", "classification", _make_classification, True,
-            "make_classification",
-        ),
-        DatasetSpec("make_regression", "regression", _make_regression, True, "make_regression"),
+        _shipped("digits", "classification"),
+        _shipped("iris", "classification"),
+        _shipped("wine", "classification"),
+        _shipped("breast_cancer", "classification"),
+        _shipped("diabetes", "regression"),
+        _made("make_classification", "classification", renames=(("noise", "flip_y"),)),
+        _made("make_regression", "regression"),
+        _made("make_blobs", "classification"),
+        _made("make_circles", "classification", width=2),
+        _made("make_moons", "classification", width=2),
+        _made("make_gaussian_quantiles", "classification"),
+        _made("make_hastie_10_2", "classification", width=10),
+        _made("make_friedman1", "regression"),
+        _made("make_friedman2", "regression", width=4),
+        _made("make_friedman3", "regression", width=4),
+        _made("make_sparse_uncorrelated", "regression"),
+        _made("make_s_curve", "regression", width=3),
+        _made("make_swiss_roll", "regression", width=3),
     ]
 }
+
+# scikit-learn's own names of the shipped sets: load_iris -> iris
+ALIASES: dict[str, str] = {
+    spec.source: name for name, spec in DATASETS.items() if spec.source != name
+}
+
 
 # Data scikit-learn only downloads: a name a user may write -> the real scikit-learn call that
 # downloads it, so that asking for one gets a clear message (checked against sklearn.datasets
@@ -155,11 +238,18 @@ PEAK_PER_CELL = 4 * 8
 def estimated_bytes(cfg: DatasetConfig) -> int:
     """Estimated peak memory in bytes of :func:`load_split` for a generated dataset.
 
-    Shipped datasets are small (under 2 MB); they get 0.
+    ``PEAK_PER_CELL x n_samples x (features + 1)``, the features being ``n_features`` or the
+    generator's fixed width (make_moons: 2, make_hastie_10_2: 10, ...). Shipped datasets are
+    small (under 2 MB) and user data is measured by its file: they get 0.
     """
-    if not DATASETS[cfg.name].generated:
+    spec = DATASETS.get(cfg.name) if cfg.name else None
+    if spec is None or not spec.generated:
         return 0
-    return PEAK_PER_CELL * cfg.n_samples * (cfg.n_features + 1)
+    return PEAK_PER_CELL * cfg.n_samples * (_width(spec, cfg) + 1)
+
+
+def _width(spec: DatasetSpec, cfg: DatasetConfig) -> int:
+    return spec.width if spec.width is not None else cfg.n_features
 
 
 def available_bytes() -> int | None:
@@ -219,12 +309,340 @@ def check_memory(cfg: DatasetConfig, where: str, available: int | None = None) -
     available = available_bytes() if available is None else available
     if available is None or need <= available:
         return
+    width = _width(DATASETS[cfg.name], cfg)  # type: ignore[index]
     raise ConfigError(
-        f"{where}: [dataset] n_samples = {cfg.n_samples}, n_features = {cfg.n_features} is too "
+        f"{where}: [dataset] n_samples = {cfg.n_samples}, n_features = {width} is too "
         f"large for this machine: loading it needs about {_size(need)} of memory "
         f"({PEAK_PER_CELL} bytes x n_samples x (n_features + 1)) and {_size(available)} is "
         f"available; lower n_samples or n_features."
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's own data: ``[dataset] path`` (a file) or ``[dataset] factory`` (a function).
+
+# readable data files: suffix -> what it must hold
+DATA_SUFFIXES: dict[str, str] = {
+    ".csv": "a header row naming the columns, comma-separated",
+    ".npz": "arrays X (n_samples, n_features) and y (n_samples,), saved by numpy.savez",
+    ".parquet": "a table with named columns (read with pyarrow)",
+}
+# cell texts that mean "missing" in a CSV (compared lower-case, stripped)
+MISSING_TOKENS = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})
+
+
+def data_path(cfg: DatasetConfig) -> Path:
+    """``[dataset] path`` resolved against the study file's folder (``cfg.root``)."""
+    p = Path(cfg.path or "")
+    return p if p.is_absolute() else Path(cfg.root or ".") / p
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex (64 characters)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bad_path(cfg: DatasetConfig, what: str) -> ConfigError:
+    return ConfigError(f'[dataset] path = "{cfg.path}": {what}')
+
+
+def check_data_file(cfg: DatasetConfig) -> str:
+    """Check that ``[dataset] path`` is a readable data file; return its SHA-256.
+
+    Raises:
+        ConfigError: no such file, a suffix tuner does not read, a parquet file without
+            pyarrow, or a content hash other than ``[dataset] sha256`` (the file changed).
+    """
+    path = data_path(cfg)
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise _bad_path(cfg, f"tuner reads {', '.join(DATA_SUFFIXES)} files, not "
+                        f"'{path.suffix or path.name}'.")
+    if not path.is_file():
+        raise _bad_path(cfg, f"no such file ({path}).")
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise _bad_path(cfg, "reading .parquet needs pyarrow, which is not installed "
+                            "(pip install pyarrow), or save the data as .csv or .npz.") from None
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise _bad_path(cfg, f"cannot be read ({exc.strerror or exc}).") from None
+    if cfg.sha256 is not None and digest != cfg.sha256:
+        raise _bad_path(cfg, f"the file changed since it was recorded: its sha256 is "
+                        f"{digest[:12]}..., the record says {cfg.sha256[:12]}...; restore the "
+                        f"file, or run the study again on the new data.")
+    return digest
+
+
+def _read_csv(cfg: DatasetConfig) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows (stripped cell texts) of a CSV file."""
+    import csv
+
+    path = data_path(cfg)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _bad_path(cfg, f"cannot be read as a UTF-8 CSV file ({exc}).") from None
+    if len(rows) < 2:
+        raise _bad_path(cfg, "needs a header row and at least one data row.")
+    header = rows[0]
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise _bad_path(cfg, f"line {i} has {len(row)} fields; the header has "
+                            f"{len(header)}.")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup or "" in header:
+        raise _bad_path(cfg, f'the header names a column twice or not at all ("{dup[0]}")'
+                        if dup else "the header has an empty column name.")
+    return header, rows[1:]
+
+
+def _read_table(cfg: DatasetConfig) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV, or of a parquet file (its cells as text)."""
+    if data_path(cfg).suffix.lower() != ".parquet":
+        return _read_csv(cfg)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(data_path(cfg))
+    columns = [["" if v is None else str(v) for v in table.column(n).to_pylist()]
+               for n in table.column_names]
+    return list(table.column_names), [list(r) for r in zip(*columns, strict=True)]
+
+
+def _task_of(labels: list) -> str | None:
+    """'classification' / 'regression' where the target makes it obvious, else None.
+
+    Obvious: any non-numeric label (classification), any non-integer number (regression), at
+    most two distinct integers (classification).
+    """
+    try:
+        numbers = [float(v) for v in labels]
+    except (TypeError, ValueError):
+        return "classification"
+    if any(not n.is_integer() for n in numbers if n == n):
+        return "regression"
+    return "classification" if len(set(numbers)) <= 2 else None
+
+
+def infer_file_task(cfg: DatasetConfig) -> str | None:
+    """The task the target of ``[dataset] path`` makes obvious, or None (see ``_task_of``).
+
+    Raises:
+        ConfigError: the file cannot be read, or ``target`` names no column (the message
+            lists the columns) or is given for a .npz file.
+    """
+    if data_path(cfg).suffix.lower() == ".npz":
+        if cfg.target is not None:
+            raise _bad_path(cfg, f'target = "{cfg.target}" is invalid for a .npz file: it '
+                            "holds arrays X and y; leave target out.")
+        _, y = _read_npz(cfg)
+        return _task_of(y.tolist())
+    header, rows = _read_table(cfg)
+    if cfg.target is None:
+        raise _bad_path(cfg, f"[dataset] target is missing: name the label column, one of "
+                        f"{', '.join(header)}.")
+    if cfg.target not in header:
+        raise _bad_path(cfg, f'target = "{cfg.target}" is not a column; the columns are '
+                        f"{', '.join(header)}.")
+    j = header.index(cfg.target)
+    return _task_of([r[j] for r in rows if r[j].lower() not in MISSING_TOKENS])
+
+
+def _read_npz(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(data_path(cfg), allow_pickle=False) as f:
+            missing = [k for k in ("X", "y") if k not in f.files]
+            if missing:
+                raise _bad_path(cfg, f"has arrays {', '.join(f.files) or 'none'}; it needs X "
+                                "(n_samples, n_features) and y (n_samples,).")
+            return f["X"], f["y"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _bad_path(cfg, f"cannot be read as a numpy .npz file ({_one_line(exc)}).") from None
+
+
+def _numeric_column(cfg: DatasetConfig, name: str, cells: list[str]) -> np.ndarray:
+    import numpy as np
+
+    missing = sum(1 for c in cells if c.lower() in MISSING_TOKENS)
+    if missing:
+        raise _bad_path(cfg, f'column "{name}" has {missing} missing value(s) in {len(cells)} '
+                        "rows; tuner does not fill them in: fill or drop those rows first.")
+    try:
+        return np.asarray(cells, dtype=np.float64)
+    except ValueError:
+        row, bad = next((i, c) for i, c in enumerate(cells, start=2) if not _is_float(c))
+        raise _bad_path(cfg, f'column "{name}" is not numeric (line {row}: "{bad}"); features '
+                        "must be numbers: encode it as numbers or drop the column.") from None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_file(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of ``[dataset] path``: X float64 (n, d); y numbers or label texts (n,)."""
+    import numpy as np
+
+    check_data_file(cfg)  # again: the file may have changed since the study file was read
+    if data_path(cfg).suffix.lower() == ".npz":
+        X, y = _read_npz(cfg)
+        return _check_arrays(cfg, X, y, f'[dataset] path = "{cfg.path}"')
+    header, rows = _read_table(cfg)
+    j = header.index(cfg.target)  # type: ignore[arg-type]  # checked by infer_file_task
+    features = [n for n in header if n != cfg.target]
+    if not features:
+        raise _bad_path(cfg, f'has no feature column besides target "{cfg.target}".')
+    columns = [_numeric_column(cfg, n, [r[header.index(n)] for r in rows]) for n in features]
+    labels = [r[j] for r in rows]
+    missing = sum(1 for c in labels if c.lower() in MISSING_TOKENS)
+    if missing:
+        raise _bad_path(cfg, f'target column "{cfg.target}" has {missing} missing value(s) in '
+                        f"{len(rows)} rows; fill or drop those rows first.")
+    if cfg.task == "regression":
+        y = _numeric_column(cfg, cfg.target, labels)  # type: ignore[arg-type]
+    elif all(_is_float(c) for c in labels):  # numbers sort as numbers: 2 before 10
+        y = np.asarray(labels, dtype=np.float64)
+        if all(v.is_integer() for v in y):
+            y = y.astype(np.int64)
+    else:
+        y = np.asarray(labels, dtype=str)
+    return np.column_stack(columns), y
+
+
+def _load_factory(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Import and call ``[dataset] factory`` (``module:function``) from the study file's
+    folder or the Python path."""
+    import importlib
+    import sys
+
+    what = f'[dataset] factory = "{cfg.factory}"'
+    module_name, _, func_name = (cfg.factory or "").partition(":")
+    folder = cfg.root or "."
+    sys.path.insert(0, folder)
+    no_pyc = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ in the user's folder
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"{what}: no module '{module_name}' in {folder} or on the "
+                              "Python path.") from None
+        raise ConfigError(f"{what}: importing '{module_name}' failed: "
+                          f"{_one_line(exc)}") from None
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise ConfigError(f"{what}: importing '{module_name}' failed: "
+                          f"{_one_line(exc)}") from None
+    finally:
+        sys.path.remove(folder)
+        sys.dont_write_bytecode = no_pyc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"{what}: module '{module_name}' ({getattr(module, '__file__', '')}) "
+                          f"has no function '{func_name}'.")
+    try:
+        out = func()
+    except Exception as exc:  # the user's code: report it in one line
+        raise ConfigError(f"{what} raised {_one_line(exc)}") from None
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise ConfigError(f"{what} returned {type(out).__name__}; it must return (X, y): X "
+                          "(n_samples, n_features) numbers, y (n_samples,) labels or targets.")
+    return _check_arrays(cfg, out[0], out[1], what)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 (n, d) and y as (n,), or ConfigError naming ``what``."""
+    import numpy as np
+
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: X is not numeric; features must be numbers.") from None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ConfigError(f"{what}: y has shape {y.shape}; tuner trains single-target models, "
+                          "so y must be (n_samples,) (multi-output data is not supported).")
+    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] == 0:
+        raise ConfigError(f"{what}: X has shape {X.shape} and y {y.shape}; X must be "
+                          "(n_samples, n_features >= 1) with one row per y.")
+    bad = np.isnan(X).sum(axis=0)
+    if bad.any():
+        col = int(np.argmax(bad > 0))
+        raise ConfigError(f"{what}: feature column {col} has {int(bad[col])} missing value(s) "
+                          f"(NaN) in {len(X)} rows; fill or drop those rows first.")
+    if not np.isfinite(X).all():
+        raise ConfigError(f"{what}: X holds infinite values; features must be finite.")
+    if y.dtype.kind in "fc" and np.isnan(y).any():
+        raise ConfigError(f"{what}: y has {int(np.isnan(y).sum())} missing value(s) (NaN) in "
+                          f"{len(y)} rows; fill or drop those rows first.")
+    if cfg.task == "regression" and y.dtype.kind not in "iufb":
+        raise ConfigError(f"{what}: y is not numeric, so task = \"regression\" cannot use it; "
+                          'use task = "classification".')
+    return X, y
+
+
+def dataset_task(cfg: DatasetConfig) -> str:
+    """'classification' or 'regression' of a validated ``[dataset]``."""
+    if cfg.name is not None:
+        return DATASETS[cfg.name].task
+    return cfg.task  # type: ignore[return-value]  # resolved by tuner.config
+
+
+def _label(cfg: DatasetConfig) -> str:
+    if cfg.name is not None:
+        return f"'{cfg.name}'"
+    return f"'{cfg.path}'" if cfg.path is not None else f"from factory '{cfg.factory}'"
+
+
+def describe_source(cfg: DatasetConfig) -> str:
+    """Where the data comes from, for notes: a scikit-learn call, a file or a factory."""
+    if cfg.name is not None:
+        return f"`{cfg.name}` (`sklearn.datasets.{DATASETS[cfg.name].source}`)"
+    if cfg.path is not None:
+        return f"`{cfg.path}` (sha256 {(cfg.sha256 or '')[:12]}..., target `{cfg.target}`)"
+    return f"factory `{cfg.factory}`"
+
+
+def dataset_source(cfg: DatasetConfig, data: SplitData | None = None) -> dict:
+    """The export's record of the data: the scikit-learn function and its keyword arguments,
+    the file (absolute path, SHA-256) or the factory; and the class labels in the order of
+    the model's outputs (classification)."""
+    if cfg.name is not None:
+        spec = DATASETS[cfg.name]
+        out: dict = {"kind": "scikit-learn", "function": f"sklearn.datasets.{spec.source}",
+                     "keywords": {k: _as_lists(v) for k, v in spec.call_kwargs(cfg).items()}}
+    elif cfg.path is not None:
+        out = {"kind": "file", "path": str(data_path(cfg).resolve()), "sha256": cfg.sha256,
+               "target": cfg.target}
+    else:
+        out = {"kind": "factory", "factory": cfg.factory, "folder": cfg.root}
+    if data is not None and data.classes:
+        out["classes"] = list(data.classes)
+    return out
 
 
 @dataclass(frozen=True)
@@ -240,6 +658,8 @@ class SplitData:
         n_outputs: classes for classification, 1 for regression.
         target_scale: the training targets' standard deviation (regression) or 1.0; multiply an
             RMSE on standardized targets by it to get target units.
+        classes: classification: the original labels, sorted; output k (and label k in
+            ``y_*``) is ``classes[k]``. Regression: ().
     """
 
     task: str
@@ -252,6 +672,7 @@ class SplitData:
     n_features: int
     n_outputs: int
     target_scale: float
+    classes: tuple = ()
 
     def to(self, device: torch.device | str) -> SplitData:
         """The same split with every tensor on ``device``."""
@@ -261,7 +682,7 @@ class SplitData:
         }
         return SplitData(
             task=self.task, n_features=self.n_features, n_outputs=self.n_outputs,
-            target_scale=self.target_scale, **moved,
+            target_scale=self.target_scale, classes=self.classes, **moved,
         )
 
     def describe(self) -> str:
@@ -287,15 +708,10 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    spec = DATASETS[dataset.name]
-    try:
-        X, y = spec.load(dataset)
-    except ValueError as exc:  # a generator refusing its arguments (sklearn's own words)
-        raise ConfigError(
-            f"[dataset] {spec.source} refuses these settings: {str(exc).splitlines()[0]}"
-        ) from None
+    X, y = load_xy(dataset)
     X = np.asarray(X, dtype=np.float64)
-    classification = spec.task == "classification"
+    task = dataset_task(dataset)
+    classification = task == "classification"
     stratify = y if classification else None
     holdout = split.validation + split.test
     try:
@@ -311,7 +727,7 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         )
     except ValueError as exc:
         raise ConfigError(
-            f"[split] cannot split dataset '{dataset.name}' ({len(X)} rows) into "
+            f"[split] cannot split dataset {_label(dataset)} ({len(X)} rows) into "
             f"{split.train}/{split.validation}/{split.test}: {exc}"
         ) from None
     scaler = StandardScaler().fit(X_tr)
@@ -326,18 +742,40 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         def ys(a: np.ndarray) -> torch.Tensor:
             return torch.tensor([index[v] for v in a], dtype=torch.int64)
 
-        n_outputs, scale = len(classes), 1.0
+        n_outputs, scale, labels = len(classes), 1.0, tuple(classes.tolist())
     else:
         mean, std = float(np.mean(y_tr)), float(np.std(y_tr)) or 1.0
 
         def ys(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(((a - mean) / std).astype(np.float32)).reshape(-1, 1)
 
-        n_outputs, scale = 1, std
+        n_outputs, scale, labels = 1, std, ()
     return SplitData(
-        task=spec.task,
+        task=task,
         X_train=xs(X_tr), y_train=ys(y_tr),
         X_val=xs(X_va), y_val=ys(y_va),
         X_test=xs(X_te), y_test=ys(y_te),
-        n_features=X.shape[1], n_outputs=n_outputs, target_scale=scale,
+        n_features=X.shape[1], n_outputs=n_outputs, target_scale=scale, classes=labels,
     )
+
+
+def load_xy(dataset: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The whole dataset as ``(X, y)``: X (n_samples, n_features), y (n_samples,).
+
+    Raises:
+        ConfigError: one line: a generator refusing its keywords (scikit-learn's words), a
+            data file that is missing, changed, not numeric or has missing values, or a
+            factory that cannot be imported, raises or returns something else than (X, y).
+    """
+    if dataset.path is not None:
+        return _load_file(dataset)
+    if dataset.factory is not None:
+        return _load_factory(dataset)
+    spec = DATASETS[dataset.name]  # type: ignore[index]
+    try:
+        return spec.load(dataset)
+    except (ValueError, TypeError) as exc:  # scikit-learn refusing a keyword (its own words)
+        raise ConfigError(
+            f"[dataset] sklearn.datasets.{spec.source} refuses these settings: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None

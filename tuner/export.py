@@ -53,7 +53,7 @@ from tuner.confirm import (
     load_confirmation,
     no_complete_message,
 )
-from tuner.datasets import DATASETS, load_split
+from tuner.datasets import data_path, dataset_source, dataset_task, load_split
 from tuner.engine import steps_per_epoch
 from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.outputs import FileKind, check_file_target, write_file
@@ -172,8 +172,10 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
     total = spe * cfg.training.epochs
     mode = "max" if cfg.direction == "maximize" else "min"
     settings = cfg.to_dict()
-    if DATASETS[cfg.dataset.name].task == "regression":  # n_classes: make_classification only
+    if dataset_task(cfg.dataset) == "regression":  # n_classes: make_classification only
         settings["dataset"].pop("n_classes", None)
+    if cfg.dataset.path is not None:  # found wherever the export is; its sha256 is checked
+        settings["dataset"]["path"] = str(data_path(cfg.dataset).resolve())
     out: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "study": study.study_name,
@@ -193,6 +195,7 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         "confirmation": confirmation,
         "params": dict(trial.params),
         "dataset": settings["dataset"],
+        "source": dataset_source(cfg.dataset, data),
         "split": settings["split"],
         "model": settings["model"],
         "training": settings["training"],

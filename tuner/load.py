@@ -115,6 +115,7 @@ EXPORT_KEYS: dict[str, tuple[bool, Constraint]] = {
     "confirmation_note": (False, OptionalStr()),
     "params": (True, _mapping("the trial's Optuna parameters")),
     "dataset": (True, _mapping("the study file's [dataset]")),
+    "source": (False, _mapping("the dataset's source and class labels", nullable=True)),
     "split": (True, _mapping("the study file's [split]")),
     "model": (True, _mapping("the study file's [model]")),
     "training": (True, _mapping("the study file's [training]")),

@@ -136,8 +136,8 @@ def test_atomic_write_gives_an_ordinary_file_mode(tmp_path: Path) -> None:
 def _dataset_overrides(name: str) -> dict[str, Any]:
     spec = DATASETS[name]
     dataset: dict[str, Any] = {"name": name}
-    if spec.generated:  # tiny: 60 rows of 4 features (where the generator takes them)
-        tiny = {"n_samples": 60, "n_features": 4, "n_informative": 2}
+    if spec.generated:  # tiny: 60 rows of 5 features (where the generator takes them)
+        tiny = {"n_samples": 60, "n_features": 5, "n_informative": 2}
         dataset |= {k: v for k, v in tiny.items() if k in spec.tuner_keys}
     metric = "accuracy" if spec.task == "classification" else "rmse"
     return {"dataset": dataset, "objective": {"metric": metric},

@@ -131,7 +131,7 @@ def test_a_value_scikit_learn_refuses_is_one_line_naming_the_function() -> None:
         load_split(cfg.dataset, cfg.split)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("[dataset] sklearn.datasets.make_circles refuses these settings: ")
+    assert message.startswith("[dataset] make_circles refuses these settings: ")
     assert "'factor'" in message
 
 

@@ -776,6 +776,6 @@ def load_xy(dataset: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
         return spec.load(dataset)
     except (ValueError, TypeError) as exc:  # scikit-learn refusing a keyword (its own words)
         raise ConfigError(
-            f"[dataset] sklearn.datasets.{spec.source} refuses these settings: "
+            f"[dataset] {spec.source} refuses these settings: "
             f"{str(exc).splitlines()[0]}"
         ) from None

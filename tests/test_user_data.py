@@ -27,6 +27,7 @@ from tuner.datasets import (
     file_sha256,
     load_split,
     load_xy,
+    sklearn_call,
 )
 from tuner.errors import ConfigError
 
@@ -94,6 +95,21 @@ def test_the_functions_own_keywords_reach_the_call() -> None:
     assert blobs.to_dict()["dataset"] == {"name": "make_blobs", "n_samples": 200,
                                           "n_features": 3, "seed": 1,
                                           "centers": [[0, 0, 0], [5, 5, 5]], "cluster_std": 0.5}
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_sklearn_call_reproduces_the_data_tuner_loads(name: str) -> None:
+    small = {"n_samples": 120, "n_features": 6, "n_informative": 3}
+    cfg = study({"name": name, **{k: v for k, v in small.items()
+                                  if k in DATASETS[name].tuner_keys}},
+                objective={"metric": "loss"})
+    function, kwargs = sklearn_call(cfg.dataset)  # type: ignore[misc]
+    X_ref, y_ref = getattr(sklearn.datasets, function)(**kwargs)
+    X, y = load_xy(cfg.dataset)
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    if not DATASETS[name].generated:
+        assert kwargs == {"return_X_y": True}
 
 
 def test_shipped_sets_by_their_loader_name_and_keywords() -> None:

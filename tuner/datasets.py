@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported by the loaders, 
 
 __all__ = [
     "DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY", "check_not_fetch",
-    "estimated_bytes",
+    "estimated_bytes", "sklearn_call", "split_kwargs", "load_xy", "dataset_source",
+    "dataset_task",
 ]
 
 
@@ -66,8 +67,9 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 # tuner's own [dataset] keys for generators (with tuner's defaults, see tuner.config)
 GENERATOR_KEYS = ("n_samples", "n_features", "n_informative", "n_classes", "noise", "seed")
 
-# keywords tuner sets itself (the call must return (X, y)); they are not [dataset] keys
-_FIXED = {"return_X_y": True, "as_frame": False, "return_centers": False, "coef": False}
+# keywords tuner leaves at scikit-learn's defaults or sets itself (the call must return one
+# (X, y) array pair; random_state is ``seed``); they are not [dataset] keys
+_NOT_KEYS = ("return_X_y", "as_frame", "return_centers", "coef", "random_state", "n_targets")
 
 # scikit-learn functions that are not one single-target (X, y) set: name -> why, for one line
 NOT_SINGLE_TARGET: dict[str, str] = {
@@ -119,7 +121,7 @@ class DatasetSpec:
     @property
     def keywords(self) -> tuple[str, ...]:
         """The function's other keywords a ``[dataset]`` table may give, by their own names."""
-        taken = set(_FIXED) | {"random_state", "n_targets"} | set(dict(self.renames).values())
+        taken = set(_NOT_KEYS) | set(dict(self.renames).values())
         return tuple(k for k in SIGNATURES[self.source]
                      if k not in taken and k not in GENERATOR_KEYS)
 
@@ -136,8 +138,27 @@ class DatasetSpec:
         if self.source == "make_classification" and "n_redundant" not in given:
             kwargs["n_redundant"] = max(0, min(2, cfg.n_features - cfg.n_informative))
         kwargs.update({k: _as_lists(v) for k, v in given.items()})
-        kwargs.update({k: v for k, v in _FIXED.items() if k in SIGNATURES[self.source]})
+        if not self.generated:  # load_*: (X, y), not a Bunch (the make_* default to (X, y))
+            kwargs["return_X_y"] = True
         return kwargs
+
+
+def sklearn_call(cfg: DatasetConfig) -> tuple[str, dict] | None:
+    """``(function, kwargs)``: ``sklearn.datasets.<function>(**kwargs)`` returns the dataset's
+    ``(X, y)`` exactly as tuner loads it (before the split); None for the user's own data (a
+    file or a factory: see :func:`dataset_source`)."""
+    if cfg.name is None:
+        return None
+    spec = DATASETS[cfg.name]
+    return spec.source, spec.call_kwargs(cfg)
+
+
+def split_kwargs(split: SplitConfig) -> tuple[float, float]:
+    """The ``test_size`` of :func:`load_split`'s two ``train_test_split`` calls: the first
+    splits off validation + test from train, the second splits that part into validation and
+    test (both with ``random_state = split.seed``, stratified for classification)."""
+    holdout = split.validation + split.test
+    return holdout, split.test / holdout
 
 
 def _as_lists(v: object) -> object:
@@ -658,8 +679,12 @@ class SplitData:
         n_outputs: classes for classification, 1 for regression.
         target_scale: the training targets' standard deviation (regression) or 1.0; multiply an
             RMSE on standardized targets by it to get target units.
-        classes: classification: the original labels, sorted; output k (and label k in
-            ``y_*``) is ``classes[k]``. Regression: ().
+        x_mean, x_scale: the ``StandardScaler`` fitted on the training rows (per feature):
+            ``X_* = float32((X - x_mean) / x_scale)`` in float64.
+        y_mean: the training targets' mean (regression; ``y = (y - y_mean) / target_scale``),
+            0.0 for classification.
+        classes: the sorted class labels (classification; ``y`` is the index of the label, so
+            output k of a model is ``classes[k]``), empty for regression.
     """
 
     task: str
@@ -672,7 +697,10 @@ class SplitData:
     n_features: int
     n_outputs: int
     target_scale: float
-    classes: tuple = ()
+    x_mean: tuple[float, ...] = ()
+    x_scale: tuple[float, ...] = ()
+    y_mean: float = 0.0
+    classes: tuple[int | float | str, ...] = ()
 
     def to(self, device: torch.device | str) -> SplitData:
         """The same split with every tensor on ``device``."""
@@ -682,7 +710,8 @@ class SplitData:
         }
         return SplitData(
             task=self.task, n_features=self.n_features, n_outputs=self.n_outputs,
-            target_scale=self.target_scale, classes=self.classes, **moved,
+            target_scale=self.target_scale, x_mean=self.x_mean, x_scale=self.x_scale,
+            y_mean=self.y_mean, classes=self.classes, **moved,
         )
 
     def describe(self) -> str:
@@ -713,7 +742,7 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     task = dataset_task(dataset)
     classification = task == "classification"
     stratify = y if classification else None
-    holdout = split.validation + split.test
+    holdout, test_part = split_kwargs(split)
     try:
         X_tr, X_rest, y_tr, y_rest = train_test_split(
             X, y, test_size=holdout, random_state=split.seed, stratify=stratify
@@ -721,7 +750,7 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         X_va, X_te, y_va, y_te = train_test_split(
             X_rest,
             y_rest,
-            test_size=split.test / holdout,
+            test_size=test_part,
             random_state=split.seed,
             stratify=y_rest if classification else None,
         )
@@ -742,7 +771,8 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         def ys(a: np.ndarray) -> torch.Tensor:
             return torch.tensor([index[v] for v in a], dtype=torch.int64)
 
-        n_outputs, scale, labels = len(classes), 1.0, tuple(classes.tolist())
+        n_outputs, scale, mean = len(classes), 1.0, 0.0
+        labels = tuple(classes.tolist())  # plain int / float / str
     else:
         mean, std = float(np.mean(y_tr)), float(np.std(y_tr)) or 1.0
 
@@ -755,7 +785,10 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         X_train=xs(X_tr), y_train=ys(y_tr),
         X_val=xs(X_va), y_val=ys(y_va),
         X_test=xs(X_te), y_test=ys(y_te),
-        n_features=X.shape[1], n_outputs=n_outputs, target_scale=scale, classes=labels,
+        n_features=X.shape[1], n_outputs=n_outputs, target_scale=scale,
+        x_mean=tuple(float(v) for v in scaler.mean_),
+        x_scale=tuple(float(v) for v in scaler.scale_),
+        y_mean=mean, classes=labels,
     )
 
 

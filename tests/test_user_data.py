@@ -291,6 +291,8 @@ BAD_DATA = [  # (files to write, [dataset], words in the message); loaded or val
      ['column "b" has 2 missing value(s) in 4 rows']),
     ({"d.csv": HOLEY_TARGET}, {"path": "d.csv", "target": "y"},
      ['target column "y" has 1 missing value(s) in 4 rows']),
+    ({"d.csv": NON_NUMERIC}, {"path": "d.csv", "target": "b", "task": "regression"},
+     ['target column "b" is not numeric (line 2: "x1"), so task = "regression" cannot']),
     ({"d.csv": "a,b,y\n1,2\n"}, {"path": "d.csv", "target": "y"},
      ["line 2 has 2 fields; the header has 3"]),
     ({"d.csv": "a,a,y\n1,2,0\n"}, {"path": "d.csv", "target": "y"}, ['column twice', '"a"']),
@@ -318,8 +320,8 @@ BAD_DATA = [  # (files to write, [dataset], words in the message); loaded or val
      ["unknown [dataset] key 'n_samples'", "Allowed: path, target, task, sha256"]),
 ]
 BAD_IDS = ["missing-file", "suffix", "parquet", "wrong-column", "no-target", "non-numeric",
-           "missing-values", "missing-labels", "ragged", "duplicate-column", "hash",
-           "bad-npz", "no-module", "no-function", "factory-raises", "factory-returns",
+           "missing-values", "missing-labels", "text-regression", "ragged", "duplicate-column",
+           "hash", "bad-npz", "no-module", "no-function", "factory-raises", "factory-returns",
            "multi-output", "nan", "import-fails", "factory-syntax", "two-sources", "no-source",
            "generator-key"]
 
@@ -340,8 +342,9 @@ def test_bad_user_data_is_one_line_naming_what_is_wrong(
     write_files(tmp_path, files)
     sys.modules.pop("fac", None)  # each test's own fac.py
     where = str(tmp_path / "s.toml")
+    metric = "rmse" if dataset.get("task") == "regression" else "accuracy"
     try:
-        cfg = study(dataset, where)
+        cfg = study(dataset, where, objective={"metric": metric})
         load_split(cfg.dataset, cfg.split)
     except ConfigError as exc:
         message = str(exc)
@@ -360,7 +363,11 @@ def toml_of(dataset: dict[str, Any]) -> str:
     )
 
 
-@pytest.mark.parametrize("case", [0, 5, 6, 13, 14], ids=[BAD_IDS[i] for i in (0, 5, 6, 13, 14)])
+CLI_CASES = [BAD_IDS.index(i) for i in ("missing-file", "non-numeric", "missing-values",
+                                          "no-function", "factory-raises")]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[BAD_IDS[i] for i in CLI_CASES])
 def test_the_cli_exits_2_with_one_line_and_writes_nothing(
     case: int, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -537,7 +537,12 @@ def _load_file(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
         raise _bad_path(cfg, f'target column "{cfg.target}" has {missing} missing value(s) in '
                         f"{len(rows)} rows; fill or drop those rows first.")
     if cfg.task == "regression":
-        y = _numeric_column(cfg, cfg.target, labels)  # type: ignore[arg-type]
+        bad = next(((i, c) for i, c in enumerate(labels, start=2) if not _is_float(c)), None)
+        if bad is not None:
+            raise _bad_path(cfg, f'target column "{cfg.target}" is not numeric (line {bad[0]}: '
+                            f'"{bad[1]}"), so task = "regression" cannot use it; use task = '
+                            '"classification".')
+        y = np.asarray(labels, dtype=np.float64)
     elif all(_is_float(c) for c in labels):  # numbers sort as numbers: 2 before 10
         y = np.asarray(labels, dtype=np.float64)
         if all(v.is_integer() for v in y):

@@ -4,6 +4,7 @@ own files (CSV, .npz) and factories, the content hash, and the shipped CSV study
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import shutil
 import sys
@@ -272,6 +273,14 @@ def test_a_factory_from_the_study_folder(tmp_path: Path) -> None:
 
 # --- every mistake: one line naming the key / file / value, exit 2, nothing written -----------
 
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+NPZ = _npz(X=np.zeros((4, 2)), y=np.arange(4) % 2)
+NPZ_OTHER = _npz(features=np.zeros((4, 2)))
 NON_NUMERIC = "a,b,y\n1,x1,0\n2,3,1\n3,4,0\n4,5,1\n"
 HOLES = "a,b,y\n1,,0\n2,3,1\n3,NA,0\n4,5,1\n"
 HOLEY_TARGET = "a,b,y\n1,2,0\n2,3,\n3,4,0\n4,5,1\n"
@@ -299,6 +308,9 @@ BAD_DATA = [  # (files to write, [dataset], words in the message); loaded or val
     ({"d.csv": NON_NUMERIC}, {"path": "d.csv", "target": "y", "sha256": "0" * 64},
      ["the file changed since it was recorded", "000000000000..."]),
     ({"d.npz": b""}, {"path": "d.npz"}, ['path = "d.npz": cannot be read as a numpy .npz']),
+    ({"d.npz": NPZ}, {"path": "d.npz", "target": "y"},
+     ['target = "y" is invalid for a .npz file: it holds arrays X and y']),
+    ({"d.npz": NPZ_OTHER}, {"path": "d.npz"}, ["has arrays features; it needs X"]),
     ({}, {"factory": "no_such_module_here:f"},
      ["factory = \"no_such_module_here:f\": no module 'no_such_module_here' in"]),
     ({"fac.py": FACTORY}, {"factory": "fac:nothing"}, ["module 'fac'", "no function 'nothing'"]),
@@ -321,9 +333,10 @@ BAD_DATA = [  # (files to write, [dataset], words in the message); loaded or val
 ]
 BAD_IDS = ["missing-file", "suffix", "parquet", "wrong-column", "no-target", "non-numeric",
            "missing-values", "missing-labels", "text-regression", "ragged", "duplicate-column",
-           "hash", "bad-npz", "no-module", "no-function", "factory-raises", "factory-returns",
-           "multi-output", "nan", "import-fails", "factory-syntax", "two-sources", "no-source",
-           "generator-key"]
+           "hash", "bad-npz", "npz-target", "npz-arrays", "no-module", "no-function",
+           "factory-raises", "factory-returns", "multi-output", "nan", "import-fails",
+           "factory-syntax", "two-sources", "no-source", "generator-key"]
+assert len(BAD_IDS) == len(BAD_DATA)
 
 
 def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
@@ -336,7 +349,6 @@ def test_bad_user_data_is_one_line_naming_what_is_wrong(
     files: dict[str, str], dataset: dict[str, Any], words: list[str], tmp_path: Path
 ) -> None:
     if "d.parquet" in files:
-        pytest.importorskip("pytest")  # the message is what a machine without pyarrow gets
         if __import__("importlib").util.find_spec("pyarrow") is not None:
             pytest.skip("pyarrow is installed here")
     write_files(tmp_path, files)

@@ -21,6 +21,7 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,15 +140,21 @@ def test_a_database_error_from_optuna_itself_is_one_line(tmp_path, monkeypatch, 
 
 # --- read-only study folder -----------------------------------------------------------------
 
-@pytest.fixture
-def read_only_study(finished_study, tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """(study file, why) of a copy of the finished study (WAL journal mode stored in the file)
-    in a folder this process cannot write: a read-only tmpfs where mounting is permitted,
-    else, for a non-root user, a folder and file without write permission."""
-    folder = tmp_path / "ro"
-    mounted = os.geteuid() == 0 and _mount(folder, "size=16m")
-    if os.geteuid() == 0 and not mounted:
-        pytest.skip("root without permission to mount: cannot make a folder root cannot write")
+@pytest.fixture(params=["read-only mount", "no write permission"])
+def read_only_study(finished_study, request) -> Iterator[tuple[Path, str, Path]]:
+    """(study file, why, output folder) of a copy of the finished study (WAL journal mode
+    stored in the file) in a folder this process cannot write: a read-only tmpfs (where
+    mounting is permitted), or a folder and file without write permission (for root: while
+    the test runs as user nobody, seteuid)."""
+    top = Path(tempfile.mkdtemp(prefix="tuner-ro-"))
+    top.chmod(0o755)
+    folder, out = top / "study", top / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    mounted = request.param == "read-only mount"
+    if mounted and not (os.geteuid() == 0 and _mount(folder, "size=16m")):
+        shutil.rmtree(top)
+        pytest.skip("mounting a tmpfs is not permitted here (the other case still runs)")
     folder.mkdir(exist_ok=True)
     study_file = folder / "dash_iris.toml"
     shutil.copy(finished_study.cfg.path, study_file)
@@ -158,6 +165,7 @@ def read_only_study(finished_study, tmp_path: Path) -> Iterator[tuple[Path, str]
     assert copy.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
     copy.close()  # the last connection: the -wal and -shm files go
     assert sorted(p.name for p in folder.iterdir()) == ["dash_iris.toml", "tuner.db"]
+    as_nobody = False
     try:
         if mounted:
             assert subprocess.run(["mount", "-o", "remount,ro", str(folder)]).returncode == 0
@@ -166,17 +174,24 @@ def read_only_study(finished_study, tmp_path: Path) -> Iterator[tuple[Path, str]
             (folder / "tuner.db").chmod(0o444)
             folder.chmod(0o555)
             why = "no permission"
-        yield study_file, why
+            if os.geteuid() == 0:  # root writes anyway: be nobody for the test
+                os.setegid(65534)
+                os.seteuid(65534)
+                as_nobody = True
+        yield study_file, why, out
     finally:
+        if as_nobody:
+            os.seteuid(0)
+            os.setegid(0)
         if mounted:
             _umount(folder)
         else:
             folder.chmod(0o755)
+        shutil.rmtree(top, ignore_errors=True)
 
 
-def test_read_only_commands_read_a_read_only_study(read_only_study, tmp_path, capsys) -> None:
-    study_file, _why = read_only_study
-    out = tmp_path / "out"
+def test_read_only_commands_read_a_read_only_study(read_only_study) -> None:
+    study_file, _why, out = read_only_study
     assert main(["export", str(study_file), "--out", str(out / "best.json")]) == 0
     assert (out / "best.json").is_file()
     assert main(["report", str(study_file), "--out", str(out / "report"), "--no-png"]) == 0
@@ -190,7 +205,7 @@ def test_dashboard_serves_a_read_only_study(read_only_study) -> None:
 
     from dashboard_study import dashboard_server
 
-    study_file, _why = read_only_study
+    study_file, _why, _out = read_only_study
     with dashboard_server(f"sqlite:///{study_file.parent / 'tuner.db'}") as base:
         with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as response:
             body = json.loads(response.read())
@@ -198,7 +213,7 @@ def test_dashboard_serves_a_read_only_study(read_only_study) -> None:
 
 
 def test_a_write_to_a_read_only_study_is_one_line(read_only_study) -> None:
-    study_file, why = read_only_study
+    study_file, why, _out = read_only_study
     db = study_file.parent / "tuner.db"
     storage = make_storage(f"sqlite:///{db}")
     assert why in storage.read_only

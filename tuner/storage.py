@@ -293,9 +293,10 @@ def _read_only_reason(file: Path) -> str | None:
             return f"{folder} is on a read-only file system"
     except OSError:
         pass
-    if not os.access(file, os.W_OK):
+    effective = os.access in os.supports_effective_ids  # the ids that open() is checked for
+    if not os.access(file, os.W_OK, effective_ids=effective):
         return f"no permission to write {file}"
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
         return f"no permission to write in {folder}"
     return None
 

@@ -138,6 +138,35 @@ def test_a_database_error_from_optuna_itself_is_one_line(tmp_path, monkeypatch, 
     assert err.count("\n") == 1 and "disk full" in err and "Traceback" not in err
 
 
+def test_an_error_raised_while_handling_a_storage_failure_is_its_one_line(
+    monkeypatch, capsys
+) -> None:
+    """optuna's study.optimize ends in "AssertionError: Should not reach" when its tell fails
+    on a full disk: main() prints the storage failure behind it, one line, exit 1."""
+    import tuner.cli as cli
+
+    def fail(_args) -> int:
+        try:
+            raise StorageUnavailable("disk full: SQLite cannot write /x/tuner.db")
+        except StorageUnavailable:
+            raise AssertionError("Should not reach.") from None
+
+    monkeypatch.setitem(cli.COMMANDS, "cleanup", (fail, "fail"))
+    assert main(["cleanup", "any.toml"]) == 1
+    assert capsys.readouterr().err == "tuner: error: disk full: SQLite cannot write /x/tuner.db\n"
+
+
+def test_other_errors_are_not_mistaken_for_storage_failures(monkeypatch) -> None:
+    import tuner.cli as cli
+
+    def bug(_args) -> int:
+        raise AssertionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "cleanup", (bug, "bug"))
+    with pytest.raises(AssertionError, match="a bug"):
+        main(["cleanup", "any.toml"])
+
+
 # --- read-only study folder -----------------------------------------------------------------
 
 @pytest.fixture(params=["read-only mount", "no write permission"])

@@ -421,10 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a database error that escaped tuner's storage (optuna's own)
-        from tuner.storage_guard import storage_failure
+    except Exception as exc:  # an error while handling a storage failure, or optuna's own
+        from tuner.storage_guard import failure_behind
 
-        failure = storage_failure(exc)
+        failure = failure_behind(exc)
         if failure is None:
             raise
         print(f"tuner: error: {failure}", file=sys.stderr)

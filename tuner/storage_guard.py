@@ -45,6 +45,7 @@ __all__ = [
     "GuardedRDBStorage",
     "ReadOnlyConnect",
     "database_error",
+    "failure_behind",
     "first_line",
     "is_transient",
     "retry_budget",
@@ -257,6 +258,17 @@ def storage_failure(
     return StorageUnavailable(f"{where} failed: {message}")
 
 
+def failure_behind(exc: BaseException) -> StorageUnavailable | None:
+    """The storage failure behind any exception, for a last-resort one-line message: a
+    :class:`StorageUnavailable` in its chain (optuna may fail while handling one: its
+    ``study.optimize`` ends in ``AssertionError: Should not reach`` when a ``tell`` fails), or
+    a database error that escaped tuner's storage (see :func:`storage_failure`); else None."""
+    for e in _chain(exc):
+        if isinstance(e, StorageUnavailable):
+            return e
+    return storage_failure(exc)
+
+
 class ReadOnlyConnect:
     """A picklable SQLAlchemy ``creator``: sqlite3 connections to a file opened read-only.
 
@@ -340,16 +352,17 @@ class GuardedRDBStorage(RDBStorage):
                     done, result = self._already_done(name, args, kwargs, exc)
                     if done:
                         return result
-                if not is_transient(exc):
-                    failure = self._failure(exc)
-                    if failure is None:
-                        raise
-                    raise failure from exc
+                transient = is_transient(exc)
+                failure = None if transient else self._failure(exc)
+                if not transient and failure is None:
+                    raise
                 if name == "record_heartbeat" and background:
                     # optuna's heartbeat thread: a missed beat is harmless (the grace period
-                    # is several), and the trial's own thread reports the outage
+                    # is several), and the trial's own thread reports the failure
                     _log.debug("heartbeat not recorded: %s", first_line(exc))
                     return None
+                if failure is not None:
+                    raise failure from exc
                 reason = self._scrub(first_line(database_error(exc) or exc))
                 wait = next(waits, None)
                 if wait is None:

@@ -309,6 +309,8 @@ def test_retry_budget_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv(storage_guard.RETRY_ENV, "soon")
     with pytest.raises(ConfigError, match=f"{storage_guard.RETRY_ENV}='soon'"):
         storage_guard.retry_budget_s()
+    with pytest.raises(ConfigError, match="expected seconds"):
+        make_storage("sqlite:///:memory:")  # when the storage opens, not mid-run
 
 
 # --- PostgreSQL: terminated backends, outages -------------------------------------------------
@@ -547,3 +549,29 @@ def test_a_finished_trial_whose_commit_went_through_counts_as_done(
     assert armed == []
     trial = storage.get_trial(trial_id)
     assert (trial.state, trial.value) == (TrialState.COMPLETE, 0.25)
+
+
+@pytest.mark.postgres
+def test_a_heartbeat_thread_skips_a_beat_instead_of_raising(proxy, fresh_study_name,
+                                                            monkeypatch) -> None:
+    """optuna's heartbeat thread must not die with a traceback in an outage: it skips the beat
+    (a missed beat is within the grace period); the trial's own thread reports the outage."""
+    outage, url = proxy
+    monkeypatch.setattr(storage_guard, "RETRY_BUDGET_S", 0.5)
+    storage = make_storage(url, heartbeat_interval=1)
+    trial = optuna.create_study(storage=storage, study_name=fresh_study_name).ask()
+    outage.stop()
+    raised: list[BaseException] = []
+
+    def beat() -> None:
+        try:
+            storage.record_heartbeat(trial._trial_id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            raised.append(exc)
+
+    thread = threading.Thread(target=beat)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and raised == []
+    with pytest.raises(StorageUnavailable, match="unreachable"):
+        storage.record_heartbeat(trial._trial_id)  # the main thread: one line after the budget

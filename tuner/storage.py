@@ -336,8 +336,10 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
     Raises:
         StorageError: the URL cannot be opened (unknown scheme, unreachable server, missing
             driver); the message shows the URL with its password redacted.
+        ConfigError: ``$TUNER_STORAGE_RETRY_S`` is not a number of seconds.
     """
     shown = redact_url(url)
+    retry_budget_s()  # a bad $TUNER_STORAGE_RETRY_S fails now, not in the middle of a run
     if is_in_memory(url):
         return optuna.storages.InMemoryStorage()
     if url.startswith(JOURNAL_PREFIX):

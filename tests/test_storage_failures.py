@@ -255,6 +255,38 @@ def test_a_write_to_a_read_only_study_is_one_line(read_only_study) -> None:
     assert "\n" not in message
 
 
+def test_commits_still_in_the_write_ahead_log_of_a_read_only_study(tmp_path) -> None:
+    """With its ``-shm`` index the log is read (mode=ro); without it, one line says why."""
+    source = tmp_path / "src"
+    storage = make_storage(f"sqlite:///{source / 'tuner.db'}")
+    optuna.create_study(storage=storage, study_name="w")
+    storage.engine.dispose()
+    writer = sqlite3.connect(source / "tuner.db")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # the next commit stays in tuner.db-wal
+    writer.execute("INSERT INTO study_user_attributes (study_id, key, value_json) "
+                   "VALUES (1, 'late', '1')")
+    writer.commit()
+    folder = tmp_path / "ro"
+    if not (os.geteuid() == 0 and _mount(folder, "size=8m")):
+        writer.close()
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        (folder / "no-shm").mkdir()
+        for name in ("tuner.db", "tuner.db-wal", "tuner.db-shm"):
+            shutil.copy(source / name, folder / name)
+        for name in ("tuner.db", "tuner.db-wal"):
+            shutil.copy(source / name, folder / "no-shm" / name)
+        writer.close()
+        assert subprocess.run(["mount", "-o", "remount,ro", str(folder)]).returncode == 0
+        study = optuna.load_study(study_name="w",
+                                  storage=make_storage(f"sqlite:///{folder / 'tuner.db'}"))
+        assert study.user_attrs == {"late": 1}
+        with pytest.raises(StorageError, match="its last commits are still in tuner.db-wal"):
+            make_storage(f"sqlite:///{folder / 'no-shm' / 'tuner.db'}")
+    finally:
+        _umount(folder)
+
+
 # --- in memory, mistyped URLs -----------------------------------------------------------------
 
 @pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])

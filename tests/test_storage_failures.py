@@ -607,3 +607,13 @@ def test_a_heartbeat_thread_skips_a_beat_instead_of_raising(proxy, fresh_study_n
     assert not thread.is_alive() and raised == []
     with pytest.raises(StorageUnavailable, match="unreachable"):
         storage.record_heartbeat(trial._trial_id)  # the main thread: one line after the budget
+
+
+def test_the_guarded_storage_pickles(tmp_path) -> None:
+    import pickle
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'p.db'}")
+    optuna.create_study(storage=storage, study_name="p")
+    copy = pickle.loads(pickle.dumps(storage))
+    assert [s.study_name for s in copy.get_all_studies()] == ["p"]
+    assert copy._scrub("postgresql://u:s3cr3t@h/db") == "postgresql://u:***@h/db"

@@ -36,7 +36,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,19 @@ def _secrets(url: str) -> list[str]:
     # a driver may split an unencoded '@' in a password differently: scrub the pieces too
     pieces = [p for f in found if "@" in f for p in f.split("@") if len(p) >= 3]
     return [f for f in found + pieces if f]
+
+
+def scrubber(url: str) -> Callable[[str], str]:
+    """A function that removes the passwords of ``url`` from a text (a driver's message)."""
+    secrets = _secrets(url)
+
+    def scrub(text: str) -> str:
+        text = redact_url(text)
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    return scrub
 
 
 def redact_url(url: str) -> str:
@@ -363,12 +376,7 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
         if url.startswith("postgresql"):  # a server that drops packets: fail, do not hang
             engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
 
-    def scrub(text: str) -> str:
-        text = redact_url(text)
-        for secret in _secrets(url):
-            text = text.replace(secret, "***")
-        return text
-
+    scrub = scrubber(url)
     try:
         storage = _open_rdb(_with_driver(url), engine_kwargs, dict(
             rdb_kwargs, shown=shown, file=file, scrub=scrub, read_only=read_only))

@@ -317,7 +317,9 @@ class GuardedRDBStorage(RDBStorage):
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        state.setdefault("_scrub", lambda text: text)
+        from tuner.storage import scrubber  # storage imports this module
+
+        state["_scrub"] = scrubber(state["url"])
         super().__setstate__(state)
 
     def _failure(self, exc: BaseException) -> StorageUnavailable | None:

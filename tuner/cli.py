@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError, StorageUnavailable, TunerError
 
 if TYPE_CHECKING:
     import optuna
@@ -80,13 +80,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = _load(args.study)  # first: a bad study file is reported before torch is imported
 
     from tuner.runner import run_tune
-    from tuner.storage import redact_url, resolve_storage_url
+    from tuner.storage import check_shareable, is_in_memory, redact_url, resolve_storage_url
     from tuner.study import completed
     from tuner.summary import print_summary
 
     if args.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
     url = resolve_storage_url(cfg, args.storage)
+    if args.workers > 1:
+        check_shareable(url)  # before anything starts: workers cannot share memory
     console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
@@ -100,7 +102,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{outcome.finished_after - outcome.finished_before} trials finished in "
         f"{outcome.seconds:.1f} s ({outcome.finished_after} in the study). "
         + (f"Export: tuner export {cfg.path}{where}   Dashboard: tuner dashboard "
-           f"{cfg.path}{where}" if completed(outcome.study) else "")
+           f"{cfg.path}{where}" if completed(outcome.study) and not is_in_memory(url) else "")
     )
     for note in outcome.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
@@ -434,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 1 the storage failed (disk full, server
+    unreachable), 2 user error, 130 interrupted)."""
     import os
 
     from tuner._private import FAST_OPTIMIZER_ENV
@@ -454,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tuner: error: {exc}", file=sys.stderr)
         return 2
+    except StorageUnavailable as exc:  # the storage failed during the command, not the user
+        print(f"tuner: error: {exc}", file=sys.stderr)
+        return 1
     except TunerError as exc:
         print(f"tuner: error: {exc}", file=sys.stderr)
         return 2
@@ -464,6 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an error while handling a storage failure, or optuna's own
+        from tuner.storage_guard import failure_behind
+
+        failure = failure_behind(exc)
+        if failure is None:
+            raise
+        print(f"tuner: error: {failure}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -196,6 +196,9 @@ def serve(
     try:
         shown = ", ".join(names) if names else "none yet; they appear as `tuner tune` starts them"
         echo(f"storage {redact_url(url)}: studies {shown}")
+        if getattr(store, "read_only", None):  # tuner.storage_guard.GuardedRDBStorage
+            echo(f"read-only storage ({store.read_only}): the dashboard shows the studies; "
+                 f"notes and other edits made in it are not saved")
         if study_file is not None and names:
             from tuner.config import load_study_config
 

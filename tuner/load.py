@@ -126,6 +126,51 @@ EXPORT_KEYS: dict[str, tuple[bool, Constraint]] = {
     "total_steps": (False, Int(1)),
     "optimizer": (True, _mapping("a torch.optim class and its kwargs")),
     "scheduler": (True, _mapping("a torch.optim.lr_scheduler spec")),
+    # format 2: how to rebuild the split, the model and the training loop without tuner
+    "data": (False, _mapping("how scikit-learn rebuilds the split")),
+    "layers": (False, Constraint(
+        lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+        'a list of {"class": <torch.nn class>, "args": [...]}')),
+    "loop": (False, _mapping("the training procedure and optimizer_kwargs")),
+}
+
+
+def _numbers(nullable: bool = False) -> Constraint:
+    return Constraint(
+        lambda v: (nullable and v is None) or (isinstance(v, list) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in v)),
+        "a list of finite numbers" + (" or null" if nullable else ""),
+    )
+
+
+def _finite(nullable: bool = True) -> Constraint:
+    return Constraint(
+        lambda v: (nullable and v is None)
+        or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)),
+        "a finite number" + (" or null" if nullable else ""),
+    )
+
+
+DATA_KEYS: dict[str, tuple[bool, Constraint]] = {
+    "procedure": (False, Constraint(
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of text")),
+    "task": (True, OneOf("classification", "regression")),
+    "load": (True, _mapping("sklearn.datasets function and kwargs")),
+    "split": (True, _mapping("the train_test_split arguments")),
+    "rows": (True, _mapping("rows of train, validation, test")),
+    "n_features": (True, Int(1)),
+    "n_outputs": (True, Int(1)),
+    "classes": (True, Constraint(lambda v: v is None or isinstance(v, list),
+                                 "a list of class labels or null")),
+    "x_mean": (True, _numbers()),
+    "x_scale": (True, _numbers()),
+    "y_mean": (True, _finite()),
+    "y_scale": (True, _finite()),
+}
+LOOP_KEYS: dict[str, tuple[bool, Constraint]] = {
+    "procedure": DATA_KEYS["procedure"],
+    "optimizer_kwargs": (True, _mapping("extra torch.optim keyword arguments")),
 }
 REQUIRED_KEYS = tuple(k for k, (required, _) in EXPORT_KEYS.items() if required)
 
@@ -262,14 +307,59 @@ def check_export(data: Any, where: str = "<memory>") -> StudyConfig:
         "optimizer": "written from params",
         "scheduler": "written from params, steps_per_epoch and epochs",
     }
+    why |= _check_rebuild(where, data, cfg, expected)
     for key, want in expected.items():
-        if data[key] != want:
+        value = data[key.split(".")[0]]
+        if "." in key:
+            value = value[key.split(".")[1]]
+        if value != want:
             raise ConfigError(
-                f"{where}: key '{key}' = {json.dumps(data[key])} is invalid: must be "
+                f"{where}: key '{key}' = {json.dumps(value)} is invalid: must be "
                 f"{json.dumps(want)} ({why[key]}); edit the export's params and settings, "
                 "not what is derived from them."
             )
     return cfg
+
+
+def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
+                   expected: dict[str, Any]) -> dict[str, str]:
+    """Check the format-2 keys ``data``, ``layers``, ``loop``: types, and (into ``expected``)
+    what is derived from the settings; returns why each derived key must be so."""
+    from tuner.export import layers_section, loop_section
+    from tuner.space import TrialParams
+
+    why: dict[str, str] = {}
+    if "data" in data:
+        d = data["data"]
+        _check_keys(where, d, DATA_KEYS, "data.")
+        for key in ("x_mean", "x_scale"):
+            if len(d[key]) != d["n_features"]:
+                raise _bad(where, f"data.{key}", d[key], f"a list of data.n_features = "
+                           f"{d['n_features']} numbers")
+        if any(v <= 0 for v in d["x_scale"]):
+            raise _bad(where, "data.x_scale", d["x_scale"], "a list of numbers > 0")
+        from tuner.datasets import DATASETS, sklearn_call, split_kwargs
+
+        function, kwargs = sklearn_call(cfg.dataset)
+        classification = DATASETS[cfg.dataset.name].task == "classification"
+        expected["data.task"] = DATASETS[cfg.dataset.name].task
+        expected["data.load"] = {"function": function, "kwargs": kwargs}
+        expected["data.split"] = {"test_size": list(split_kwargs(cfg.split)),
+                                  "random_state": cfg.split.seed, "stratify": classification}
+        why |= dict.fromkeys(("data.task", "data.load", "data.split"),
+                             "written from [dataset] and [split]")
+    if "layers" in data:
+        if "data" not in data:
+            raise ConfigError(f"{where}: key 'layers' needs the key 'data' (its widths).")
+        expected["layers"] = layers_section(cfg.model, data["data"]["n_features"],
+                                            data["data"]["n_outputs"])
+        why["layers"] = "written from [model] and data.n_features, data.n_outputs"
+    if "loop" in data:
+        _check_keys(where, data["loop"], LOOP_KEYS, "loop.")
+        cls = TrialParams.from_optuna_params(data["params"]).optimizer_spec()["class"]
+        expected["loop.optimizer_kwargs"] = loop_section(cls)["optimizer_kwargs"]
+        why["loop.optimizer_kwargs"] = "written from params.optimizer"
+    return why
 
 
 def read_export(path: str | Path) -> dict[str, Any]:

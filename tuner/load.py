@@ -59,6 +59,11 @@ if TYPE_CHECKING:  # torch is imported by the builders, so `import tuner` stays 
 
 __all__ = ["BestConfig", "EXPORT_KEYS", "check_export", "load_best", "read_export"]
 
+# the files of a `tuner retrain --out DIR` folder (tuner.retrain writes them)
+RETRAIN_WEIGHTS = "model.pt"
+RETRAIN_EXPORT = "export.json"
+RETRAIN_METRICS = "metrics.json"
+
 
 def _stat() -> Constraint:
     """A measured value as the export writes it: a finite number, "nan", "inf", "-inf" or null."""
@@ -401,6 +406,36 @@ class BestConfig:
 
     data: Mapping[str, Any]
     path: str = "<memory>"
+    retrained: str | None = None
+
+    # --- a retrain folder (`tuner retrain --out DIR`) ---------------------------------------
+    def load_model(self, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+        """The retrained model: :meth:`build_model` with the weights of ``model.pt`` loaded
+        (only for ``load_best(DIR)`` of a ``tuner retrain --out DIR`` folder).
+
+        Raises:
+            ConfigError: this is not a retrain folder, or its ``model.pt`` does not fit the
+                model (one line naming the file).
+        """
+        import torch
+
+        if self.retrained is None:
+            raise ConfigError(
+                f"{self.path}: an export holds no trained weights; write a retrain folder with "
+                f"`tuner retrain {self.path} --out DIR` and load that: load_best(DIR)."
+            )
+        weights = Path(self.retrained) / RETRAIN_WEIGHTS
+        model = self.build_model()
+        try:
+            state = torch.load(weights, map_location=map_location, weights_only=True)
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, ValueError, EOFError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{weights}: not the weights of this export's model: {first}"
+            ) from None
+        model.eval()
+        return model
 
     # --- what the study found -------------------------------------------------------------
     @property
@@ -481,6 +516,9 @@ class BestConfig:
         from tuner.models import build_model
 
         cfg = self.study_config()
+        widths = self.data.get("data") or {}  # format 2: the widths without loading the data
+        n_features = widths.get("n_features") if n_features is None else n_features
+        n_outputs = widths.get("n_outputs") if n_outputs is None else n_outputs
         if n_features is None or n_outputs is None:
             data = self.load_data()
             n_features = n_features if n_features is not None else data.n_features
@@ -531,13 +569,26 @@ class BestConfig:
 
 
 def load_best(path: str | Path) -> BestConfig:
-    """Load an export written by ``tuner export`` (JSON or YAML).
+    """Load an export written by ``tuner export`` (JSON or YAML), or a retrain folder written
+    by ``tuner retrain BEST.json --out DIR`` (its ``export.json``; then ``load_model()``
+    returns the trained model).
 
     Returns:
         A :class:`BestConfig` with ``build_model()``, ``load_data()``,
-        ``build_optimizer(params)`` and ``build_scheduler(optimizer, steps_per_epoch)``.
+        ``build_optimizer(params)``, ``build_scheduler(optimizer, steps_per_epoch)`` and, for a
+        retrain folder, ``load_model()``.
 
     Raises:
-        ConfigError: the file is missing or is not a tuner export.
+        ConfigError: the file is missing or is not a tuner export; the folder is not a retrain
+            folder.
     """
-    return BestConfig(read_export(path), str(path))
+    p = Path(path)
+    if p.is_dir():
+        export = p / RETRAIN_EXPORT
+        if not (export.is_file() and (p / RETRAIN_WEIGHTS).is_file()):
+            raise ConfigError(
+                f"{p}: a folder, but not a retrain folder (no {RETRAIN_EXPORT} and "
+                f"{RETRAIN_WEIGHTS}); pass an export file or a `tuner retrain --out` folder."
+            )
+        return BestConfig(read_export(export), str(export), retrained=str(p))
+    return BestConfig(read_export(p), str(path))

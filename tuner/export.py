@@ -128,9 +128,11 @@ LOOP_PROCEDURE = [
     "after each epoch: model.eval(); the metric on all validation rows at once (accuracy: "
     "argmax; loss; rmse: sqrt(mse) * y_scale); model.train(); scheduler.step(metric) when "
     "scheduler.interval is 'epoch'",
-    "value is the validation metric after the last epoch: a trial trained one at a time is "
-    "reproduced exactly; one trained in a batch of trials (tuner tune --batch-trials) agrees "
-    "up to floating-point rounding",
+    "value is the validation metric after the last epoch. engine 'torch': the trial trained "
+    "with autograd and torch.optim as above, and this procedure reproduces value exactly; "
+    "engine 'stacked': tuner's batched engine trained it (an MLP without dropout: the same "
+    "weights, batch order and learning rates, the arithmetic in another order), and this "
+    "procedure agrees with value up to floating-point rounding",
 ]
 
 
@@ -173,11 +175,17 @@ def layers_section(model: Any, n_features: int, n_outputs: int) -> list[dict[str
     return out
 
 
-def loop_section(optimizer_class: str) -> dict[str, Any]:
-    """The export's ``loop``: the training procedure and the optimizer's extra keyword arguments
-    (``fused=True`` where torch has a fused kernel: it rounds differently in the last bits)."""
+def loop_section(optimizer_class: str, cfg: StudyConfig) -> dict[str, Any]:
+    """The export's ``loop``: the training procedure, the engine that trained the study's
+    trials ('stacked' where :func:`tuner.batched.batch_unsupported_reason` allows it, else
+    'torch') and the optimizer's extra keyword arguments (``fused=True`` where torch has a
+    fused kernel, as :func:`tuner.engine.train` uses it: it rounds differently in the last
+    bits)."""
+    from tuner.batched import batch_unsupported_reason
+
     return {
         "procedure": LOOP_PROCEDURE,
+        "engine": "torch" if batch_unsupported_reason(cfg) is not None else "stacked",
         "optimizer_kwargs": {"fused": True} if optimizer_class in FUSED_CLASSES else {},
     }
 
@@ -270,7 +278,7 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         "scheduler": params.scheduler_spec(total, spe, mode),
         "data": data_section(cfg, data),
         "layers": layers_section(cfg.model, data.n_features, data.n_outputs),
-        "loop": loop_section(params.optimizer_spec()["class"]),
+        "loop": loop_section(params.optimizer_spec()["class"], cfg),
     }
     if note:
         out["confirmation_note"] = note

@@ -175,6 +175,7 @@ DATA_KEYS: dict[str, tuple[bool, Constraint]] = {
 }
 LOOP_KEYS: dict[str, tuple[bool, Constraint]] = {
     "procedure": DATA_KEYS["procedure"],
+    "engine": (True, OneOf("torch", "stacked")),
     "optimizer_kwargs": (True, _mapping("extra torch.optim keyword arguments")),
 }
 REQUIRED_KEYS = tuple(k for k, (required, _) in EXPORT_KEYS.items() if required)
@@ -362,8 +363,11 @@ def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
     if "loop" in data:
         _check_keys(where, data["loop"], LOOP_KEYS, "loop.")
         cls = TrialParams.from_optuna_params(data["params"]).optimizer_spec()["class"]
-        expected["loop.optimizer_kwargs"] = loop_section(cls)["optimizer_kwargs"]
+        loop = loop_section(cls, cfg)
+        expected["loop.optimizer_kwargs"] = loop["optimizer_kwargs"]
+        expected["loop.engine"] = loop["engine"]
         why["loop.optimizer_kwargs"] = "written from params.optimizer"
+        why["loop.engine"] = "written from [model]: 'stacked' where tuner batches the model"
     return why
 
 

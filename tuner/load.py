@@ -353,7 +353,8 @@ def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
         expected["data.split"] = {"test_size": list(split_kwargs(cfg.split)),
                                   "random_state": cfg.split.seed, "stratify": classification}
         why |= dict.fromkeys(("data.task", "data.load", "data.split"),
-                             "written from [dataset] and [split]")
+                             "written from [dataset] and [split]; to change those, "
+                             "remove the keys data and layers")
     if "layers" in data:
         if "data" not in data:
             raise ConfigError(f"{where}: key 'layers' needs the key 'data' (its widths).")

@@ -156,7 +156,8 @@ def test_readme_blocks_use_only_the_standard_library_numpy_sklearn_and_torch() -
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_readme_plain_pytorch_rebuild_matches_the_trained_lrs(exported, schedule: str) -> None:
     path, result = exported[schedule]
-    code = readme_block("rebuild-plain-pytorch").replace('"studies/digits_mlp.best.json"', repr(str(path)))
+    code = readme_block("rebuild-plain-pytorch")
+    code = code.replace('"studies/digits_mlp.best.json"', repr(str(path)))
     namespace: dict[str, Any] = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     best = json.loads(path.read_text())
@@ -185,11 +186,11 @@ def test_readme_resize_recipe_equals_build_scheduler(exported, schedule: str) ->
         spec = ns["resize"](export, steps, epochs)
         assert spec == best.scheduler_spec_for(steps, epochs), (steps, epochs)
         lrs = []
-        for build in (lambda o: best.build_scheduler(o, steps, epochs),
-                      lambda o, spec=spec: _plain_scheduler(o, spec)):
-            model = best.build_model()
-            optimizer = best.build_optimizer(model.parameters())
-            lrs.append(replay(optimizer, build(optimizer), best.interval, epochs, steps,
+        for plain in (False, True):
+            optimizer = best.build_optimizer(best.build_model().parameters())
+            scheduler = (_plain_scheduler(optimizer, spec) if plain
+                         else best.build_scheduler(optimizer, steps, epochs))
+            lrs.append(replay(optimizer, scheduler, best.interval, epochs, steps,
                               plateau_metrics))
         assert lrs[0] == lrs[1], (steps, epochs)
 

@@ -23,6 +23,10 @@
 epochs): with the study's own ``steps_per_epoch`` and ``epochs`` it is exactly the schedule the
 trial trained with; with another batch count (a new batch size, train + validation) the warmup,
 decay and cycle lengths are re-sized to the new run, as the study would have sized them.
+
+A folder written by ``tuner retrain BEST.json --out DIR`` loads the same way,
+``tuner.load_best(DIR)``, and ``load_model()`` then returns the retrained model (its
+``model.pt`` weights loaded, in eval mode).
 """
 
 from __future__ import annotations

@@ -188,7 +188,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = load_existing_study(cfg, url)
     path = export_best(study, cfg, url, out, args.format)
     _console().print(f"wrote {path}")
+    stale = stale_confirmation_line(path, cfg.path, args.storage is not None)
+    if stale:
+        print(f"tuner: warning: {stale}", file=sys.stderr)
     return 0
+
+
+def stale_confirmation_line(path: Path, study_file: str, storage_given: bool) -> str | None:
+    """One line when the export at ``path`` is the single best trial because the stored
+    confirmation is out of date (None otherwise): what was exported and how to re-confirm."""
+    from tuner.load import read_export
+
+    data = read_export(path)
+    if not data.get("confirmation_note"):
+        return None
+    storage = " --storage URL" if storage_given else ""
+    return (
+        f"the stored confirmation is out of date (a later run changed the top trials or the "
+        f"settings), so {path} holds the best single trial #{data['trial']}, not a confirmed "
+        f"winner; re-confirm with `tuner confirm {study_file}{storage}`, then export again."
+    )
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -239,9 +258,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from tuner.load import load_best
-    from tuner.retrain import retrain
+    from tuner.retrain import check_retrain_target, retrain, save_retrain
 
     best = load_best(args.export)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_retrain_target(out)  # refuse a folder tuner did not write before training
     console = _console()
     metric = best.data["metric"]
     console.print(
@@ -263,7 +285,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     r = outcome.result
     if r.status != "complete":
         reason = r.divergence.message() if r.divergence else r.status
-        console.print(f"[red]the retrain diverged: {reason}[/red]; try another --seed.")
+        kept = f"; nothing was written to {out}" if out is not None else ""
+        console.print(f"[red]the retrain diverged: {reason}[/red]; try another --seed{kept}.")
         return 1
     console.print(
         f"[bold]test {metric} {r.test_metric:.4f}[/bold] (test loss {r.test_loss:.4f}) after "
@@ -278,6 +301,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
             line += f", {fmt_mean_std(conf['test_mean'], conf['test_std'])} confirmed"
         console.print(line)
+    if out is not None:
+        save_retrain(out, best, outcome)
+        console.print(f"wrote {out} (model.pt, export.json, metrics.json); load the model with "
+                      f"tuner.load_best({str(out)!r}).load_model()")
     return 0
 
 
@@ -404,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an export, e.g. studies/digits_mlp.best.json (or .yaml)")
     rt.add_argument("--seed", type=_nonneg_int,
                     help="torch seed (default: the exported trial's seed)")
+    rt.add_argument("--out", metavar="DIR",
+                    help="save the trained model: DIR/model.pt (state_dict), export.json, "
+                    "metrics.json, written atomically (a new, empty or previous retrain folder)")
 
     cu = p["cleanup"]
     cu.add_argument("study", metavar="STUDY.toml")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported by the loaders, 
 
 __all__ = [
     "DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY", "check_not_fetch",
-    "estimated_bytes",
+    "estimated_bytes", "generator_kwargs", "sklearn_call", "split_kwargs",
 ]
 
 
@@ -60,30 +60,52 @@ def _shipped(source: str) -> Callable[[DatasetConfig], tuple[np.ndarray, np.ndar
     return load
 
 
+def generator_kwargs(cfg: DatasetConfig) -> dict[str, int | float]:
+    """The keyword arguments tuner passes to a ``make_*`` generator (plain numbers)."""
+    kwargs: dict[str, int | float] = {
+        "n_samples": cfg.n_samples,
+        "n_features": cfg.n_features,
+        "n_informative": cfg.n_informative,
+    }
+    if cfg.name == "make_classification":
+        kwargs |= {
+            "n_redundant": max(0, min(2, cfg.n_features - cfg.n_informative)),
+            "n_classes": cfg.n_classes,
+            "flip_y": cfg.noise,
+        }
+    else:
+        kwargs["noise"] = cfg.noise
+    kwargs["random_state"] = cfg.seed
+    return kwargs
+
+
 def _make_classification(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets as skd
 
-    return skd.make_classification(
-        n_samples=cfg.n_samples,
-        n_features=cfg.n_features,
-        n_informative=cfg.n_informative,
-        n_redundant=max(0, min(2, cfg.n_features - cfg.n_informative)),
-        n_classes=cfg.n_classes,
-        flip_y=cfg.noise,
-        random_state=cfg.seed,
-    )
+    return skd.make_classification(**generator_kwargs(cfg))
 
 
 def _make_regression(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets as skd
 
-    return skd.make_regression(
-        n_samples=cfg.n_samples,
-        n_features=cfg.n_features,
-        n_informative=cfg.n_informative,
-        noise=cfg.noise,
-        random_state=cfg.seed,
-    )
+    return skd.make_regression(**generator_kwargs(cfg))
+
+
+def sklearn_call(cfg: DatasetConfig) -> tuple[str, dict[str, int | float | bool]]:
+    """``(function, kwargs)``: ``sklearn.datasets.<function>(**kwargs)`` returns the dataset's
+    ``(X, y)`` exactly as tuner loads it (before the split)."""
+    spec = DATASETS[cfg.name]
+    if spec.generated:
+        return spec.source, dict(generator_kwargs(cfg))
+    return spec.source, {"return_X_y": True}
+
+
+def split_kwargs(split: SplitConfig) -> tuple[float, float]:
+    """The ``test_size`` of :func:`load_split`'s two ``train_test_split`` calls: the first
+    splits off validation + test from train, the second splits that part into validation and
+    test (both with ``random_state = split.seed``, stratified for classification)."""
+    holdout = split.validation + split.test
+    return holdout, split.test / holdout
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -240,6 +262,12 @@ class SplitData:
         n_outputs: classes for classification, 1 for regression.
         target_scale: the training targets' standard deviation (regression) or 1.0; multiply an
             RMSE on standardized targets by it to get target units.
+        x_mean, x_scale: the ``StandardScaler`` fitted on the training rows (per feature):
+            ``X_* = float32((X - x_mean) / x_scale)`` in float64.
+        y_mean: the training targets' mean (regression; ``y = (y - y_mean) / target_scale``),
+            0.0 for classification.
+        classes: the sorted class labels (classification; ``y`` is the index of the label),
+            empty for regression.
     """
 
     task: str
@@ -252,6 +280,10 @@ class SplitData:
     n_features: int
     n_outputs: int
     target_scale: float
+    x_mean: tuple[float, ...] = ()
+    x_scale: tuple[float, ...] = ()
+    y_mean: float = 0.0
+    classes: tuple[int | float | str, ...] = ()
 
     def to(self, device: torch.device | str) -> SplitData:
         """The same split with every tensor on ``device``."""
@@ -261,7 +293,8 @@ class SplitData:
         }
         return SplitData(
             task=self.task, n_features=self.n_features, n_outputs=self.n_outputs,
-            target_scale=self.target_scale, **moved,
+            target_scale=self.target_scale, x_mean=self.x_mean, x_scale=self.x_scale,
+            y_mean=self.y_mean, classes=self.classes, **moved,
         )
 
     def describe(self) -> str:
@@ -297,7 +330,7 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     X = np.asarray(X, dtype=np.float64)
     classification = spec.task == "classification"
     stratify = y if classification else None
-    holdout = split.validation + split.test
+    holdout, test_part = split_kwargs(split)
     try:
         X_tr, X_rest, y_tr, y_rest = train_test_split(
             X, y, test_size=holdout, random_state=split.seed, stratify=stratify
@@ -305,7 +338,7 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         X_va, X_te, y_va, y_te = train_test_split(
             X_rest,
             y_rest,
-            test_size=split.test / holdout,
+            test_size=test_part,
             random_state=split.seed,
             stratify=y_rest if classification else None,
         )
@@ -326,18 +359,22 @@ def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
         def ys(a: np.ndarray) -> torch.Tensor:
             return torch.tensor([index[v] for v in a], dtype=torch.int64)
 
-        n_outputs, scale = len(classes), 1.0
+        n_outputs, scale, mean = len(classes), 1.0, 0.0
+        labels = tuple(v.item() if hasattr(v, "item") else v for v in classes)
     else:
         mean, std = float(np.mean(y_tr)), float(np.std(y_tr)) or 1.0
 
         def ys(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(((a - mean) / std).astype(np.float32)).reshape(-1, 1)
 
-        n_outputs, scale = 1, std
+        n_outputs, scale, labels = 1, std, ()
     return SplitData(
         task=spec.task,
         X_train=xs(X_tr), y_train=ys(y_tr),
         X_val=xs(X_va), y_val=ys(y_va),
         X_test=xs(X_te), y_test=ys(y_te),
         n_features=X.shape[1], n_outputs=n_outputs, target_scale=scale,
+        x_mean=tuple(float(v) for v in scaler.mean_),
+        x_scale=tuple(float(v) for v in scaler.scale_),
+        y_mean=mean, classes=labels,
     )

@@ -207,8 +207,9 @@ def serve(
                 echo(f"study '{name}' is not in this storage yet (run `tuner tune {study_file}`)")
         if not is_loopback(server.server_address[0]):
             print(exposed_warning(host, server.server_port), file=sys.stderr, flush=True)
-        echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  (Ctrl-C stops)")
-        try:
+        try:  # from the moment the URL is shown, Ctrl-C is the way to stop
+            echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  "
+                 f"(Ctrl-C stops)")
             server.serve_forever()
         except KeyboardInterrupt:
             print("dashboard stopped", file=sys.stderr)

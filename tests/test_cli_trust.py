@@ -79,8 +79,9 @@ def test_all_pruned_study_fails_clearly_and_writes_nothing(
 
 @pytest.mark.parametrize("command", ["export", "confirm", "report"])
 def test_storage_password_is_redacted_in_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture, command: str
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TUNER_STORAGE_RETRY_S", "0.5")  # a refused connection is retried first
     study_file = write_study_file(tmp_path)
     url = f"postgresql://tuner_user:{FAKE_PASSWORD}@127.0.0.1:9/studies"  # nothing listens
     assert main([command, str(study_file), "--storage", url]) == 2

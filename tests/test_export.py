@@ -56,7 +56,7 @@ def test_export_is_plain_and_json_yaml_round_trip(study_and_cfg, tmp_path: Path)
     study, cfg = study_and_cfg
     data = build_export(study, cfg, "sqlite:///x.db")
     assert_plain(data)
-    assert data["format"] == 1 and data["selected_by"] == "single trial"
+    assert data["format"] == 2 and data["selected_by"] == "single trial"
     assert data["confirmation"] is None
     j = export_best(study, cfg, "sqlite:///x.db", tmp_path / "b.best.json")
     y = export_best(study, cfg, "sqlite:///x.db", tmp_path / "b.best.yaml")  # format from suffix
@@ -211,3 +211,62 @@ def test_earlier_regression_exports_with_the_default_n_classes_still_load(tmp_pa
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match=r"\[dataset\] n_classes is invalid"):
         tuner.load_best(path)
+
+
+def test_export_states_the_split_scaler_and_widths(study_and_cfg) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from tuner.datasets import load_split
+
+    study, cfg = study_and_cfg
+    d = build_export(study, cfg, "sqlite:///x.db")["data"]
+    split = load_split(cfg.dataset, cfg.split)
+    assert (d["n_features"], d["n_outputs"], d["task"]) == (4, 3, "classification")
+    assert d["rows"] == {"train": len(split.X_train), "validation": len(split.X_val),
+                         "test": len(split.X_test)}
+    assert d["load"] == {"function": "load_iris", "kwargs": {"return_X_y": True}}
+    # the first split's training part, fitted by scikit-learn itself: the exported scaler
+    X, y = load_iris(return_X_y=True)
+    X_tr, _, _, _ = train_test_split(X, y, test_size=d["split"]["test_size"][0],
+                                     random_state=d["split"]["random_state"], stratify=y)
+    scaler = StandardScaler().fit(X_tr)
+    assert d["x_mean"] == scaler.mean_.tolist() and d["x_scale"] == scaler.scale_.tolist()
+    assert d["classes"] == [0, 1, 2] and d["y_mean"] is None
+
+
+def test_regression_export_states_the_target_scaling(tmp_path: Path) -> None:
+    from tuner.datasets import load_split
+
+    cfg = make_cfg(tmp_path, **_dataset_overrides("diabetes"))
+    d = build_export(trained_study(cfg, [fixed_params("constant")]), cfg, "x")["data"]
+    split = load_split(cfg.dataset, cfg.split)
+    assert d["y_scale"] == split.target_scale and d["y_mean"] == split.y_mean
+    assert d["classes"] is None and (d["n_outputs"], d["task"]) == (1, "regression")
+    assert d["split"]["stratify"] is False
+
+
+def test_export_says_in_one_line_when_the_confirmation_is_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import optuna
+
+    from tests._trust import write_study_file
+    from tuner.cli import main
+
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    study_file = write_study_file(tmp_path)
+    cfg = make_cfg(tmp_path)
+    study = optuna.create_study(study_name=cfg.name, direction=cfg.direction, storage=url)
+    add_told_trial(study, cfg, fixed_params("cosine"), 0.9)
+    run_confirm(study, cfg, top=1, seeds=1, progress=False)
+    capsys.readouterr()
+    assert main(["export", str(study_file), "--storage", url]) == 0
+    assert capsys.readouterr().err == ""  # current: the confirmed winner, nothing to say
+    newer = add_told_trial(study, cfg, fixed_params("step"), 0.95)  # a later run's better trial
+    assert main(["export", str(study_file), "--storage", url]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tuner: warning: "), err
+    assert f"single trial #{newer}" in err and "out of date" in err
+    assert f"`tuner confirm {study_file} --storage URL`" in err

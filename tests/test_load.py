@@ -138,25 +138,26 @@ def test_load_best_missing_file(tmp_path: Path) -> None:
 
 # --- the README's plain-PyTorch rebuild, from the JSON alone ---------------------------------
 
-def readme_rebuild_block() -> str:
-    """The python block that follows the README's ``<!-- rebuild-plain-pytorch -->`` marker."""
+def readme_block(marker: str) -> str:
     text = README.read_text(encoding="utf-8")
-    marker = text.index("<!-- rebuild-plain-pytorch -->")
-    match = re.search(r"```python\n(.*?)```", text[marker:], re.S)
-    assert match, "README: no python block after the rebuild marker"
+    start = text.index(f"<!-- {marker} -->")
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, f"README: no python block after <!-- {marker} -->"
     return match.group(1)
 
 
-def test_readme_block_uses_only_torch_and_json() -> None:
-    code = readme_rebuild_block()
+def test_readme_blocks_use_only_the_standard_library_numpy_sklearn_and_torch() -> None:
+    code = "".join(readme_block(m) for m in ("rebuild-plain-pytorch", "train-plain-pytorch",
+                                               "resize-plain-pytorch"))
     imports = set(re.findall(r"^\s*(?:import|from)\s+(\w+)", code, re.M))
-    assert imports == {"json", "torch"}
+    assert imports == {"copy", "json", "math", "numpy", "sklearn", "torch"}
 
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_readme_plain_pytorch_rebuild_matches_the_trained_lrs(exported, schedule: str) -> None:
     path, result = exported[schedule]
-    code = readme_rebuild_block().replace('"studies/digits_mlp.best.json"', repr(str(path)))
+    code = readme_block("rebuild-plain-pytorch")
+    code = code.replace('"studies/digits_mlp.best.json"', repr(str(path)))
     namespace: dict[str, Any] = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     best = json.loads(path.read_text())
@@ -164,6 +165,51 @@ def test_readme_plain_pytorch_rebuild_matches_the_trained_lrs(exported, schedule
                  "step" if namespace["per_step"] else "epoch", best["epochs"],
                  best["steps_per_epoch"], [r.val_metric for r in result.history])
     assert lrs == result.lrs
+
+
+# --- the README's recipe for another number of steps ------------------------------------------
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_readme_resize_recipe_equals_build_scheduler(exported, schedule: str) -> None:
+    """``resize`` (README) gives build_scheduler's spec, and the same learning rate at every
+    step, for several run lengths (ExponentialLR's gamma and the rounded step counts
+    included)."""
+    path, result = exported[schedule]
+    ns: dict[str, Any] = {}
+    exec(compile(readme_block("resize-plain-pytorch"), "README.md", "exec"), ns)  # noqa: S102
+    best = tuner.load_best(path)
+    export = json.loads(path.read_text())
+    spe = best.steps_per_epoch
+    plateau_metrics = [r.val_metric for r in result.history] * 3
+    for steps, epochs in [(1, 1), (2, 1), (1, 3), (spe, EPOCHS), (spe + 1, EPOCHS),
+                          (2 * spe + 3, EPOCHS), (7, 5), (13, 2)]:
+        spec = ns["resize"](export, steps, epochs)
+        assert spec == best.scheduler_spec_for(steps, epochs), (steps, epochs)
+        lrs = []
+        for plain in (False, True):
+            optimizer = best.build_optimizer(best.build_model().parameters())
+            scheduler = (_plain_scheduler(optimizer, spec) if plain
+                         else best.build_scheduler(optimizer, steps, epochs))
+            lrs.append(replay(optimizer, scheduler, best.interval, epochs, steps,
+                              plateau_metrics))
+        assert lrs[0] == lrs[1], (steps, epochs)
+
+
+def _plain_scheduler(optimizer: torch.optim.Optimizer, spec: dict[str, Any]) -> Any:
+    """The README's make_scheduler, bound to ``optimizer``."""
+    ns: dict[str, Any] = {"optimizer": optimizer, "torch": torch}
+    code = readme_block("rebuild-plain-pytorch")
+    start = code.index("def make_scheduler")
+    exec(code[start:code.index("scheduler = make_scheduler")], ns)  # noqa: S102
+    return ns["make_scheduler"](spec)
+
+
+def test_readme_resize_recipe_matters_for_exponential(exported) -> None:
+    # what the former recipe (scale the step counts) missed: gamma depends on the run length
+    best = tuner.load_best(exported["exponential"][0])
+    spe = best.steps_per_epoch
+    assert (best.scheduler_spec_for(2 * spe)["kwargs"]["gamma"]
+            != best.scheduler_spec["kwargs"]["gamma"])
 
 
 # --- a damaged export: one line naming the file and the key, exit 2, never a traceback -------
@@ -215,6 +261,16 @@ MUTATIONS: dict[str, tuple[Any, str | None]] = {
     "confirmed mean is text": (_set("confirmation", {"test_mean": "nan", "test_std": None}),
                                "confirmation"),
     "unknown key": (_set("epoch", 3), "epoch"),
+    "layers not the model's": (_set("layers", [{"class": "Linear", "args": [4, 3]}]), "layers"),
+    "scaler too short": (_set("data.x_scale", [1.0]), "data.x_scale"),
+    "zero scale": (_set("data.x_scale", [1.0, 0.0, 1.0, 1.0]), "data.x_scale"),
+    "another dataset call": (_set("data.load", {"function": "load_wine", "kwargs": {}}),
+                             "data.load"),
+    "another split": (_set("data.split", {"test_size": [0.3, 0.5], "random_state": 0,
+                                          "stratify": True}), "data.split"),
+    "unknown data key": (_set("data.mean", [0.0]), "data.mean"),
+    "not fused": (_set("loop.optimizer_kwargs", {}), "loop.optimizer_kwargs"),
+    "unknown engine": (_set("loop.engine", "jax"), "loop.engine"),
     "top level list": (b"[1, 2, 3]", None),
 }
 
@@ -265,6 +321,7 @@ def test_retrain_refuses_what_the_data_or_machine_cannot_do_in_one_line(
     data[section] = values if section == "dataset" else {**data[section], **values}
     if section == "dataset":
         data["objective"] = {"metric": "accuracy"}
+        del data["data"], data["layers"]  # written from the former dataset
     path = tmp_path / "x.best.json"
     path.write_text(json.dumps(data))
     tuner.load_best(path)  # every key is valid on its own

@@ -26,10 +26,11 @@ def _storages(tmp_path: Path) -> dict[str, optuna.storages.BaseStorage]:
         "sqlite": make_storage(f"sqlite:///{tmp_path / 'tuner.db'}"),
         "journal": make_storage(f"journal:///{tmp_path / 's.journal'}"),
         "memory": optuna.storages.InMemoryStorage(),
+        "sqlite-memory": make_storage("sqlite:///:memory:"),  # optuna's in-memory storage
     }
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal", "memory"])
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "memory", "sqlite-memory"])
 def test_stores_what_one_attribute_at_a_time_stores(tmp_path: Path, kind: str) -> None:
     storage = _storages(tmp_path)[kind]
     study = optuna.create_study(storage=storage, study_name="s")

@@ -417,9 +417,9 @@ def test_a_changed_data_file_is_reported_on_resume_load_data_and_retrain(
     record = json.loads(export.read_text())
     assert record["dataset"]["path"] == str(data.resolve())
     assert record["dataset"]["sha256"] == file_sha256(data)
-    assert record["source"] == {"kind": "file", "path": str(data.resolve()),
-                                "sha256": file_sha256(data), "target": "species",
-                                "classes": ["setosa", "versicolor", "virginica"]}
+    assert record["data"]["load"] == {"file": str(data.resolve()), "sha256": file_sha256(data),
+                                      "target": "species"}
+    assert record["data"]["classes"] == ["setosa", "versicolor", "virginica"]
     assert tuner.load_best(export).load_data().classes == ("setosa", "versicolor", "virginica")
     capsys.readouterr()
 
@@ -466,4 +466,5 @@ def test_the_example_csv_study_runs_from_the_cli(tmp_path: Path,
     assert "3 trials finished" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "example_data_mlp.toml")]) == 0
     record = json.loads((tmp_path / "example_data_mlp.best.json").read_text())
-    assert record["source"]["classes"] == ["alpha", "beta", "gamma"]
+    assert record["data"]["classes"] == ["alpha", "beta", "gamma"]
+    assert record["data"]["load"]["target"] == "label"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError, StorageUnavailable, TunerError
 
 if TYPE_CHECKING:
     import optuna
@@ -80,13 +80,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cfg = _load(args.study)  # first: a bad study file is reported before torch is imported
 
     from tuner.runner import run_tune
-    from tuner.storage import redact_url, resolve_storage_url
+    from tuner.storage import check_shareable, is_in_memory, redact_url, resolve_storage_url
     from tuner.study import completed
     from tuner.summary import print_summary
 
     if args.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
     url = resolve_storage_url(cfg, args.storage)
+    if args.workers > 1:
+        check_shareable(url)  # before anything starts: workers cannot share memory
     console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
@@ -100,7 +102,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"{outcome.finished_after - outcome.finished_before} trials finished in "
         f"{outcome.seconds:.1f} s ({outcome.finished_after} in the study). "
         + (f"Export: tuner export {cfg.path}{where}   Dashboard: tuner dashboard "
-           f"{cfg.path}{where}" if completed(outcome.study) else "")
+           f"{cfg.path}{where}" if completed(outcome.study) and not is_in_memory(url) else "")
     )
     for note in outcome.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
@@ -186,7 +188,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     study = load_existing_study(cfg, url)
     path = export_best(study, cfg, url, out, args.format)
     _console().print(f"wrote {path}")
+    stale = stale_confirmation_line(path, cfg.path, args.storage is not None)
+    if stale:
+        print(f"tuner: warning: {stale}", file=sys.stderr)
     return 0
+
+
+def stale_confirmation_line(path: Path, study_file: str, storage_given: bool) -> str | None:
+    """One line when the export at ``path`` is the single best trial because the stored
+    confirmation is out of date (None otherwise): what was exported and how to re-confirm."""
+    from tuner.load import read_export
+
+    data = read_export(path)
+    if not data.get("confirmation_note"):
+        return None
+    storage = " --storage URL" if storage_given else ""
+    return (
+        f"the stored confirmation is out of date (a later run changed the top trials or the "
+        f"settings), so {path} holds the best single trial #{data['trial']}, not a confirmed "
+        f"winner; re-confirm with `tuner confirm {study_file}{storage}`, then export again."
+    )
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -237,9 +258,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from tuner.load import load_best
-    from tuner.retrain import retrain
+    from tuner.retrain import check_retrain_target, retrain, save_retrain
 
     best = load_best(args.export)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_retrain_target(out)  # refuse a folder tuner did not write before training
     console = _console()
     metric = best.data["metric"]
     console.print(
@@ -261,7 +285,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     r = outcome.result
     if r.status != "complete":
         reason = r.divergence.message() if r.divergence else r.status
-        console.print(f"[red]the retrain diverged: {reason}[/red]; try another --seed.")
+        kept = f"; nothing was written to {out}" if out is not None else ""
+        console.print(f"[red]the retrain diverged: {reason}[/red]; try another --seed{kept}.")
         return 1
     console.print(
         f"[bold]test {metric} {r.test_metric:.4f}[/bold] (test loss {r.test_loss:.4f}) after "
@@ -276,6 +301,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
             line += f", {fmt_mean_std(conf['test_mean'], conf['test_std'])} confirmed"
         console.print(line)
+    if out is not None:
+        save_retrain(out, best, outcome)
+        console.print(f"wrote {out} (model.pt, export.json, metrics.json); load the model with "
+                      f"tuner.load_best({str(out)!r}).load_model()")
     return 0
 
 
@@ -402,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="an export, e.g. studies/digits_mlp.best.json (or .yaml)")
     rt.add_argument("--seed", type=_nonneg_int,
                     help="torch seed (default: the exported trial's seed)")
+    rt.add_argument("--out", metavar="DIR",
+                    help="save the trained model: DIR/model.pt (state_dict), export.json, "
+                    "metrics.json, written atomically (a new, empty or previous retrain folder)")
 
     cu = p["cleanup"]
     cu.add_argument("study", metavar="STUDY.toml")
@@ -434,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 1 the storage failed (disk full, server
+    unreachable), 2 user error, 130 interrupted)."""
     import os
 
     from tuner._private import FAST_OPTIMIZER_ENV
@@ -454,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tuner: error: {exc}", file=sys.stderr)
         return 2
+    except StorageUnavailable as exc:  # the storage failed during the command, not the user
+        print(f"tuner: error: {exc}", file=sys.stderr)
+        return 1
     except TunerError as exc:
         print(f"tuner: error: {exc}", file=sys.stderr)
         return 2
@@ -464,6 +500,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an error while handling a storage failure, or optuna's own
+        from tuner.storage_guard import failure_behind
+
+        failure = failure_behind(exc)
+        if failure is None:
+            raise
+        print(f"tuner: error: {failure}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

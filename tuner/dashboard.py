@@ -196,6 +196,9 @@ def serve(
     try:
         shown = ", ".join(names) if names else "none yet; they appear as `tuner tune` starts them"
         echo(f"storage {redact_url(url)}: studies {shown}")
+        if getattr(store, "read_only", None):  # tuner.storage_guard.GuardedRDBStorage
+            echo(f"read-only storage ({store.read_only}): the dashboard shows the studies; "
+                 f"notes and other edits made in it are not saved")
         if study_file is not None and names:
             from tuner.config import load_study_config
 
@@ -204,8 +207,9 @@ def serve(
                 echo(f"study '{name}' is not in this storage yet (run `tuner tune {study_file}`)")
         if not is_loopback(server.server_address[0]):
             print(exposed_warning(host, server.server_port), file=sys.stderr, flush=True)
-        echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  (Ctrl-C stops)")
-        try:
+        try:  # from the moment the URL is shown, Ctrl-C is the way to stop
+            echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  "
+                 f"(Ctrl-C stops)")
             server.serve_forever()
         except KeyboardInterrupt:
             print("dashboard stopped", file=sys.stderr)

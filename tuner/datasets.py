@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported by the loaders, 
 
 __all__ = [
     "DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY", "check_not_fetch",
-    "estimated_bytes", "sklearn_call", "split_kwargs", "load_xy", "dataset_source",
+    "estimated_bytes", "sklearn_call", "split_kwargs", "load_xy", "load_record",
     "dataset_task",
 ]
 
@@ -146,7 +146,7 @@ class DatasetSpec:
 def sklearn_call(cfg: DatasetConfig) -> tuple[str, dict] | None:
     """``(function, kwargs)``: ``sklearn.datasets.<function>(**kwargs)`` returns the dataset's
     ``(X, y)`` exactly as tuner loads it (before the split); None for the user's own data (a
-    file or a factory: see :func:`dataset_source`)."""
+    file or a factory: see :func:`load_record`)."""
     if cfg.name is None:
         return None
     spec = DATASETS[cfg.name]
@@ -653,22 +653,21 @@ def describe_source(cfg: DatasetConfig) -> str:
     return f"factory `{cfg.factory}`"
 
 
-def dataset_source(cfg: DatasetConfig, data: SplitData | None = None) -> dict:
-    """The export's record of the data: the scikit-learn function and its keyword arguments,
-    the file (absolute path, SHA-256) or the factory; and the class labels in the order of
-    the model's outputs (classification)."""
-    if cfg.name is not None:
-        spec = DATASETS[cfg.name]
-        out: dict = {"kind": "scikit-learn", "function": f"sklearn.datasets.{spec.source}",
-                     "keywords": {k: _as_lists(v) for k, v in spec.call_kwargs(cfg).items()}}
-    elif cfg.path is not None:
-        out = {"kind": "file", "path": str(data_path(cfg).resolve()), "sha256": cfg.sha256,
-               "target": cfg.target}
-    else:
-        out = {"kind": "factory", "factory": cfg.factory, "folder": cfg.root}
-    if data is not None and data.classes:
-        out["classes"] = list(data.classes)
-    return out
+def load_record(cfg: DatasetConfig) -> dict:
+    """The export's ``data.load``: where ``(X, y)`` comes from.
+
+    ``{"function", "kwargs"}`` for scikit-learn (``sklearn.datasets.<function>(**kwargs)``);
+    ``{"file", "sha256", "target"}`` for ``[dataset] path`` (absolute path; ``target`` is None
+    for a .npz file); ``{"factory"}`` for ``[dataset] factory`` (imported from the export's or
+    study file's folder or the Python path, called with no arguments).
+    """
+    call = sklearn_call(cfg)
+    if call is not None:
+        return {"function": call[0], "kwargs": {k: _as_lists(v) for k, v in call[1].items()}}
+    if cfg.path is not None:
+        return {"file": str(data_path(cfg).resolve()), "sha256": cfg.sha256,
+                "target": cfg.target}
+    return {"factory": cfg.factory}
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class TrainResult:
             run came to ``[divergence] factor``.
         test_metric / test_loss: held-out test split, for a complete run only.
         seconds: wall-clock seconds of the run.
+        model: the trained model, when :func:`train` was asked to keep it (else None).
     """
 
     status: str
@@ -100,6 +101,7 @@ class TrainResult:
     test_metric: float | None = None
     test_loss: float | None = None
     seconds: float = 0.0
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
     @property
     def val_metric(self) -> float | None:
@@ -198,6 +200,7 @@ def train(
     *,
     device: torch.device | None = None,
     check_every_step: bool | None = None,
+    keep_model: bool = False,
 ) -> TrainResult:
     """Train a fresh model with one configuration.
 
@@ -212,6 +215,7 @@ def train(
             free) rather than once per epoch (default on accelerators, where a read-back stalls
             the queue). Either way every step's loss is checked, and a diverged run's result
             ends at the offending step; deferring only spends the rest of that epoch's compute.
+        keep_model: put the trained model in ``result.model`` (a complete run only).
 
     Returns:
         A :class:`TrainResult`; a diverged run stops at the offending optimizer step.
@@ -291,6 +295,8 @@ def train(
         result.test_loss, result.test_metric = evaluate(
             model, data.X_test, data.y_test, data, cfg.objective.metric
         )
+        if keep_model:
+            result.model = model
     result.seconds = time.perf_counter() - started
     return result
 

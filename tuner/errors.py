@@ -37,3 +37,17 @@ class WorkerError(TunerError):
 
 
 __all__ += ["WorkerError"]
+
+
+class StorageUnavailable(StorageError):
+    """The storage failed during a run: disk full, read-only, or a server unreachable after
+    :data:`tuner.storage_guard.RETRY_BUDGET_S` seconds of retries.
+
+    Raised by every operation of a storage from :func:`tuner.storage.make_storage`; the message
+    is one line (password redacted) naming the storage and what to do. What was committed
+    before it is kept. ``tuner`` exits with status 1 on it (an environment failure, not a
+    mistake in the command).
+    """
+
+
+__all__ += ["StorageUnavailable"]

@@ -20,6 +20,13 @@ The file (``studies/<study name>.best.json`` or ``.best.yaml``) holds, in plain 
 - ``dataset``, ``split``, ``model``, ``training``, ``objective``, ``divergence``: the study
   file's settings;
 - ``steps_per_epoch``, ``epochs``, ``total_steps``: how the schedule was sized;
+- ``data``: how to rebuild the split with scikit-learn alone (:func:`data_section`): the
+  ``sklearn.datasets`` call, the two ``train_test_split`` calls, the rows of each part,
+  ``n_features``, ``n_outputs``, the classes, and the training part's scaler (``x_mean``,
+  ``x_scale``; ``y_mean``, ``y_scale`` for regression targets);
+- ``layers``: the model as ``torch.nn.Sequential`` parts (``{"class", "args"}``);
+- ``loop``: how the trial trained (seeding, batch order, validation metric) and the extra
+  optimizer keyword arguments it used (``fused``), to reproduce it exactly;
 - ``optimizer``: ``{"class": <torch.optim class>, "kwargs": {...}}``;
 - ``scheduler``: ``{"class": <torch.optim.lr_scheduler class>, "kwargs": {...},
   "interval": "step" | "epoch"}``; a composite (``SequentialLR``) lists its ``schedulers`` and
@@ -53,8 +60,15 @@ from tuner.confirm import (
     load_confirmation,
     no_complete_message,
 )
-from tuner.datasets import data_path, dataset_source, dataset_task, load_split
-from tuner.engine import steps_per_epoch
+from tuner.datasets import (
+    SplitData,
+    data_path,
+    dataset_task,
+    load_record,
+    load_split,
+    split_kwargs,
+)
+from tuner.engine import FUSED_CLASSES, steps_per_epoch
 from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.outputs import FileKind, check_file_target, write_file
 from tuner.space import TrialParams
@@ -65,6 +79,9 @@ __all__ = [
     "EXPORT_FORMAT",
     "FORMATS",
     "build_export",
+    "data_section",
+    "layers_section",
+    "loop_section",
     "dumps_export",
     "plain",
     "write_atomic",
@@ -73,7 +90,7 @@ __all__ = [
     "export_best",
 ]
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: data, layers and loop added (format 1 files still load)
 FORMATS = ("json", "yaml")
 
 
@@ -98,6 +115,96 @@ def plain(v: Any) -> Any:
     if hasattr(v, "item"):  # numpy / torch scalar
         return plain(v.item())
     return str(v)
+
+
+DATA_PROCEDURE = [
+    "X, y = sklearn.datasets.<load.function>(**load.kwargs); or your own data: the file "
+    "load.file (column load.target is y, the other columns in file order are X; a .npz file's "
+    "arrays X and y) or load.factory(); X as float64",
+    "X_train, X_rest, y_train, y_rest = sklearn.model_selection.train_test_split(X, y, "
+    "test_size=split.test_size[0], random_state=split.random_state, "
+    "stratify=y if split.stratify else None)",
+    "X_val, X_test, y_val, y_test = train_test_split(X_rest, y_rest, "
+    "test_size=split.test_size[1], random_state=split.random_state, "
+    "stratify=y_rest if split.stratify else None)",
+    "inputs: float32((X - x_mean) / x_scale), computed in float64 (the training part's "
+    "StandardScaler)",
+    "targets: classification, int64 index of the label in classes; regression, "
+    "float32((y - y_mean) / y_scale) of shape (rows, 1)",
+]
+
+LOOP_PROCEDURE = [
+    "torch.manual_seed(seed); gen = torch.Generator().manual_seed(seed); then build the model "
+    "(torch.nn.Sequential of layers), the optimizer (kwargs and loop.optimizer_kwargs) and the "
+    "scheduler, in that order",
+    "each epoch: order = torch.randperm(rows.train, generator=gen); X, y = X_train[order], "
+    "y_train[order]; steps_per_epoch mini-batches X[b*batch_size:(b+1)*batch_size] (the last "
+    "may be partial)",
+    "each mini-batch: loss (cross_entropy for classification, mse_loss for regression), "
+    "optimizer.zero_grad(), loss.backward(), optimizer.step(), then scheduler.step() when "
+    "scheduler.interval is 'step'",
+    "after each epoch: model.eval(); the metric on all validation rows at once (accuracy: "
+    "argmax; loss; rmse: sqrt(mse) * y_scale); model.train(); scheduler.step(metric) when "
+    "scheduler.interval is 'epoch'",
+    "value is the validation metric after the last epoch. engine 'torch': the trial trained "
+    "with autograd and torch.optim as above, and this procedure reproduces value exactly; "
+    "engine 'stacked': tuner's batched engine trained it (an MLP without dropout: the same "
+    "weights, batch order and learning rates, the arithmetic in another order), and this "
+    "procedure agrees with value up to floating-point rounding",
+]
+
+
+def data_section(cfg: StudyConfig, data: SplitData) -> dict[str, Any]:
+    """The export's ``data``: how scikit-learn alone rebuilds ``data`` (see DATA_PROCEDURE)."""
+    classification = data.task == "classification"
+    return plain({
+        "procedure": DATA_PROCEDURE,
+        "task": data.task,
+        "load": load_record(cfg.dataset),
+        "split": {"test_size": list(split_kwargs(cfg.split)), "random_state": cfg.split.seed,
+                  "stratify": classification},
+        "rows": {"train": len(data.X_train), "validation": len(data.X_val),
+                 "test": len(data.X_test)},
+        "n_features": data.n_features,
+        "n_outputs": data.n_outputs,
+        "classes": list(data.classes) if classification else None,
+        "x_mean": list(data.x_mean),
+        "x_scale": list(data.x_scale),
+        "y_mean": None if classification else data.y_mean,
+        "y_scale": None if classification else data.target_scale,
+    })
+
+
+def layers_section(model: Any, n_features: int, n_outputs: int) -> list[dict[str, Any]]:
+    """The export's ``layers``: ``torch.nn.Sequential(*(getattr(torch.nn, c)(*args)))`` builds
+    the same module as :func:`tuner.models.build_mlp` (same parameter names and init order)."""
+    from tuner.models import ACTIVATIONS
+
+    out: list[dict[str, Any]] = []
+    width = n_features
+    for hidden in model.hidden:
+        out += [{"class": "Linear", "args": [width, hidden]},
+                {"class": ACTIVATIONS[model.activation], "args": []}]
+        if model.dropout > 0:
+            out.append({"class": "Dropout", "args": [float(model.dropout)]})
+        width = hidden
+    out.append({"class": "Linear", "args": [width, n_outputs]})
+    return out
+
+
+def loop_section(optimizer_class: str, cfg: StudyConfig) -> dict[str, Any]:
+    """The export's ``loop``: the training procedure, the engine that trained the study's
+    trials ('stacked' where :func:`tuner.batched.batch_unsupported_reason` allows it, else
+    'torch') and the optimizer's extra keyword arguments (``fused=True`` where torch has a
+    fused kernel, as :func:`tuner.engine.train` uses it: it rounds differently in the last
+    bits)."""
+    from tuner.batched import batch_unsupported_reason
+
+    return {
+        "procedure": LOOP_PROCEDURE,
+        "engine": "torch" if batch_unsupported_reason(cfg) is not None else "stacked",
+        "optimizer_kwargs": {"fused": True} if optimizer_class in FUSED_CLASSES else {},
+    }
 
 
 def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -164,7 +271,8 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
     elif conf is not None:
         note = (
             "a stored confirmation is out of date (the study's top trials or settings changed "
-            "since); run `tuner confirm` to confirm the present top trials"
+            f"since): the best single trial is exported; run `tuner confirm {cfg.path}` to "
+            "confirm the present top trials, then export again"
         )
     params = TrialParams.from_optuna_params(trial.params)
     data = load_split(cfg.dataset, cfg.split)
@@ -195,7 +303,6 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         "confirmation": confirmation,
         "params": dict(trial.params),
         "dataset": settings["dataset"],
-        "source": dataset_source(cfg.dataset, data),
         "split": settings["split"],
         "model": settings["model"],
         "training": settings["training"],
@@ -206,6 +313,9 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         "total_steps": total,
         "optimizer": params.optimizer_spec(),
         "scheduler": params.scheduler_spec(total, spe, mode),
+        "data": data_section(cfg, data),
+        "layers": layers_section(cfg.model, data.n_features, data.n_outputs),
+        "loop": loop_section(params.optimizer_spec()["class"], cfg),
     }
     if note:
         out["confirmation_note"] = note

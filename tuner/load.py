@@ -23,6 +23,10 @@
 epochs): with the study's own ``steps_per_epoch`` and ``epochs`` it is exactly the schedule the
 trial trained with; with another batch count (a new batch size, train + validation) the warmup,
 decay and cycle lengths are re-sized to the new run, as the study would have sized them.
+
+A folder written by ``tuner retrain BEST.json --out DIR`` loads the same way,
+``tuner.load_best(DIR)``, and ``load_model()`` then returns the retrained model (its
+``model.pt`` weights loaded, in eval mode).
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ if TYPE_CHECKING:  # torch is imported by the builders, so `import tuner` stays 
     import torch
 
 __all__ = ["BestConfig", "EXPORT_KEYS", "check_export", "load_best", "read_export"]
+
+# the files of a `tuner retrain --out DIR` folder (tuner.retrain writes them)
+RETRAIN_WEIGHTS = "model.pt"
+RETRAIN_EXPORT = "export.json"
+RETRAIN_METRICS = "metrics.json"
 
 
 def _stat() -> Constraint:
@@ -115,7 +124,6 @@ EXPORT_KEYS: dict[str, tuple[bool, Constraint]] = {
     "confirmation_note": (False, OptionalStr()),
     "params": (True, _mapping("the trial's Optuna parameters")),
     "dataset": (True, _mapping("the study file's [dataset]")),
-    "source": (False, _mapping("the dataset's source and class labels", nullable=True)),
     "split": (True, _mapping("the study file's [split]")),
     "model": (True, _mapping("the study file's [model]")),
     "training": (True, _mapping("the study file's [training]")),
@@ -127,6 +135,52 @@ EXPORT_KEYS: dict[str, tuple[bool, Constraint]] = {
     "total_steps": (False, Int(1)),
     "optimizer": (True, _mapping("a torch.optim class and its kwargs")),
     "scheduler": (True, _mapping("a torch.optim.lr_scheduler spec")),
+    # format 2: how to rebuild the split, the model and the training loop without tuner
+    "data": (False, _mapping("how scikit-learn rebuilds the split")),
+    "layers": (False, Constraint(
+        lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+        'a list of {"class": <torch.nn class>, "args": [...]}')),
+    "loop": (False, _mapping("the training procedure and optimizer_kwargs")),
+}
+
+
+def _numbers(nullable: bool = False) -> Constraint:
+    return Constraint(
+        lambda v: (nullable and v is None) or (isinstance(v, list) and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in v)),
+        "a list of finite numbers" + (" or null" if nullable else ""),
+    )
+
+
+def _finite(nullable: bool = True) -> Constraint:
+    return Constraint(
+        lambda v: (nullable and v is None)
+        or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)),
+        "a finite number" + (" or null" if nullable else ""),
+    )
+
+
+DATA_KEYS: dict[str, tuple[bool, Constraint]] = {
+    "procedure": (False, Constraint(
+        lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of text")),
+    "task": (True, OneOf("classification", "regression")),
+    "load": (True, _mapping("sklearn.datasets function and kwargs, or the file or factory")),
+    "split": (True, _mapping("the train_test_split arguments")),
+    "rows": (True, _mapping("rows of train, validation, test")),
+    "n_features": (True, Int(1)),
+    "n_outputs": (True, Int(1)),
+    "classes": (True, Constraint(lambda v: v is None or isinstance(v, list),
+                                 "a list of class labels or null")),
+    "x_mean": (True, _numbers()),
+    "x_scale": (True, _numbers()),
+    "y_mean": (True, _finite()),
+    "y_scale": (True, _finite()),
+}
+LOOP_KEYS: dict[str, tuple[bool, Constraint]] = {
+    "procedure": DATA_KEYS["procedure"],
+    "engine": (True, OneOf("torch", "stacked")),
+    "optimizer_kwargs": (True, _mapping("extra torch.optim keyword arguments")),
 }
 REQUIRED_KEYS = tuple(k for k, (required, _) in EXPORT_KEYS.items() if required)
 
@@ -263,14 +317,62 @@ def check_export(data: Any, where: str = "<memory>") -> StudyConfig:
         "optimizer": "written from params",
         "scheduler": "written from params, steps_per_epoch and epochs",
     }
+    why |= _check_rebuild(where, data, cfg, expected)
     for key, want in expected.items():
-        if data[key] != want:
+        value = data[key.split(".")[0]]
+        if "." in key:
+            value = value[key.split(".")[1]]
+        if value != want:
             raise ConfigError(
-                f"{where}: key '{key}' = {json.dumps(data[key])} is invalid: must be "
+                f"{where}: key '{key}' = {json.dumps(value)} is invalid: must be "
                 f"{json.dumps(want)} ({why[key]}); edit the export's params and settings, "
                 "not what is derived from them."
             )
     return cfg
+
+
+def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
+                   expected: dict[str, Any]) -> dict[str, str]:
+    """Check the format-2 keys ``data``, ``layers``, ``loop``: types, and (into ``expected``)
+    what is derived from the settings; returns why each derived key must be so."""
+    from tuner.export import layers_section, loop_section
+    from tuner.space import TrialParams
+
+    why: dict[str, str] = {}
+    if "data" in data:
+        d = data["data"]
+        _check_keys(where, d, DATA_KEYS, "data.")
+        for key in ("x_mean", "x_scale"):
+            if len(d[key]) != d["n_features"]:
+                raise _bad(where, f"data.{key}", d[key], f"a list of data.n_features = "
+                           f"{d['n_features']} numbers")
+        if any(v <= 0 for v in d["x_scale"]):
+            raise _bad(where, "data.x_scale", d["x_scale"], "a list of numbers > 0")
+        from tuner.datasets import dataset_task, load_record, split_kwargs
+
+        classification = dataset_task(cfg.dataset) == "classification"
+        expected["data.task"] = dataset_task(cfg.dataset)
+        expected["data.load"] = load_record(cfg.dataset)
+        expected["data.split"] = {"test_size": list(split_kwargs(cfg.split)),
+                                  "random_state": cfg.split.seed, "stratify": classification}
+        why |= dict.fromkeys(("data.task", "data.load", "data.split"),
+                             "written from [dataset] and [split]; to change those, "
+                             "remove the keys data and layers")
+    if "layers" in data:
+        if "data" not in data:
+            raise ConfigError(f"{where}: key 'layers' needs the key 'data' (its widths).")
+        expected["layers"] = layers_section(cfg.model, data["data"]["n_features"],
+                                            data["data"]["n_outputs"])
+        why["layers"] = "written from [model] and data.n_features, data.n_outputs"
+    if "loop" in data:
+        _check_keys(where, data["loop"], LOOP_KEYS, "loop.")
+        cls = TrialParams.from_optuna_params(data["params"]).optimizer_spec()["class"]
+        loop = loop_section(cls, cfg)
+        expected["loop.optimizer_kwargs"] = loop["optimizer_kwargs"]
+        expected["loop.engine"] = loop["engine"]
+        why["loop.optimizer_kwargs"] = "written from params.optimizer"
+        why["loop.engine"] = "written from [model]: 'stacked' where tuner batches the model"
+    return why
 
 
 def read_export(path: str | Path) -> dict[str, Any]:
@@ -312,6 +414,36 @@ class BestConfig:
 
     data: Mapping[str, Any]
     path: str = "<memory>"
+    retrained: str | None = None
+
+    # --- a retrain folder (`tuner retrain --out DIR`) ---------------------------------------
+    def load_model(self, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+        """The retrained model: :meth:`build_model` with the weights of ``model.pt`` loaded
+        (only for ``load_best(DIR)`` of a ``tuner retrain --out DIR`` folder).
+
+        Raises:
+            ConfigError: this is not a retrain folder, or its ``model.pt`` does not fit the
+                model (one line naming the file).
+        """
+        import torch
+
+        if self.retrained is None:
+            raise ConfigError(
+                f"{self.path}: an export holds no trained weights; write a retrain folder with "
+                f"`tuner retrain {self.path} --out DIR` and load that: load_best(DIR)."
+            )
+        weights = Path(self.retrained) / RETRAIN_WEIGHTS
+        model = self.build_model()
+        try:
+            state = torch.load(weights, map_location=map_location, weights_only=True)
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, ValueError, EOFError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{weights}: not the weights of this export's model: {first}"
+            ) from None
+        model.eval()
+        return model
 
     # --- what the study found -------------------------------------------------------------
     @property
@@ -392,6 +524,9 @@ class BestConfig:
         from tuner.models import build_model
 
         cfg = self.study_config()
+        widths = self.data.get("data") or {}  # format 2: the widths without loading the data
+        n_features = widths.get("n_features") if n_features is None else n_features
+        n_outputs = widths.get("n_outputs") if n_outputs is None else n_outputs
         if n_features is None or n_outputs is None:
             data = self.load_data()
             n_features = n_features if n_features is not None else data.n_features
@@ -442,13 +577,26 @@ class BestConfig:
 
 
 def load_best(path: str | Path) -> BestConfig:
-    """Load an export written by ``tuner export`` (JSON or YAML).
+    """Load an export written by ``tuner export`` (JSON or YAML), or a retrain folder written
+    by ``tuner retrain BEST.json --out DIR`` (its ``export.json``; then ``load_model()``
+    returns the trained model).
 
     Returns:
         A :class:`BestConfig` with ``build_model()``, ``load_data()``,
-        ``build_optimizer(params)`` and ``build_scheduler(optimizer, steps_per_epoch)``.
+        ``build_optimizer(params)``, ``build_scheduler(optimizer, steps_per_epoch)`` and, for a
+        retrain folder, ``load_model()``.
 
     Raises:
-        ConfigError: the file is missing or is not a tuner export.
+        ConfigError: the file is missing or is not a tuner export; the folder is not a retrain
+            folder.
     """
-    return BestConfig(read_export(path), str(path))
+    p = Path(path)
+    if p.is_dir():
+        export = p / RETRAIN_EXPORT
+        if not (export.is_file() and (p / RETRAIN_WEIGHTS).is_file()):
+            raise ConfigError(
+                f"{p}: a folder, but not a retrain folder (no {RETRAIN_EXPORT} and "
+                f"{RETRAIN_WEIGHTS}); pass an export file or a `tuner retrain --out` folder."
+            )
+        return BestConfig(read_export(export), str(export), retrained=str(p))
+    return BestConfig(read_export(p), str(path))

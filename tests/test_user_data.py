@@ -468,3 +468,22 @@ def test_the_example_csv_study_runs_from_the_cli(tmp_path: Path,
     record = json.loads((tmp_path / "example_data_mlp.best.json").read_text())
     assert record["data"]["classes"] == ["alpha", "beta", "gamma"]
     assert record["data"]["load"]["target"] == "label"
+
+
+def test_a_factory_study_exports_and_retrains(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    import tuner
+    from tuner.cli import main
+
+    (tmp_path / "userdata_moons.py").write_text(FACTORY)
+    path = tmp_path / "f.toml"
+    path.write_text(toml_of({"factory": "userdata_moons:moons"}))
+    assert main(["tune", str(path), "--no-progress", "--no-confirm"]) == 0
+    assert main(["export", str(path)]) == 0
+    record = json.loads((tmp_path / "u.best.json").read_text())
+    assert record["dataset"] == {"factory": "userdata_moons:moons", "task": "classification"}
+    assert record["data"]["load"] == {"factory": "userdata_moons:moons"}
+    data = tuner.load_best(tmp_path / "u.best.json").load_data()
+    assert data.classes == (0, 1) and len(data.X_train) == 84  # 70 % of 120
+    assert main(["retrain", str(tmp_path / "u.best.json")]) == 0
+    assert "test accuracy" in capsys.readouterr().out

@@ -365,8 +365,9 @@ def test_only_batchable_models_are_batched(tiny_cfg: Callable[..., StudyConfig])
     assert "Trials run one at a time: dropout" in console.export_text()
     assert _resolve_batch_trials(tiny_cfg(), None, 1, console) == DEFAULT_BATCH_TRIALS > 1
     assert _resolve_batch_trials(tiny_cfg(), 1, 1, console) == 1
-    # worker processes run their trials one at a time
-    assert _resolve_batch_trials(tiny_cfg(), None, 2, console) == 1
+    # each worker process batches its trials too (--workers N --batch-trials K compose)
+    assert _resolve_batch_trials(tiny_cfg(), None, 2, console) == DEFAULT_BATCH_TRIALS
+    assert _resolve_batch_trials(tiny_cfg(), 3, 2, console) == 3
     with pytest.raises(ValueError, match="dropout"):
         BatchedTrainer(with_dropout, load_split(with_dropout.dataset, with_dropout.split))
 

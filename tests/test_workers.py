@@ -227,36 +227,35 @@ def test_heartbeat_settings_per_storage() -> None:
 class _HeartbeatLog:
     """A storage stand-in that logs heartbeats (``Heartbeats`` only needs these two methods)."""
 
-    def __init__(self, interval: int | None) -> None:
+    def __init__(self, interval: float | None) -> None:
         self.interval, self.beats = interval, []
+        self.enough = threading.Event()
 
-    def get_heartbeat_interval(self) -> int | None:
+    def get_heartbeat_interval(self) -> float | None:
         return self.interval
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.beats.append(trial_id)
+        if self.beats.count(1) >= 6:
+            self.enough.set()
 
 
-def test_batch_heartbeats_are_written_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    storage = _HeartbeatLog(interval=10)
-    clock = [100.0]
-    monkeypatch.setattr(workers.time, "monotonic", lambda: clock[0])
-    beats = workers.Heartbeats(types.SimpleNamespace(_storage=storage))
-    a, b, c = (types.SimpleNamespace(_trial_id=i) for i in (1, 2, 3))
-    beats.record([a, b])
-    assert sorted(storage.beats) == [1, 2]  # new trials: at once
-    clock[0] = 109.0
-    beats.record([a, b, c])
-    assert sorted(storage.beats) == [1, 2, 3]  # only the new one: the others are 9 s old
-    clock[0] = 110.0
-    beats.record([a, c])  # b was told meanwhile
-    assert sorted(storage.beats) == [1, 1, 2, 3]
-    clock[0] = 119.0
-    beats.record([a, b, c])  # b again (a retried trial id is new): at once
-    assert sorted(storage.beats) == [1, 1, 2, 2, 3, 3]
+def test_heartbeats_come_from_a_thread_while_the_main_thread_is_busy() -> None:
+    storage = _HeartbeatLog(interval=0.01)
+    a, b = (types.SimpleNamespace(_trial_id=i) for i in (1, 2))
+    with workers.Heartbeats(types.SimpleNamespace(_storage=storage)) as beats:
+        beats.add(a)
+        beats.add(b)
+        assert storage.beats == [1, 2]  # at once, when a trial starts
+        beats.remove(b)  # told: no more beats for it
+        b_beats = storage.beats.count(2)
+        assert storage.enough.wait(30)  # the main thread only waits here: the thread beats
+    assert storage.beats.count(2) <= b_beats + 1  # at most one already under way
+    assert not beats._thread.is_alive()  # the thread ended with the block
 
     off = _HeartbeatLog(interval=None)  # journal files, heartbeats off
-    workers.Heartbeats(types.SimpleNamespace(_storage=off)).record([a])
+    with workers.Heartbeats(types.SimpleNamespace(_storage=off)) as beats:
+        beats.add(a)
     assert off.beats == []
 
 

@@ -325,7 +325,9 @@ def _study_file(tmp_path: Path, name: str, **overrides: Any) -> Path:
     return path
 
 
-def _tune(study_file: Path, *args: str, url: str | None = None) -> subprocess.Popen[str]:
+def _tune(
+    study_file: Path, *args: str, url: str | None = None, new_session: bool = False
+) -> subprocess.Popen[str]:
     if url is not None:
         make_storage(url)  # create the tables first: the test reads the storage while it runs
     # one torch thread: the machines running the suite are shared, and spinning intra-op
@@ -335,7 +337,7 @@ def _tune(study_file: Path, *args: str, url: str | None = None) -> subprocess.Po
         [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-progress", "--no-confirm",
          *args],
         cwd=study_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env,
+        env=env, start_new_session=new_session,
     )
 
 
@@ -472,161 +474,70 @@ def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("n_workers", "batch", "in_flight"), [(1, 1, 1), (1, 4, 4), (2, 1, 2)],
-                         ids=["one-at-a-time", "batched", "two-workers"])
+@pytest.mark.parametrize(
+    ("n_workers", "batch", "in_flight", "sig"),
+    [(1, 1, 1, "SIGINT"), (1, 4, 4, "SIGINT"), (2, 1, 2, "SIGINT"), (2, 2, 4, "SIGTERM")],
+    ids=["one-at-a-time", "batched", "two-workers", "two-batched-workers-sigterm"],
+)
 def test_ctrl_c_closes_trials_prints_the_summary_and_exits_130(
-    tmp_path: Path, n_workers: int, batch: int, in_flight: int
+    tmp_path: Path, n_workers: int, batch: int, in_flight: int, sig: str
 ) -> None:
     study_file = _study_file(tmp_path, "stop", **SLOW_TRIALS)
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     proc = _tune(study_file, "--workers", str(n_workers), "--batch-trials", str(batch),
                  "--n-trials", "20", url=url)
     _wait_for_running(url, "stop", count=in_flight)
-    proc.send_signal(signal.SIGINT)  # to the parent only; it forwards to its workers
+    proc.send_signal(signal.Signals[sig])  # to the parent only; it forwards to its workers
     code, out, err = _finish(proc, timeout=90)
     assert code == 130, err
-    assert "Trials and compute by state" in out and "Interrupted" in out
+    assert "Trials and compute by state" in out
+    assert f"Interrupted: the {in_flight} trial(s) in training were closed as FAIL" in out
     assert "Traceback" not in err
     study = optuna.load_study(study_name="stop", storage=make_storage(url))
     assert not study.get_trials(states=(TrialState.RUNNING,))
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == in_flight
-    assert all(t.user_attrs[REASON_ATTR].startswith("interrupted: SIGINT") for t in failed)
+    assert all(t.user_attrs[REASON_ATTR] == f"interrupted: {sig}" for t in failed)
 
 
-# --- the one lifecycle: signals, heartbeats, trials finished elsewhere, the deadline ----------
-
-def test_a_signal_never_cuts_a_storage_write(sqlite_url: str) -> None:
-    """SIGINT arriving while SQLAlchemy writes (inside a training section) waits for the write."""
-    import sqlalchemy
-
-    study = _study(sqlite_url)
-    trial = study.ask()
-    engine = study._storage._backend.engine if hasattr(study._storage, "_backend") else (
-        study._storage.engine)
-    sent: list[str] = []
-
-    def signal_mid_write(_conn, _cursor, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")) and not sent:
-            sent.append(statement)
-            os.kill(os.getpid(), signal.SIGINT)  # the handler runs inside this storage call
-
-    sqlalchemy.event.listen(engine, "before_cursor_execute", signal_mid_write)
-    try:
-        with workers.Interrupts() as interrupts:
-            with interrupts.interruptible():
-                trial.set_user_attr("written", True)  # a write, as a report from training
-            assert interrupts.pending == "SIGINT"  # held, not raised inside the write
-            with pytest.raises(KeyboardInterrupt, match="SIGINT"):
-                interrupts.check()  # the next safe point stops the run
-    finally:
-        sqlalchemy.event.remove(engine, "before_cursor_execute", signal_mid_write)
-    assert sent
-    assert _study(sqlite_url).trials[trial.number].user_attrs == {"written": True}
-
-
-def test_deferred_sections_hold_a_signal_until_they_end() -> None:
-    with workers.Interrupts() as interrupts, pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-        with interrupts.interruptible():
-            with interrupts.deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
-                done = True  # reached: the signal is held while the section runs
-            raise AssertionError("not reached: the end of the deferred section raises")
-    assert done
-
-
-class _ReapingEpochs:
-    """A Work wrapper whose every step first lets ``reaper`` run for ``seconds``: an epoch that
-    long, while another process reaps (or fails) the study's trials."""
-
-    def __init__(self, work: Any, seconds: float, reaper: Any) -> None:
-        self.work, self.seconds, self.reaper = work, seconds, reaper
-        self.capacity = work.capacity
-
-    def start(self, trial: optuna.Trial, on_epoch: Any) -> None:
-        self.work.start(trial, on_epoch)
-
-    def step(self) -> list:
-        end = time.monotonic() + self.seconds
-        while True:
-            self.reaper()
-            if time.monotonic() >= end:
-                break
-            time.sleep(0.2)  # the epoch's length: what the test is about
-        return self.work.step()
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 @pytest.mark.slow
-def test_live_trials_are_never_reaped_however_long_their_epochs(tiny_cfg, sqlite_url) -> None:
-    """Epochs longer than the grace period, a second process reaping all along (issue 11.3)."""
-    from tuner.lifecycle import ObjectiveWork, run_lifecycle
-    from tuner.study import make_objective, open_study
-
-    cfg = tiny_cfg(training={"epochs": 2})
-    study = open_study(cfg, sqlite_url, storage_kwargs=heartbeat_kwargs(sqlite_url, 1))
-    other = open_study(cfg, sqlite_url, storage_kwargs=heartbeat_kwargs(sqlite_url, 1))
-    reaped: list[int] = []
-    work = _ReapingEpochs(ObjectiveWork(make_objective(cfg), batch_trials=2),
-                          seconds=workers.GRACE_FACTOR * 1 + 1.5,
-                          reaper=lambda: reaped.extend(reap_stale_trials(other)))
-    assert run_lifecycle(study, work, target=2) == 2
-    assert reaped == []
-    assert _states(study) == {"COMPLETE": 2}
-
-
-@pytest.mark.parametrize("kind", ["callable", "batched"])
-def test_a_trial_finished_by_another_process_is_dropped_and_the_run_goes_on(
-    tiny_cfg, sqlite_url, kind: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A stopped worker (SIGSTOP) whose trials were reaped meanwhile (issue 11.3 and 11.7)."""
-    from tuner.lifecycle import CallableWork, ObjectiveWork, run_lifecycle
-    from tuner.study import make_objective, open_study
-
-    cfg = tiny_cfg(training={"epochs": 2})
-    study = open_study(cfg, sqlite_url)
-    other = open_study(cfg, sqlite_url)
-    failed: list[int] = []
-
-    def reaper() -> None:  # the first time only, as another process that found them stale
-        if not failed:
-            failed.extend(workers.fail_running_trials(other, "no heartbeat", retry=True))
-
-    inner = (CallableWork(_quadratic) if kind == "callable"
-             else ObjectiveWork(make_objective(cfg), batch_trials=2))
-    with caplog.at_level("WARNING", logger="tuner"):
-        ran = run_lifecycle(study, _ReapingEpochs(inner, 0, reaper), target=3)
-    assert ran == 3 and failed
-    dropped = [r.getMessage() for r in caplog.records if "closed by another process" in
-               r.getMessage()]
-    assert len(dropped) == len(failed)
-    assert _states(study) == {"FAIL": len(failed), "COMPLETE": 3}
-    for number in failed:  # its retry is one of the three
-        assert any(t.system_attrs.get("failed_trial") == number for t in study.trials)
+def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) -> None:
+    """Ctrl-C (the whole process group) while the worker processes still import (issue 11.8)."""
+    study_file = _study_file(tmp_path, "early", **SLOW_TRIALS)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "5", url=url, new_session=True)
+    end = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2 and time.monotonic() < end:
+        time.sleep(0.01)  # polling for the spawned workers: nothing to await across processes
+    os.killpg(proc.pid, signal.SIGINT)
+    code, out, err = _finish(proc, timeout=90)
+    assert code == 130, err
+    assert "Traceback" not in err and "Traceback" not in out
+    study = optuna.load_study(study_name="early", storage=make_storage(url))
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    if not study.trials:
+        assert "Interrupted before any trial started" in out
+        assert "closed as FAIL" not in out and "No trial completed" not in out
+    elif failed:
+        assert f"Interrupted: the {len(failed)} trial(s) in training were closed" in out
+    else:
+        assert "Interrupted: no trial was in training" in out
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_no_trial_is_asked_after_the_deadline(
-    tiny_cfg, monkeypatch: pytest.MonkeyPatch, batch: int
-) -> None:
-    """Each ask checks the deadline, also within one fill of the batch (issue 11.9)."""
-    from tuner import lifecycle
-    from tuner.study import make_objective
-
-    cfg = tiny_cfg(training={"epochs": 1})
-    study = optuna.create_study(direction="maximize")
-    clock = [0.0]
-    monkeypatch.setattr(lifecycle.time, "monotonic", lambda: clock[0])
-    asked: list[float] = []
-    ask = study.ask
-
-    def slow_ask() -> optuna.Trial:  # every ask takes one second of the fake clock
-        asked.append(clock[0])
-        clock[0] += 1.0
-        return ask()
-
-    monkeypatch.setattr(study, "ask", slow_ask)
-    lifecycle.run_lifecycle(
-        study, lifecycle.ObjectiveWork(make_objective(cfg), batch), target=10, deadline=2.5
-    )
-    assert asked == [0.0, 1.0, 2.0]
-    assert _states(study) == {"COMPLETE": 3}
+@pytest.mark.slow
+def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(tmp_path: Path) -> None:
+    """--workers 2 --batch-trials 3: two processes, each three trials in lockstep (issue 12)."""
+    study_file = _study_file(tmp_path, "compose")
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    code, _, err = _finish(_tune(study_file, "--workers", "2", "--batch-trials", "3",
+                                 "--n-trials", "13", url=url))
+    assert code == 0, err
+    assert "Traceback" not in err
+    study = _assert_exact(url, "compose", 13)
+    assert len({t.user_attrs[WORKER_ATTR] for t in study.trials}) == 2  # work was shared

@@ -18,6 +18,7 @@ from tuner.progress import progress_bar
 from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
+    REASON_ATTR,
     heartbeat_kwargs,
     reap_stale_trials,
     run_trials,
@@ -36,6 +37,7 @@ class TuneOutcome:
     finished_after: int
     seconds: float
     interrupted: bool = False  # Ctrl-C/SIGTERM: running trials were closed FAIL
+    closed: int = 0  # trials in training that the interrupt closed as FAIL
     notes: tuple[str, ...] = ()  # e.g. a worker that died while the others carried on
 
 
@@ -96,6 +98,7 @@ def run_tune(
     )
     reap_stale_trials(study)  # trials of killed workers: FAIL and re-queued before counting
     before = count_finished(study)
+    closed_before = _closed_by_interrupts(study)
     started = time.perf_counter()
     console = console or Console(stderr=True)
     interrupted, notes = False, []
@@ -139,8 +142,17 @@ def run_tune(
     from tuner.dashboard_notes import refresh_study_notes
 
     refresh_study_notes(study, cfg)
+    closed = _closed_by_interrupts(study) - closed_before if interrupted else 0
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
-                       interrupted, tuple(notes))
+                       interrupted, closed, tuple(notes))
+
+
+def _closed_by_interrupts(study: optuna.Study) -> int:
+    """FAIL trials whose ``failed_reason`` says an interrupt closed them."""
+    return sum(
+        str(t.user_attrs.get(REASON_ATTR, "")).startswith("interrupted:")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
 
 
 def _resolve_batch_trials(

@@ -721,9 +721,11 @@ def run_workers(
            for k, p in enumerate(procs) if p.exitcode != 0]
     finished, _ = _counts(study)
     if bad and finished < target:
+        printed = any(p.exitcode is not None and p.exitcode > 0 for p in procs)
         raise WorkerError(
-            f"{'; '.join(bad)} (its error is printed above); the study has {finished} of "
-            f"{target} finished trials. Run the same command again to top it up."
+            f"{'; '.join(bad)}{' (its error is printed above)' if printed else ''}; the study "
+            f"has {finished} of {target} finished trials. Run the same command again to top "
+            f"it up."
         )
     return [f"{b}; its trial was marked failed and re-run by the others" for b in bad]
 

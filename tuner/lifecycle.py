@@ -35,6 +35,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -60,6 +61,11 @@ from tuner.workers import (
 __all__ = ["CallableWork", "ObjectiveWork", "Outcome", "Work", "run_lifecycle"]
 
 _log = logging.getLogger("tuner")
+
+# ask-and-tell on a storage with heartbeats: this loop records the heartbeats (Heartbeats)
+warnings.filterwarnings(
+    "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+)
 
 OnEpoch = Callable[[EpochReport], bool]
 

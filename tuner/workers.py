@@ -1,7 +1,8 @@
 """Many workers on one study: exact trial counts, stale-trial cleanup, clean interrupts.
 
-A *worker* is one process running :func:`run_trials` on a study in a shared storage. ``tuner
-tune STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, spawned
+A *worker* is one process running :func:`run_trials` on a study in a shared storage (the trial
+lifecycle of :mod:`tuner.lifecycle`, ``--batch-trials K`` trials in lockstep). ``tuner tune
+STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, spawned
 processes, each with ``cores // N`` torch threads); ``tuner tune`` on several machines against
 one PostgreSQL storage runs one per machine. They coordinate only through the storage.
 
@@ -20,22 +21,28 @@ Exact trial count
 
 Stale trials (a worker killed with SIGKILL, a machine lost)
     On RDB storages (SQLite, PostgreSQL, MySQL) every running trial records an Optuna
-    heartbeat every ``heartbeat`` seconds; a trial silent for ``3 x heartbeat`` seconds is marked
+    heartbeat every ``heartbeat`` seconds, from a thread (:class:`Heartbeats`), whatever the
+    epoch length; a trial silent for ``3 x heartbeat`` seconds is marked
     FAIL by the next worker that asks for a trial (``optuna.storages.fail_stale_trials``) and
     re-queued with the same parameters (``RetryHeartbeatStaleTrialCallback``, at most
     :data:`MAX_RETRY` times). Every storage, journal files included (which have no heartbeat),
     also gets :func:`reap_stale_trials`: a RUNNING trial whose owner process ran on this machine
     (same kernel boot and PID namespace) and no longer exists is marked FAIL at once, with
     ``failed_reason``, and re-queued. ``tuner cleanup STUDY.toml --all-running`` marks every
-    RUNNING trial FAIL, for when no worker runs anywhere.
+    RUNNING trial FAIL, for when no worker runs anywhere. A worker that was only stopped
+    (SIGSTOP) past the grace period finds its trials closed: it drops their results with one
+    warning line and goes on.
 
 Interrupts
     SIGINT (Ctrl-C) or SIGTERM (Slurm preemption, ``kubectl delete``) in a worker closes the
-    trial it is training as FAIL with ``failed_reason = "interrupted: ..."`` (never PRUNED: a
-    half-trained run must not count as finished nor teach the pruner) and stops the worker; the
-    storage stays consistent. The signal stops training (or waiting) at once; while a trial is
-    being created or its result written, it is held until that is done (:class:`Interrupts`).
-    Further signals are ignored while the trial is being closed.
+    trials it is training as FAIL with ``failed_reason = "interrupted: SIGINT"`` (or
+    ``SIGTERM``; never PRUNED: a half-trained run must not count as finished nor teach the
+    pruner) and stops the worker; the storage stays consistent. The signal stops training (or
+    waiting) at once; during a storage write (a trial created, a report from training, its
+    result) it is held until the write is done (:class:`Interrupts`). Further signals are
+    ignored while the trials are being closed. The parent of ``--workers`` forwards the signal
+    it received; workers start with both signals ignored until their handlers are installed,
+    so a Ctrl-C while they load prints no traceback.
 """
 
 from __future__ import annotations

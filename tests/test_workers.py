@@ -541,3 +541,34 @@ def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(tmp_path: Pat
     assert "Traceback" not in err
     study = _assert_exact(url, "compose", 13)
     assert len({t.user_attrs[WORKER_ATTR] for t in study.trials}) == 2  # work was shared
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_drops_its_reaped_trials_and_goes_on(tmp_path: Path) -> None:
+    """SIGSTOP past the grace period, reaped by another process, SIGCONT (issue 11.7)."""
+    name = "stopped"
+    study_file = _study_file(tmp_path, name, **{**SLOW_TRIALS, "training": {
+        "epochs": 300, "batch_size": 8}})
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    proc = _tune(study_file, "--heartbeat", "1", "--batch-trials", "2", "--n-trials", "4",
+                 url=url)
+    _wait_for_running(url, name, count=2)
+    proc.send_signal(signal.SIGSTOP)
+    reaper = optuna.load_study(study_name=name,
+                               storage=make_storage(url, **heartbeat_kwargs(url, 1)))
+    reaped: list[int] = []
+    try:
+        end = time.monotonic() + 60
+        while not reaped and time.monotonic() < end:  # the heartbeats go stale: 3 s
+            reaped = reap_stale_trials(reaper)
+            time.sleep(0.25)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    code, _, err = _finish(proc)
+    assert reaped and code == 0, err
+    assert "Traceback" not in err
+    assert err.count("was closed by another process") == len(reaped)
+    study = _assert_exact(url, name, 4)
+    for number in reaped:
+        assert study.trials[number].state == TrialState.FAIL
+        assert study.trials[number].user_attrs[REASON_ATTR].startswith("no heartbeat")

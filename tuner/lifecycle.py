@@ -236,6 +236,7 @@ def run_lifecycle(
                 interrupts.check()
                 wait = False
                 while len(live) < work.capacity and not _past(deadline):
+                    interrupts.check()  # no trial is asked once a signal came
                     finished, running = _counts(study, reap=True)
                     if finished >= target:
                         break

@@ -41,7 +41,7 @@ Interrupts
     waiting) at once; during a storage write (a trial created, a report from training, its
     result) it is held until the write is done (:class:`Interrupts`). Further signals are
     ignored while the trials are being closed. The parent of ``--workers`` forwards the signal
-    it received; workers start with both signals ignored until their handlers are installed,
+    it received; workers start with both signals blocked until their handlers are installed,
     so a Ctrl-C while they load prints no traceback.
 """
 
@@ -58,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -376,6 +377,8 @@ class Interrupts:
             self._previous = {s: signal.getsignal(s) for s in self.SIGNALS}
             for s in self.SIGNALS:
                 signal.signal(s, self._handle)
+            # a worker process starts with them blocked (run_workers): deliver any now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -609,13 +612,12 @@ class _WorkerSpec:
     batch_trials: int = 1
 
 
-def _worker_main(spec: _WorkerSpec, stop: Any = None) -> None:
+def _worker_main(spec: _WorkerSpec) -> None:
     """Entry point of a spawned worker process.
 
-    It starts with SIGINT/SIGTERM ignored (:func:`run_workers`), so that a Ctrl-C while it
-    still loads is no traceback; ``stop`` (a shared integer: the signal number the parent
-    received, 0 while none) says whether the run was interrupted before the handlers below
-    were installed."""
+    It starts with SIGINT/SIGTERM blocked (:func:`run_workers`), so that one received while it
+    still loads (a Ctrl-C reaches the whole process group) waits for the handlers below: then
+    it stops the worker at its first check, before any trial, with no traceback."""
     import sys
 
     from tuner.errors import TunerError
@@ -624,8 +626,6 @@ def _worker_main(spec: _WorkerSpec, stop: Any = None) -> None:
         os.environ[var] = str(spec.threads)
     try:
         with Interrupts() as interrupts:  # from here a signal is held, then stops the worker
-            if stop is not None and stop.value:
-                interrupts.pending = signal.Signals(stop.value).name
             interrupts.check()
             import torch
 
@@ -695,7 +695,6 @@ def run_workers(
     if storage_url in (f"{SQLITE_PREFIX}:memory:", SQLITE_PREFIX):
         raise StorageError("--workers needs a storage on disk or a server, not sqlite in memory")
     ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Value("i", 0)  # the signal that stopped the run, for workers still loading
     threads = threads or torch_threads_per_worker(workers)
     deadline = None if timeout is None else time.time() + timeout
     procs = [
@@ -703,30 +702,31 @@ def run_workers(
             target=_worker_main,
             args=(_WorkerSpec(cfg, storage_url, target, deadline, threads, heartbeat_s,
                               cfg.study.seed + worker_index * workers + k, lr_bounds,
-                              batch_trials), stop),
+                              batch_trials),),
             name=f"tuner-worker-{k}",
         )
         for k in range(workers)
     ]
     with Interrupts() as interrupts:  # SIGTERM stops the workers cleanly too
         try:
-            # workers start with SIGINT/SIGTERM ignored (inherited), so that one arriving while
-            # they load (Ctrl-C reaches the whole process group) is no traceback there
-            handlers = {s: signal.signal(s, signal.SIG_IGN) for s in Interrupts.SIGNALS} if (
-                threading.current_thread() is threading.main_thread()) else {}
+            # workers start with SIGINT/SIGTERM blocked (the mask is inherited), so that one
+            # arriving while they load (Ctrl-C reaches the whole process group) waits for their
+            # handlers; here it waits until they are started. The resource tracker unblocks
+            # both when it starts (the stdlib's own use of this mask): start it first.
+            resource_tracker.ensure_running()
+            signal.pthread_sigmask(signal.SIG_BLOCK, Interrupts.SIGNALS)
             try:
                 for p in procs:
                     p.start()
             finally:
-                for s, handler in handlers.items():
-                    signal.signal(s, handler)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, Interrupts.SIGNALS)
             while any(p.is_alive() for p in procs):
                 if on_poll is not None:
                     on_poll(study)  # storage reads: a signal waits for them
                 with interrupts.interruptible():
                     multiprocessing.connection.wait([p.sentinel for p in procs], timeout=POLL_S)
         except KeyboardInterrupt as exc:
-            _stop(procs, exc.args[0] if exc.args else "SIGINT", stop)
+            _stop(procs, exc.args[0] if exc.args else "SIGINT")
             raise
         finally:
             if on_poll is not None:
@@ -744,15 +744,10 @@ def run_workers(
     return [f"{b}; its trial was marked failed and re-run by the others" for b in bad]
 
 
-def _stop(
-    procs: list[multiprocessing.process.BaseProcess], how: str = "SIGINT", stop: Any = None
-) -> None:
+def _stop(procs: list[multiprocessing.process.BaseProcess], how: str = "SIGINT") -> None:
     """Forward the signal received (``how``: its name), wait for the workers to close their
-    trials; a second Ctrl-C kills them. ``stop`` tells workers still loading (see
-    :func:`_worker_main`)."""
+    trials; a second Ctrl-C kills them."""
     signum = signal.Signals[how] if how in signal.Signals.__members__ else signal.SIGINT
-    if stop is not None:
-        stop.value = int(signum)  # first: a worker checks it after installing its handlers
     for p in procs:
         if p.is_alive() and p.pid is not None:
             with contextlib.suppress(ProcessLookupError):

@@ -226,6 +226,7 @@ def run_lifecycle(
         Exception: whatever the work raised; the trials in training were told FAIL first.
     """
     ran = 0
+    next_reap = -math.inf
     live: dict[int, _Slot] = {}  # asked, not yet told, by trial number
     with contextlib.ExitStack() as stack:
         if interrupts is None:
@@ -237,7 +238,12 @@ def run_lifecycle(
                 wait = False
                 while len(live) < work.capacity and not _past(deadline):
                     interrupts.check()  # no trial is asked once a signal came
-                    finished, running = _counts(study, reap=True)
+                    # stale trials of dead processes are reaped (which costs a few storage
+                    # queries) at most once per poll interval
+                    reap = time.monotonic() >= next_reap
+                    if reap:
+                        next_reap = time.monotonic() + POLL_S
+                    finished, running = _counts(study, reap=reap)
                     if finished >= target:
                         break
                     if finished + running >= target:  # one of them may still fail

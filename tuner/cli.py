@@ -331,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "busy cores; use --workers to use more cores; with --workers N: cores/N "
                    "each unless --threads is given)")
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
-                   help="train K trials in lockstep as one batched model (default 4 where the "
-                   "model can be batched: an MLP without dropout); 1 = one trial at a time")
+                   help="train K trials in lockstep as one batched model, in each worker with "
+                   "--workers (default 4 where the model can be batched: an MLP without "
+                   "dropout); 1 = one trial at a time")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")

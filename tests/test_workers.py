@@ -486,7 +486,9 @@ def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
 def test_ctrl_c_closes_trials_prints_the_summary_and_exits_130(
     tmp_path: Path, n_workers: int, batch: int, in_flight: int, sig: str
 ) -> None:
-    study_file = _study_file(tmp_path, "stop", **SLOW_TRIALS)
+    # trials far longer than the test: none ends (and frees its slot) around the signal
+    study_file = _study_file(tmp_path, "stop", **{**SLOW_TRIALS, "training": {
+        "epochs": 5000, "batch_size": 8}})
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     proc = _tune(study_file, "--workers", str(n_workers), "--batch-trials", str(batch),
                  "--n-trials", "20", url=url)

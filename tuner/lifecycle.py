@@ -281,17 +281,38 @@ def run_lifecycle(
                     if on_trial is not None:
                         on_trial(frozen)
         except BaseException as exc:
-            reason = (
-                f"interrupted: {exc.args[0] if exc.args else 'SIGINT'}"
-                if isinstance(exc, KeyboardInterrupt)
-                else f"error: {type(exc).__name__}: {exc}"
-            )
-            for slot in live.values():
-                beats.remove(slot.trial)
-                with contextlib.suppress(UpdateFinishedTrialError):
-                    slot.trial.set_user_attr(REASON_ATTR, reason)
-                study.tell(slot.trial, state=TrialState.FAIL, skip_if_finished=True)
+            _close_live(study, live, beats, exc)
             raise
+
+
+def _close_live(study: optuna.Study, live: dict[int, _Slot], beats: Heartbeats,
+                exc: BaseException) -> None:
+    """Tell every trial still in training FAIL, with ``failed_reason`` saying why.
+
+    After a storage failure (disk full, server gone past the retry budget) each trial gets one
+    quick attempt and no more: the storage may refuse it too, and the failure itself is what
+    the user must see (one line, from the command)."""
+    from tuner.storage_guard import failure_behind, retry_budget
+
+    storage_failed = not isinstance(exc, KeyboardInterrupt) and failure_behind(exc) is not None
+    if isinstance(exc, KeyboardInterrupt):
+        reason = f"interrupted: {exc.args[0] if exc.args else 'SIGINT'}"
+    elif storage_failed:
+        reason = f"storage failure: {failure_behind(exc)}"
+    else:
+        reason = f"error: {type(exc).__name__}: {exc}"
+    for slot in live.values():
+        beats.remove(slot.trial)
+        if not storage_failed:
+            with contextlib.suppress(UpdateFinishedTrialError):
+                slot.trial.set_user_attr(REASON_ATTR, reason)
+            study.tell(slot.trial, state=TrialState.FAIL, skip_if_finished=True)
+            continue
+        with retry_budget(0):  # the reason may not fit on a full disk; the state change may
+            with contextlib.suppress(Exception):
+                slot.trial.set_user_attr(REASON_ATTR, reason)
+            with contextlib.suppress(Exception):
+                study.tell(slot.trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _reporter(slot: _Slot, interrupts: Interrupts) -> OnEpoch:

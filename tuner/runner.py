@@ -15,7 +15,14 @@ from tuner.config import StudyConfig
 from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
 from tuner.progress import progress_bar
-from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
+from tuner.study import (
+    FINISHED,
+    best_value,
+    count_finished,
+    make_objective,
+    open_study,
+    trial_kind,
+)
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
     REASON_ATTR,
@@ -111,10 +118,8 @@ def run_tune(
             if not progress:  # no bar to update: spare the storage reads
                 return
             done = count_finished(study)
-            try:
-                best = f"best {study.best_value:.4g}"
-            except ValueError:
-                best = "no complete trial yet"
+            value = best_value(study)  # among finite values only
+            best = "no complete trial yet" if value is None else f"best {value:.4g}"
             if trial is None:  # polled while worker processes run
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
                 what = f"{running} running"

@@ -643,8 +643,18 @@ def _worker_main(spec: _WorkerSpec) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except TunerError as exc:
+        from tuner.errors import StorageUnavailable
+
         print(f"tuner worker {os.getpid()}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, StorageUnavailable) else 2)
+    except Exception as exc:  # optuna failing while it handles a storage failure
+        from tuner.storage_guard import failure_behind
+
+        failure = failure_behind(exc)
+        if failure is None:
+            raise
+        print(f"tuner worker {os.getpid()}: error: {failure}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -365,8 +365,9 @@ def test_only_batchable_models_are_batched(tiny_cfg: Callable[..., StudyConfig])
     assert "Trials run one at a time: dropout" in console.export_text()
     assert _resolve_batch_trials(tiny_cfg(), None, 1, console) == DEFAULT_BATCH_TRIALS > 1
     assert _resolve_batch_trials(tiny_cfg(), 1, 1, console) == 1
-    # worker processes run their trials one at a time
-    assert _resolve_batch_trials(tiny_cfg(), None, 2, console) == 1
+    # each worker process batches its trials too (--workers N --batch-trials K compose)
+    assert _resolve_batch_trials(tiny_cfg(), None, 2, console) == DEFAULT_BATCH_TRIALS
+    assert _resolve_batch_trials(tiny_cfg(), 3, 2, console) == 3
     with pytest.raises(ValueError, match="dropout"):
         BatchedTrainer(with_dropout, load_split(with_dropout.dataset, with_dropout.split))
 
@@ -472,3 +473,28 @@ def test_cli_batch_trials_flag_runs_a_batched_study(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["tune", str(study), "--batch-trials", "0"])
     assert "must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2], ids=["stacked", "engine"])
+def test_the_one_at_a_time_lifecycle_trains_exactly_as_train_one(
+    tiny_cfg: Callable[..., StudyConfig], dropout: float
+) -> None:
+    """K = 1 of the lockstep loop is train_one, bit for bit (issue 12: one lifecycle)."""
+    from tuner.lifecycle import ObjectiveWork, run_lifecycle
+
+    cfg = replace(study_cfg(tiny_cfg), pruner=tiny_cfg().pruner)  # no pruning
+    cfg = replace(cfg, model=replace(cfg.model, dropout=dropout))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(1))
+    objective = make_objective(cfg)
+    results: dict[int, TrainResult] = {}
+    objective.on_result = lambda trial, result: results.__setitem__(trial.number, result)
+    assert run_lifecycle(study, ObjectiveWork(objective, 1), target=4) == 4
+    for trial in study.trials:
+        params = TrialParams.from_optuna_params(trial.params)
+        alone = train_one(cfg, objective.data, params, cfg.study.seed + trial.number)
+        ran = results[trial.number]
+        assert (ran.status, ran.epochs, ran.steps, ran.lrs) == (
+            alone.status, alone.epochs, alone.steps, alone.lrs)
+        assert [(r.train_loss, r.val_loss, r.val_metric) for r in ran.history] == [
+            (r.train_loss, r.val_loss, r.val_metric) for r in alone.history]
+        assert (ran.test_loss, ran.test_metric) == (alone.test_loss, alone.test_metric)

@@ -116,6 +116,49 @@ def test_disk_full_is_one_line_and_keeps_what_was_committed(small_disk) -> None:
     assert all(t.state == TrialState.FAIL for t in reloaded.trials)
 
 
+def test_tune_on_a_full_disk_is_one_line_and_the_next_run_closes_what_it_left(
+    tmp_path: Path,
+) -> None:
+    """The whole command: one line, exit 1, the database intact; the trials the full disk
+    left RUNNING (it refused even their FAIL) are closed and re-queued by the next run."""
+    import sys
+
+    disk = tmp_path / "disk"
+    if not (os.geteuid() == 0 and _mount(disk, "size=400k")):
+        pytest.skip("mounting a small tmpfs is not permitted here")
+    try:
+        study_file = disk / "iris.toml"
+        study_file.write_text(
+            '[study]\nname = "full"\nn_trials = 400\nseed = 0\n[dataset]\nname = "iris"\n'
+            '[training]\nepochs = 2\nbatch_size = 32\n[model]\nhidden = [8]\n'
+            '[space]\nlr = [0.001, 0.1]\n'
+        )
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-confirm",
+             "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("tuner: error: disk full") and "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1 and str(disk / "tuner.db") in proc.stderr
+        shutil.copy(disk / "tuner.db", tmp_path / "tuner.db")  # room again: another disk
+    finally:
+        _umount(disk)
+    check = sqlite3.connect(tmp_path / "tuner.db")
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check.close()
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    study = optuna.load_study(study_name="full", storage=url)
+    left = [t.number for t in study.trials if t.state == TrialState.RUNNING]
+    from tuner.workers import reap_stale_trials
+
+    assert sorted(reap_stale_trials(study)) == left  # their process is gone: closed now
+    after = optuna.load_study(study_name="full", storage=url).trials
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+    assert all("died" in t.user_attrs["failed_reason"] for t in after if t.number in left)
+
+
 def test_a_database_error_from_optuna_itself_is_one_line(tmp_path, monkeypatch, capsys) -> None:
     """main(): a raw (unwrapped) SQLite error escaping from optuna's own storage -> exit 1."""
     import tuner.cli as cli

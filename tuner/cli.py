@@ -8,6 +8,7 @@ printed as one line on stderr with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,6 +97,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         workers=args.workers, heartbeat_s=args.heartbeat, worker_index=args.worker_index,
         batch_trials=args.batch_trials, threads=args.threads,
     )
+    if outcome.interrupted and not outcome.study.trials:
+        console.print("[yellow]Interrupted before any trial started; run the same command to "
+                      "start.[/yellow]")
+        return 130
     print_summary(outcome.study, cfg, console)
     where = f" --storage {redact_url(url)}" if args.storage else ""
     console.print(
@@ -107,10 +112,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for note in outcome.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
     if outcome.interrupted:
-        console.print(
-            "[yellow]Interrupted: the trials in training were closed as FAIL "
-            "(user attribute failed_reason); run the same command to resume.[/yellow]"
+        closed = (
+            f"the {outcome.closed} trial(s) in training were closed as FAIL (user attribute "
+            f"failed_reason)" if outcome.closed else "no trial was in training"
         )
+        console.print(f"[yellow]Interrupted: {closed}; run the same command to resume."
+                      f"[/yellow]")
         return 130
     if not completed(outcome.study):
         from rich.markup import escape
@@ -394,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "busy cores; use --workers to use more cores; with --workers N: cores/N "
                    "each unless --threads is given)")
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
-                   help="train K trials in lockstep as one batched model (default 4 where the "
-                   "model can be batched: an MLP without dropout); 1 = one trial at a time")
+                   help="train K trials in lockstep as one batched model, in each worker with "
+                   "--workers (default 4 where the model can be batched: an MLP without "
+                   "dropout); 1 = one trial at a time")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")
@@ -508,6 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tuner: error: {failure}", file=sys.stderr)
         return 1
+    finally:
+        if argv is None:  # the program itself: its work and messages are done; a late Ctrl-C
+            # must not turn the exit (torch, storages, workers shutting down) into a kill
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

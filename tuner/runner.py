@@ -11,15 +11,21 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
-from tuner.batched_runner import run_batched
 from tuner.config import StudyConfig
 from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
 from tuner.progress import progress_bar
-from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
+from tuner.study import (
+    FINISHED,
+    best_value,
+    count_finished,
+    make_objective,
+    open_study,
+    trial_kind,
+)
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
-    Interrupts,
+    REASON_ATTR,
     heartbeat_kwargs,
     reap_stale_trials,
     run_trials,
@@ -38,6 +44,7 @@ class TuneOutcome:
     finished_after: int
     seconds: float
     interrupted: bool = False  # Ctrl-C/SIGTERM: running trials were closed FAIL
+    closed: int = 0  # trials in training that the interrupt closed as FAIL
     notes: tuple[str, ...] = ()  # e.g. a worker that died while the others carried on
 
 
@@ -62,18 +69,19 @@ def run_tune(
         storage_url: an Optuna storage URL (see ``study.resolve_storage_url``).
         n_trials: finished trials to reach (default ``[study] n_trials``); a resumed study is
             topped up, never run past it.
-        timeout: seconds after which no new trial starts (default ``[study] timeout``).
+        timeout: seconds from the call after which no trial is asked (default ``[study]
+            timeout``); trials in training finish.
         console: where the progress bar goes.
         progress: False for no progress bar.
         workers: worker processes on this machine (1: trials run in this process); see
             ``tuner.workers`` for how they share the study and stop at exactly ``n_trials``.
-            Each worker runs its trials one at a time.
+            Each worker trains ``batch_trials`` trials in lockstep.
         heartbeat_s: seconds between heartbeats of running trials on RDB storages (0: off).
         worker_index: this command's index among independent commands on the same study
             (a Slurm array task, ...); it only offsets the sampler seed.
-        batch_trials: trials trained in lockstep as one batched model in this process
-            (default ``DEFAULT_BATCH_TRIALS`` where the model can be batched and
-            ``workers == 1``; 1 = one at a time). See ``tuner.batched_runner``.
+        batch_trials: trials trained in lockstep as one batched model, in this process or in
+            each worker (default ``DEFAULT_BATCH_TRIALS`` where the model can be batched;
+            1 = one at a time). See ``tuner.lifecycle``.
         threads: torch threads for training: in this process (default
             :func:`tuner.engine.training_threads`: ``$OMP_NUM_THREADS``, else 1), or in each
             worker process (default ``cores // workers``).
@@ -81,10 +89,12 @@ def run_tune(
     Raises:
         StorageError, DeviceError, ConfigError: before any trial starts.
     """
+    timeout = timeout if timeout is not None else cfg.study.timeout
+    # the timeout counts from the command's start: no trial is asked after it
+    deadline = None if timeout is None else time.monotonic() + timeout
     if workers == 1:
         torch.set_num_threads(training_threads(threads))
     target = n_trials if n_trials is not None else cfg.study.n_trials
-    timeout = timeout if timeout is not None else cfg.study.timeout
     # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
     # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find.py)
     lr_bounds = resolve_lr_bounds(cfg, storage_url, console=console)
@@ -95,6 +105,7 @@ def run_tune(
     )
     reap_stale_trials(study)  # trials of killed workers: FAIL and re-queued before counting
     before = count_finished(study)
+    closed_before = _closed_by_interrupts(study)
     started = time.perf_counter()
     console = console or Console(stderr=True)
     interrupted, notes = False, []
@@ -107,10 +118,8 @@ def run_tune(
             if not progress:  # no bar to update: spare the storage reads
                 return
             done = count_finished(study)
-            try:
-                best = f"best {study.best_value:.4g}"
-            except ValueError:
-                best = "no complete trial yet"
+            value = best_value(study)  # among finite values only
+            best = "no complete trial yet" if value is None else f"best {value:.4g}"
             if trial is None:  # polled while worker processes run
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
                 what = f"{running} running"
@@ -122,19 +131,15 @@ def run_tune(
             try:
                 if workers > 1:
                     notes = run_workers(
-                        cfg, storage_url, study, target, workers=workers, timeout=timeout,
+                        cfg, storage_url, study, target, workers=workers,
+                        timeout=None if deadline is None else deadline - time.monotonic(),
                         heartbeat_s=heartbeat_s, worker_index=worker_index,
                         lr_bounds=objective.lr_bounds, on_poll=on_trial, threads=threads,
+                        batch_trials=batch_trials,
                     )
-                elif batch_trials > 1:
-                    with Interrupts() as interrupts:
-                        run_batched(
-                            study, objective, target=target, batch_trials=batch_trials,
-                            timeout=timeout, on_trial=lambda trial: on_trial(study, trial),
-                            interrupts=interrupts,
-                        )
                 else:
-                    run_trials(study, objective, target, timeout=timeout, on_trial=on_trial)
+                    run_trials(study, objective, target, deadline=deadline, on_trial=on_trial,
+                               batch_trials=batch_trials)
             except KeyboardInterrupt:
                 interrupted = True
 
@@ -142,24 +147,31 @@ def run_tune(
     from tuner.dashboard_notes import refresh_study_notes
 
     refresh_study_notes(study, cfg)
+    closed = _closed_by_interrupts(study) - closed_before if interrupted else 0
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
-                       interrupted, tuple(notes))
+                       interrupted, closed, tuple(notes))
+
+
+def _closed_by_interrupts(study: optuna.Study) -> int:
+    """FAIL trials whose ``failed_reason`` says an interrupt closed them."""
+    return sum(
+        str(t.user_attrs.get(REASON_ATTR, "")).startswith("interrupted:")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
 
 
 def _resolve_batch_trials(
     cfg: StudyConfig, requested: int | None, workers: int, console: Console
 ) -> int:
-    """Batched trials by default; one at a time where the model cannot be batched or
-    where worker processes share the study."""
+    """Batched trials by default (in each worker process too); one at a time where the model
+    cannot be batched."""
     reason = batch_unsupported_reason(cfg)
-    if reason is None and workers > 1:
-        reason = "with --workers each worker runs its trials one at a time"
     if reason is None:
         return requested if requested is not None else DEFAULT_BATCH_TRIALS
     if requested is not None and requested > 1:
         console.print(f"[yellow]--batch-trials {requested} ignored: {reason}; "
                       f"trials run one at a time.[/yellow]")
-    elif requested is None and workers == 1:  # the default would batch: say why it does not
+    elif requested is None:  # the default would batch: say why it does not
         console.print(f"[dim]Trials run one at a time: {reason}.[/dim]")
     return 1
 

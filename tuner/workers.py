@@ -1,7 +1,8 @@
 """Many workers on one study: exact trial counts, stale-trial cleanup, clean interrupts.
 
-A *worker* is one process running :func:`run_trials` on a study in a shared storage. ``tuner
-tune STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, spawned
+A *worker* is one process running :func:`run_trials` on a study in a shared storage (the trial
+lifecycle of :mod:`tuner.lifecycle`, ``--batch-trials K`` trials in lockstep). ``tuner tune
+STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, spawned
 processes, each with ``cores // N`` torch threads); ``tuner tune`` on several machines against
 one PostgreSQL storage runs one per machine. They coordinate only through the storage.
 
@@ -20,29 +21,34 @@ Exact trial count
 
 Stale trials (a worker killed with SIGKILL, a machine lost)
     On RDB storages (SQLite, PostgreSQL, MySQL) every running trial records an Optuna
-    heartbeat every ``heartbeat`` seconds; a trial silent for ``3 x heartbeat`` seconds is marked
+    heartbeat every ``heartbeat`` seconds, from a thread (:class:`Heartbeats`), whatever the
+    epoch length; a trial silent for ``3 x heartbeat`` seconds is marked
     FAIL by the next worker that asks for a trial (``optuna.storages.fail_stale_trials``) and
     re-queued with the same parameters (``RetryHeartbeatStaleTrialCallback``, at most
     :data:`MAX_RETRY` times). Every storage, journal files included (which have no heartbeat),
     also gets :func:`reap_stale_trials`: a RUNNING trial whose owner process ran on this machine
     (same kernel boot and PID namespace) and no longer exists is marked FAIL at once, with
     ``failed_reason``, and re-queued. ``tuner cleanup STUDY.toml --all-running`` marks every
-    RUNNING trial FAIL, for when no worker runs anywhere.
+    RUNNING trial FAIL, for when no worker runs anywhere. A worker that was only stopped
+    (SIGSTOP) past the grace period finds its trials closed: it drops their results with one
+    warning line and goes on.
 
 Interrupts
     SIGINT (Ctrl-C) or SIGTERM (Slurm preemption, ``kubectl delete``) in a worker closes the
-    trial it is training as FAIL with ``failed_reason = "interrupted: ..."`` (never PRUNED: a
-    half-trained run must not count as finished nor teach the pruner) and stops the worker; the
-    storage stays consistent. The signal stops training (or waiting) at once; while a trial is
-    being created or its result written, it is held until that is done (:class:`Interrupts`).
-    Further signals are ignored while the trial is being closed.
+    trials it is training as FAIL with ``failed_reason = "interrupted: SIGINT"`` (or
+    ``SIGTERM``; never PRUNED: a half-trained run must not count as finished nor teach the
+    pruner) and stops the worker; the storage stays consistent. The signal stops training (or
+    waiting) at once; during a storage write (a trial created, a report from training, its
+    result) it is held until the write is done (:class:`Interrupts`). Further signals are
+    ignored while the trials are being closed. The parent of ``--workers`` forwards the signal
+    it received; workers start with both signals blocked until their handlers are installed,
+    so a Ctrl-C while they load prints no traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -52,6 +58,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +124,7 @@ class _QuietExpectedFailures(logging.Filter):
 
 
 logging.getLogger("optuna.study._optimize").addFilter(_QuietExpectedFailures())
+_log = logging.getLogger("tuner")
 
 
 # --- who owns a trial -------------------------------------------------------------------------
@@ -319,13 +327,42 @@ def _counts(study: optuna.Study, *, reap: bool = False) -> tuple[int, int]:
     return len(trials) - len(running), len(running)
 
 
+def _package_dir(module: str) -> str | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(list(spec.submodule_search_locations)[0], "")
+
+
+# code that talks to a storage: a KeyboardInterrupt raised in it could leave a write half done
+_STORAGE_CODE = tuple(
+    d for d in (_package_dir("optuna.storages"), _package_dir("sqlalchemy"),
+                _package_dir("psycopg"), _package_dir("psycopg2"))
+    if d is not None
+) + (str(Path(__file__).with_name("storage.py")),)
+
+
+def _in_storage_call(frame: Any) -> bool:
+    """True if ``frame`` or one of its callers runs storage code (Optuna's, SQLAlchemy's,
+    a database driver's, ``tuner.storage``)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_STORAGE_CODE):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class Interrupts:
     """SIGINT/SIGTERM while trials run: stop at once while training or waiting, else soon after.
 
-    The first signal raises ``KeyboardInterrupt`` immediately inside :meth:`interruptible`
-    sections (training, sleeping); elsewhere (asking for a trial, writing its result) it is
-    held until the next :meth:`check`, so no trial is left half-created or half-told. Later
-    signals are ignored while the trial is being closed. Outside the main thread: no-op.
+    The first signal raises ``KeyboardInterrupt(signal name)`` immediately inside
+    :meth:`interruptible` sections (training, sleeping), unless a storage call is under way
+    there (a trial's report from a training callback): then, as everywhere else (asking for a
+    trial, writing its result), it is held until the next :meth:`check` or the end of a
+    :meth:`deferred` section, so no storage write is ever cut halfway. Later signals are
+    ignored while the trials are being closed. Outside the main thread: no-op.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -340,17 +377,19 @@ class Interrupts:
             self._previous = {s: signal.getsignal(s) for s in self.SIGNALS}
             for s in self.SIGNALS:
                 signal.signal(s, self._handle)
+            # a worker process starts with them blocked (run_workers): deliver any now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
-    def _handle(self, signum: int, _frame: Any) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:
         for s in self.SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         self.pending = signal.Signals(signum).name
-        if self._safe:
+        if self._safe and not _in_storage_call(frame):
             raise KeyboardInterrupt(self.pending)
 
     def check(self) -> None:
@@ -367,6 +406,19 @@ class Interrupts:
             yield
         finally:
             self._safe = False
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A section (storage calls) inside an :meth:`interruptible` one that a signal must not
+        cut: a signal is held until it ends, then raised if the outer section is one."""
+        outer = self._safe
+        self._safe = False
+        try:
+            yield
+        finally:
+            self._safe = outer
+        if outer:
+            self.check()
 
 
 def claim_trial(trial: optuna.Trial) -> None:
@@ -401,31 +453,61 @@ def target_covered(trial: optuna.Trial, target: int) -> str | None:
 
 
 class Heartbeats:
-    """Heartbeats of trials run outside ``study.optimize`` (ask-and-tell), on storages opened
-    with :func:`heartbeat_kwargs`; a no-op elsewhere.
+    """A heartbeat thread for the trials this process runs, as ``study.optimize`` has one.
 
-    :meth:`record` is meant to be called often (at every epoch boundary); like Optuna's own
-    heartbeat thread it writes a trial's heartbeat when the trial is first seen and then at
-    most once per heartbeat interval, one storage transaction each.
+    On storages opened with :func:`heartbeat_kwargs` (RDB), :meth:`add` records a trial's
+    first heartbeat at once and the thread then records one for every trial added and not
+    yet removed every heartbeat interval, whatever the main thread does (a long epoch, a
+    slow storage write), so no live trial goes stale. Elsewhere (journal files, heartbeats
+    off) a no-op. Use as a context manager: the thread stops on exit.
     """
 
     def __init__(self, study: optuna.Study) -> None:
         self._storage = _storage(study)
-        self._interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
-        self._last: dict[int, float] = {}  # trial id -> time.monotonic() of its last heartbeat
+        self.interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
+        self._live: set[int] = set()  # trial ids
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
 
-    def record(self, trials: Iterable[optuna.Trial]) -> None:
-        """Record a heartbeat for each of ``trials`` whose last one is an interval old."""
-        if not self._interval:
+    def __enter__(self) -> Heartbeats:
+        if self.interval:
+            self._thread = threading.Thread(target=self._beat, name="tuner-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def add(self, trial: optuna.Trial) -> None:
+        """Record ``trial``'s heartbeat now and keep it beating until :meth:`remove`."""
+        if not self.interval:
             return
-        now = time.monotonic()
-        live = {trial._trial_id for trial in trials}
-        for trial_id in live:
-            if now - self._last.get(trial_id, -math.inf) >= self._interval:
-                self._storage.record_heartbeat(trial_id)
-                self._last[trial_id] = now
-        for trial_id in set(self._last) - live:  # told since: forget them
-            del self._last[trial_id]
+        self._storage.record_heartbeat(trial._trial_id)
+        with self._lock:
+            self._live.add(trial._trial_id)
+
+    def remove(self, trial: optuna.Trial) -> None:
+        """Stop ``trial``'s heartbeat (it is finished, or about to be)."""
+        with self._lock:
+            self._live.discard(trial._trial_id)
+
+    def _beat(self) -> None:
+        assert self.interval
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                live = sorted(self._live)
+            for trial_id in live:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
+                    if not self._warned:
+                        self._warned = True
+                        _log.warning("heartbeat of a running trial not recorded: %s", exc)
 
 
 @dataclass
@@ -464,62 +546,46 @@ def run_trials(
     *,
     timeout: float | None = None,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    batch_trials: int = 1,
+    deadline: float | None = None,
+    interrupts: Interrupts | None = None,
 ) -> int:
     """Run trials in this process until the study has ``target`` finished trials.
 
-    Safe with any number of other workers on the same study (see the module docstring). Waits
-    while other workers' running trials cover the target, since one may still fail.
+    The trial lifecycle of ``tuner.lifecycle.run_lifecycle``: safe with any number of other
+    workers on the same study (see the module docstring); waits while other workers' running
+    trials cover the target, since one may still fail.
 
     Args:
         study: the study, opened with :func:`heartbeat_kwargs` on RDB storages.
-        objective: the trial objective (``tuner.study.Objective``).
+        objective: the study's ``tuner.study.Objective`` (its trials train ``batch_trials``
+            in lockstep where the model can be batched), or any Optuna objective function
+            (one trial at a time).
         target: finished (COMPLETE + PRUNED) trials to reach.
-        timeout: seconds after which no new trial starts.
-        on_trial: called after each trial this process ran.
+        timeout: seconds from now after which no trial is asked.
+        on_trial: called after each trial this process told.
+        batch_trials: trials trained in lockstep (K >= 1), for a ``tuner.study.Objective``.
+        deadline: ``time.monotonic()`` after which no trial is asked (instead of ``timeout``).
+        interrupts: the signal handling in force (default: installed for the run).
 
     Returns:
         The number of trials this process finished.
 
     Raises:
-        KeyboardInterrupt: SIGINT or SIGTERM; the trial in training was closed FAIL first.
+        KeyboardInterrupt: SIGINT or SIGTERM; the trials in training were closed FAIL first.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    ran = 0
-    last: list[FrozenTrial] = []  # the trial study.optimize just ran
-    with Interrupts() as interrupts:
-        gate = Gate(objective, target, interrupts)
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                interrupts.check()
-                finished, running = _counts(study, reap=True)
-                if finished >= target:
-                    break
-                if finished + running >= target:
-                    with interrupts.interruptible():
-                        time.sleep(POLL_S)
-                    continue
-                last.clear()
-                try:
-                    study.optimize(
-                        gate, n_trials=1, catch=(TrialCancelled,),
-                        callbacks=[lambda _s, t: last.append(t)],
-                    )
-                except optuna.exceptions.UpdateFinishedTrialError as exc:
-                    # another worker found our heartbeat stale (a stall longer than the grace
-                    # period) and failed the trial; its retry is queued, so just carry on
-                    logging.getLogger(__name__).warning("trial result dropped: %s", exc)
-                    continue
-                if last and last[0].state in (TrialState.COMPLETE, TrialState.PRUNED):
-                    ran += 1
-                if last and on_trial is not None:
-                    on_trial(study, last[0])
-            interrupts.check()
-        except KeyboardInterrupt as exc:
-            how = exc.args[0] if exc.args else "SIGINT"
-            # a signal between ask and the objective leaves our trial RUNNING: close it too
-            fail_running_trials(study, f"interrupted: {how}", mine_only=True)
-            raise
-    return ran
+    from tuner.lifecycle import CallableWork, ObjectiveWork, run_lifecycle
+    from tuner.study import Objective
+
+    if deadline is None and timeout is not None:
+        deadline = time.monotonic() + timeout
+    work = (ObjectiveWork(objective, batch_trials) if isinstance(objective, Objective)
+            else CallableWork(objective))
+    return run_lifecycle(
+        study, work, target, deadline=deadline,
+        on_trial=None if on_trial is None else lambda t: on_trial(study, t),
+        interrupts=interrupts,
+    )
 
 
 # --- N local worker processes -----------------------------------------------------------------
@@ -543,10 +609,15 @@ class _WorkerSpec:
     heartbeat_s: int
     sampler_seed: int
     lr_bounds: tuple[float, float] | None
+    batch_trials: int = 1
 
 
 def _worker_main(spec: _WorkerSpec) -> None:
-    """Entry point of a spawned worker process."""
+    """Entry point of a spawned worker process.
+
+    It starts with SIGINT/SIGTERM blocked (:func:`run_workers`), so that one received while it
+    still loads (a Ctrl-C reaches the whole process group) waits for the handlers below: then
+    it stops the worker at its first check, before any trial, with no traceback."""
     import sys
 
     from tuner.errors import TunerError
@@ -554,23 +625,36 @@ def _worker_main(spec: _WorkerSpec) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(spec.threads)
     try:
-        import torch
+        with Interrupts() as interrupts:  # from here a signal is held, then stops the worker
+            interrupts.check()
+            import torch
 
-        torch.set_num_threads(spec.threads)
-        from tuner.study import make_objective, open_study
+            torch.set_num_threads(spec.threads)
+            from tuner.study import make_objective, open_study
 
-        objective = make_objective(spec.cfg, spec.lr_bounds)
-        study = open_study(
-            spec.cfg, spec.storage_url, sampler_seed=spec.sampler_seed,
-            storage_kwargs=heartbeat_kwargs(spec.storage_url, spec.heartbeat_s),
-        )
-        timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
-        run_trials(study, objective, spec.target, timeout=timeout)
+            objective = make_objective(spec.cfg, spec.lr_bounds)
+            study = open_study(
+                spec.cfg, spec.storage_url, sampler_seed=spec.sampler_seed,
+                storage_kwargs=heartbeat_kwargs(spec.storage_url, spec.heartbeat_s),
+            )
+            timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
+            run_trials(study, objective, spec.target, timeout=timeout,
+                       batch_trials=spec.batch_trials, interrupts=interrupts)
     except KeyboardInterrupt:
         sys.exit(130)
     except TunerError as exc:
+        from tuner.errors import StorageUnavailable
+
         print(f"tuner worker {os.getpid()}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, StorageUnavailable) else 2)
+    except Exception as exc:  # optuna failing while it handles a storage failure
+        from tuner.storage_guard import failure_behind
+
+        failure = failure_behind(exc)
+        if failure is None:
+            raise
+        print(f"tuner worker {os.getpid()}: error: {failure}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -592,6 +676,7 @@ def run_workers(
     lr_bounds: tuple[float, float] | None = None,
     on_poll: Callable[[optuna.Study], None] | None = None,
     threads: int | None = None,
+    batch_trials: int = 1,
 ) -> list[str]:
     """Run ``workers`` spawned processes on the study until it has ``target`` finished trials.
 
@@ -626,55 +711,69 @@ def run_workers(
         ctx.Process(
             target=_worker_main,
             args=(_WorkerSpec(cfg, storage_url, target, deadline, threads, heartbeat_s,
-                              cfg.study.seed + worker_index * workers + k, lr_bounds),),
+                              cfg.study.seed + worker_index * workers + k, lr_bounds,
+                              batch_trials),),
             name=f"tuner-worker-{k}",
         )
         for k in range(workers)
     ]
-    previous_term = signal.getsignal(signal.SIGTERM)
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:  # SIGTERM stops the workers cleanly too
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        for p in procs:
-            p.start()
+    with Interrupts() as interrupts:  # SIGTERM stops the workers cleanly too
         try:
+            # workers start with SIGINT/SIGTERM blocked (the mask is inherited), so that one
+            # arriving while they load (Ctrl-C reaches the whole process group) waits for their
+            # handlers; here it waits until they are started. The resource tracker unblocks
+            # both when it starts (the stdlib's own use of this mask): start it first.
+            resource_tracker.ensure_running()
+            signal.pthread_sigmask(signal.SIG_BLOCK, Interrupts.SIGNALS)
+            try:
+                for p in procs:
+                    p.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, Interrupts.SIGNALS)
             while any(p.is_alive() for p in procs):
                 if on_poll is not None:
-                    on_poll(study)
-                multiprocessing.connection.wait([p.sentinel for p in procs], timeout=POLL_S)
-        except KeyboardInterrupt:
-            _stop(procs)
+                    on_poll(study)  # storage reads: a signal waits for them
+                with interrupts.interruptible():
+                    multiprocessing.connection.wait([p.sentinel for p in procs], timeout=POLL_S)
+        except KeyboardInterrupt as exc:
+            _stop(procs, exc.args[0] if exc.args else "SIGINT")
             raise
         finally:
             if on_poll is not None:
                 on_poll(study)
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous_term)
     bad = [f"worker {k} (pid {p.pid}) {_describe_exit(p.exitcode)}"
            for k, p in enumerate(procs) if p.exitcode != 0]
     finished, _ = _counts(study)
     if bad and finished < target:
+        printed = any(p.exitcode is not None and p.exitcode > 0 for p in procs)
         raise WorkerError(
-            f"{'; '.join(bad)} (its error is printed above); the study has {finished} of "
-            f"{target} finished trials. Run the same command again to top it up."
+            f"{'; '.join(bad)}{' (its error is printed above)' if printed else ''}; the study "
+            f"has {finished} of {target} finished trials. Run the same command again to top "
+            f"it up."
         )
     return [f"{b}; its trial was marked failed and re-run by the others" for b in bad]
 
 
-def _stop(procs: list[multiprocessing.process.BaseProcess]) -> None:
-    """Forward the interrupt, wait for trials to close; a second Ctrl-C kills the workers."""
+def _stop(procs: list[multiprocessing.process.BaseProcess], how: str = "SIGINT") -> None:
+    """Forward the signal received (``how``: its name), wait for the workers to close their
+    trials; a second Ctrl-C kills them."""
+    signum = signal.Signals[how] if how in signal.Signals.__members__ else signal.SIGINT
     for p in procs:
         if p.is_alive() and p.pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, signum)
+    # the first signal set SIGINT/SIGTERM to be ignored; a second Ctrl-C now kills the workers
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if (
+        threading.current_thread() is threading.main_thread()) else None
     try:
         end = time.monotonic() + STOP_WAIT_S
         for p in procs:
             p.join(max(0.0, end - time.monotonic()))
     except KeyboardInterrupt:
         pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     for p in procs:
         if p.is_alive():
             p.kill()

@@ -207,6 +207,15 @@ def check_settings(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> N
     for section in SETTINGS_SECTIONS:
         old, new = stored.get(section, {}), current[section]
         for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key) and section == "dataset" and key == "sha256" \
+                    and isinstance(old.get(key), str) and isinstance(new.get(key), str):
+                raise ConfigError(  # the same settings, but the data file changed
+                    f"{cfg.path}: [dataset] path = {json.dumps(new.get('path'))} changed since "
+                    f"the study '{cfg.name}' in {redact_url(storage_url)} started (sha256 "
+                    f"{new[key][:12]}..., was {old[key][:12]}...); its trials were trained on "
+                    f"the old data. Restore the file, or give the study a new [study] name, or "
+                    f"use another --storage."
+                )
             if old.get(key) != new.get(key):
                 raise ConfigError(
                     f"{cfg.path}: [{section}] {key} = {json.dumps(new.get(key))} differs from "

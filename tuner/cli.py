@@ -90,12 +90,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     url = resolve_storage_url(cfg, args.storage)
     if args.workers > 1:
         check_shareable(url)  # before anything starts: workers cannot share memory
+    from tuner.tracking import require_mlflow, resolve_tracking, tracking_summary
+
+    tracking = resolve_tracking(cfg, args.mlflow_uri)
+    if tracking is not None:
+        require_mlflow()  # one line naming the extra, before anything starts
     console = _console()
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
         cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
         workers=args.workers, heartbeat_s=args.heartbeat, worker_index=args.worker_index,
-        batch_trials=args.batch_trials, threads=args.threads,
+        batch_trials=args.batch_trials, threads=args.threads, tracking=tracking,
     )
     if outcome.interrupted and not outcome.study.trials:
         console.print("[yellow]Interrupted before any trial started; run the same command to "
@@ -109,6 +114,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         + (f"Export: tuner export {cfg.path}{where}   Dashboard: tuner dashboard "
            f"{cfg.path}{where}" if completed(outcome.study) and not is_in_memory(url) else "")
     )
+    if tracking is not None:
+        console.print(tracking_summary(tracking), markup=False)
     for note in outcome.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
     if outcome.interrupted:
@@ -404,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train K trials in lockstep as one batched model, in each worker with "
                    "--workers (default 4 where the model can be batched: an MLP without "
                    "dropout); 1 = one trial at a time")
+    t.add_argument("--mlflow-uri", nargs="?", const="", metavar="URI",
+                   help="log every finished trial to MLflow (needs pip install -e .[mlflow]): a "
+                   "tracking URI or a folder (an SQLite store mlflow.db and artifacts/ in it); "
+                   "without a value: the folder mlruns next to the study file (also [tracking] "
+                   "mlflow in the study file)")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")

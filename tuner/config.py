@@ -1,8 +1,8 @@
 """The study file: one TOML file that describes a study completely, validated before any trial.
 
 A study file has the sections ``[study]``, ``[dataset]``, ``[split]``, ``[model]``,
-``[training]``, ``[objective]``, ``[space]``, ``[sampler]``, ``[pruner]`` and
-``[divergence]``; each becomes one frozen dataclass below, and :class:`StudyConfig` holds them
+``[training]``, ``[objective]``, ``[space]``, ``[sampler]``, ``[pruner]``, ``[divergence]``
+and ``[tracking]``; each becomes one frozen dataclass below, and :class:`StudyConfig` holds them
 all. Every field declares its constraint as data (``_field(default, constraint, doc)``), in the
 manner of scikit-learn's parameter validation, so that one message template serves every
 violation::
@@ -455,6 +455,24 @@ class DivergenceConfig:
     )
 
 
+def BoolOrStr() -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: isinstance(v, bool) or (isinstance(v, str) and v.strip() != ""),
+        "true, false, or an MLflow tracking URI or folder (a non-empty string)",
+    )
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """``[tracking]``: optional MLflow logging of every finished trial (``tuner.tracking``)."""
+
+    mlflow: bool | str = _field(
+        False, BoolOrStr(),
+        "Log each trial to MLflow: true (the folder mlruns next to the study file), a tracking "
+        "URI, or a folder (relative to the study file); needs pip install -e .[mlflow].",
+    )
+
+
 # the [pruner] keys each pruner reads
 PRUNER_KEYS: dict[str, tuple[str, ...]] = {
     "successive_halving": ("min_resource", "reduction_factor"),
@@ -474,6 +492,7 @@ SECTIONS: dict[str, type] = {
     "sampler": SamplerConfig,
     "pruner": PrunerConfig,
     "divergence": DivergenceConfig,
+    "tracking": TrackingConfig,
 }
 REQUIRED_SECTIONS = ("study", "dataset")
 
@@ -492,6 +511,7 @@ class StudyConfig:
     sampler: SamplerConfig
     pruner: PrunerConfig
     divergence: DivergenceConfig
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig())
     path: str = "<memory>"
 
     @property

@@ -23,6 +23,7 @@ from tuner.study import (
     open_study,
     trial_kind,
 )
+from tuner.tracking import TrackingTarget
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
     REASON_ATTR,
@@ -61,6 +62,7 @@ def run_tune(
     worker_index: int = 0,
     batch_trials: int | None = None,
     threads: int | None = None,
+    tracking: TrackingTarget | None = None,
 ) -> TuneOutcome:
     """Create or resume the study and run trials until ``n_trials`` have finished.
 
@@ -85,9 +87,11 @@ def run_tune(
         threads: torch threads for training: in this process (default
             :func:`tuner.engine.training_threads`: ``$OMP_NUM_THREADS``, else 1), or in each
             worker process (default ``cores // workers``).
+        tracking: log every trial told (in this process or each worker) to this MLflow store,
+            and the best configuration at the end (``tuner.tracking``).
 
     Raises:
-        StorageError, DeviceError, ConfigError: before any trial starts.
+        StorageError, DeviceError, ConfigError, TrackingError: before any trial starts.
     """
     timeout = timeout if timeout is not None else cfg.study.timeout
     # the timeout counts from the command's start: no trial is asked after it
@@ -99,6 +103,11 @@ def run_tune(
     # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find.py)
     lr_bounds = resolve_lr_bounds(cfg, storage_url, console=console)
     objective = make_objective(cfg, lr_bounds)  # data and device first: nothing written if bad
+    tracker = None
+    if tracking is not None:  # mlflow imported only here; the experiment exists before workers
+        from tuner.tracking import MlflowTracker
+
+        tracker = MlflowTracker(tracking, cfg.name, cfg.objective.metric)
     study = open_study(
         cfg, storage_url, sampler_seed=cfg.study.seed + worker_index * workers,
         storage_kwargs=heartbeat_kwargs(storage_url, heartbeat_s),
@@ -115,6 +124,8 @@ def run_tune(
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
 
         def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
+            if tracker is not None and trial is not None:
+                tracker.on_trial(study, trial)
             if not progress:  # no bar to update: spare the storage reads
                 return
             done = count_finished(study)
@@ -135,7 +146,7 @@ def run_tune(
                         timeout=None if deadline is None else deadline - time.monotonic(),
                         heartbeat_s=heartbeat_s, worker_index=worker_index,
                         lr_bounds=objective.lr_bounds, on_poll=on_trial, threads=threads,
-                        batch_trials=batch_trials,
+                        batch_trials=batch_trials, tracking=tracking,
                     )
                 else:
                     run_trials(study, objective, target, deadline=deadline, on_trial=on_trial,
@@ -147,6 +158,8 @@ def run_tune(
     from tuner.dashboard_notes import refresh_study_notes
 
     refresh_study_notes(study, cfg)
+    if tracker is not None and not interrupted:
+        tracker.log_best(study, cfg, storage_url)
     closed = _closed_by_interrupts(study) - closed_before if interrupted else 0
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
                        interrupted, closed, tuple(notes))

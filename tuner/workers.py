@@ -610,6 +610,7 @@ class _WorkerSpec:
     sampler_seed: int
     lr_bounds: tuple[float, float] | None
     batch_trials: int = 1
+    tracking: Any = None  # tuner.tracking.TrackingTarget: log this worker's trials to MLflow
 
 
 def _worker_main(spec: _WorkerSpec) -> None:
@@ -638,7 +639,13 @@ def _worker_main(spec: _WorkerSpec) -> None:
                 storage_kwargs=heartbeat_kwargs(spec.storage_url, spec.heartbeat_s),
             )
             timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
-            run_trials(study, objective, spec.target, timeout=timeout,
+            on_trial = None
+            if spec.tracking is not None:  # each worker logs the trials it tells
+                from tuner.tracking import MlflowTracker
+
+                on_trial = MlflowTracker(spec.tracking, spec.cfg.name,
+                                         spec.cfg.objective.metric).on_trial
+            run_trials(study, objective, spec.target, timeout=timeout, on_trial=on_trial,
                        batch_trials=spec.batch_trials, interrupts=interrupts)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -677,6 +684,7 @@ def run_workers(
     on_poll: Callable[[optuna.Study], None] | None = None,
     threads: int | None = None,
     batch_trials: int = 1,
+    tracking: Any = None,
 ) -> list[str]:
     """Run ``workers`` spawned processes on the study until it has ``target`` finished trials.
 
@@ -692,6 +700,7 @@ def run_workers(
             same study (Slurm array task, Kubernetes completion index), for distinct seeds.
         lr_bounds: learning-rate bounds resolved by the parent (``make_objective``), so that
             every worker searches the same range.
+        tracking: a ``tuner.tracking.TrackingTarget``: each worker logs its trials to MLflow.
 
     Returns:
         Notes for the user about workers that died while the study still reached its target.
@@ -712,7 +721,7 @@ def run_workers(
             target=_worker_main,
             args=(_WorkerSpec(cfg, storage_url, target, deadline, threads, heartbeat_s,
                               cfg.study.seed + worker_index * workers + k, lr_bounds,
-                              batch_trials),),
+                              batch_trials, tracking),),
             name=f"tuner-worker-{k}",
         )
         for k in range(workers)

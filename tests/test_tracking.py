@@ -142,7 +142,7 @@ def test_every_finished_trial_is_logged_to_mlflow(
     tmp_path: Path, mode: list[str], outcomes: tuple[str, ...]
 ) -> None:
     study_file = _study_file(tmp_path)
-    done = _tune(study_file, "--mlflow-uri", *mode)
+    done = _tune(study_file, "--mlflow", *mode)
     assert done.returncode == 0, done.stderr
     assert "MLflow: runs logged to sqlite:///" in done.stdout + done.stderr
     _check_store(tmp_path, "iris_mlflow", outcomes=outcomes)
@@ -161,7 +161,7 @@ def test_a_resumed_study_logs_only_its_new_trials_and_moves_the_best_tag(tmp_pat
 
 def test_without_the_extra_one_line_names_it_and_nothing_is_written(tmp_path: Path) -> None:
     study_file = _study_file(tmp_path)
-    done = _tune(study_file, "--mlflow-uri", pre="import sys; sys.modules['mlflow'] = None; ")
+    done = _tune(study_file, "--mlflow", pre="import sys; sys.modules['mlflow'] = None; ")
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "pip install -e .[mlflow]" in done.stderr
@@ -184,7 +184,7 @@ def test_where_the_runs_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert resolve_tracking(cfg) is None  # off unless asked for
     here = tmp_path / "studies" / "mlruns"
     default = TrackingTarget(f"sqlite:///{here / 'mlflow.db'}", (here / "artifacts").as_uri())
-    assert resolve_tracking(cfg, "") == default  # --mlflow-uri without a value
+    assert resolve_tracking(cfg, "") == default  # --mlflow
     monkeypatch.chdir(tmp_path)
     cwd = tmp_path / "runs"
     assert resolve_tracking(cfg, "runs") == TrackingTarget(

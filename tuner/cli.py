@@ -92,7 +92,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         check_shareable(url)  # before anything starts: workers cannot share memory
     from tuner.tracking import require_mlflow, resolve_tracking, tracking_summary
 
-    tracking = resolve_tracking(cfg, args.mlflow_uri)
+    tracking = resolve_tracking(
+        cfg, args.mlflow_uri if args.mlflow_uri is not None else ("" if args.mlflow else None)
+    )
     if tracking is not None:
         require_mlflow()  # one line naming the extra, before anything starts
     console = _console()
@@ -411,11 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train K trials in lockstep as one batched model, in each worker with "
                    "--workers (default 4 where the model can be batched: an MLP without "
                    "dropout); 1 = one trial at a time")
-    t.add_argument("--mlflow-uri", nargs="?", const="", metavar="URI",
-                   help="log every finished trial to MLflow (needs pip install -e .[mlflow]): a "
-                   "tracking URI or a folder (an SQLite store mlflow.db and artifacts/ in it); "
-                   "without a value: the folder mlruns next to the study file (also [tracking] "
-                   "mlflow in the study file)")
+    t.add_argument("--mlflow", action="store_true",
+                   help="log every finished trial to MLflow (needs pip install -e .[mlflow]) in "
+                   "the folder mlruns next to the study file (also [tracking] mlflow = true)")
+    t.add_argument("--mlflow-uri", metavar="URI",
+                   help="like --mlflow, into this tracking URI or folder (an SQLite store "
+                   "mlflow.db and artifacts/ in it)")
 
     e = p["export"]
     e.add_argument("study", metavar="STUDY.toml")

@@ -1,8 +1,8 @@
 """Optional MLflow logging of every trial ``tuner tune`` finishes (``pip install -e .[mlflow]``).
 
-Turned on by ``tuner tune --mlflow-uri [URI]`` or the study-file key ``[tracking] mlflow``
-(``true`` or a URI/folder). Each trial this process tells (COMPLETE, PRUNED, or FAIL with a
-NaN metric) becomes one MLflow run, in the experiment named after the study:
+Turned on by ``tuner tune --mlflow`` (or ``--mlflow-uri URI``) or the study-file key
+``[tracking] mlflow`` (``true`` or a URI/folder). Each trial this process tells (COMPLETE,
+PRUNED, or FAIL with a NaN metric) becomes one MLflow run, in the experiment named after the study:
 
 - params: the trial's parameters (``trial.params``);
 - metrics: ``value`` (COMPLETE trials; Optuna's ``MLflowCallback`` name), and per epoch
@@ -89,7 +89,7 @@ def resolve_tracking(cfg: StudyConfig, override: str | None = None) -> TrackingT
     Args:
         cfg: the study; ``[tracking] mlflow`` is false (off), true (the default folder) or a
             URI/folder (relative folders: to the study file's folder).
-        override: ``--mlflow-uri`` (None: not given; ``""``: given without a value, the
+        override: ``--mlflow-uri`` (None: not given; ``""``: ``--mlflow``, the
             default folder); relative folders are taken from the working directory.
     """
     setting: bool | str = cfg.tracking.mlflow

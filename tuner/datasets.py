@@ -57,6 +57,7 @@ def _shipped(source: str) -> Callable[[DatasetConfig], tuple[np.ndarray, np.ndar
 
         return getattr(skd, source)(return_X_y=True)
 
+    load.pure = True  # type: ignore[attr-defined]  # a function of its settings: split_cache
     return load
 
 
@@ -89,6 +90,10 @@ def _make_regression(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets as skd
 
     return skd.make_regression(**generator_kwargs(cfg))
+
+
+_make_classification.pure = True  # type: ignore[attr-defined]
+_make_regression.pure = True  # type: ignore[attr-defined]
 
 
 def sklearn_call(cfg: DatasetConfig) -> tuple[str, dict[str, int | float | bool]]:
@@ -310,11 +315,21 @@ class SplitData:
 
 @functools.lru_cache(maxsize=16)
 def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
-    """Load, split and scale a dataset (cached per configuration within a process).
+    """Load, split and scale a dataset (cached per configuration within a process, and for
+    scikit-learn's datasets on disk: ``tuner.split_cache``, no scikit-learn import then).
 
     Raises:
         ConfigError: the split leaves a part empty or a class too rare to stratify.
     """
+    spec = DATASETS.get(dataset.name)
+    if spec is not None and getattr(spec.load, "pure", False):
+        from tuner.split_cache import cached_split
+
+        return cached_split(dataset, split, lambda: _make_split(dataset, split), SplitData)
+    return _make_split(dataset, split)
+
+
+def _make_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     import numpy as np
     import torch
     from sklearn.model_selection import train_test_split

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -241,6 +242,7 @@ jobs on the machine slow both sides alike. {load_text()}
 | in memory / SQLite, default study (whole process) | {r_m:.2f}x the time | - |
 """
     write_section(args.out, text)
+    shutil.rmtree(tmp, ignore_errors=True)  # this run's storages and split cache
 
 
 if __name__ == "__main__":

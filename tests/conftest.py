@@ -15,6 +15,13 @@ from tuner.config import StudyConfig, parse_study_config
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _split_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The on-disk split cache (tuner.split_cache) of the test processes and the commands they
+    start: a folder of the session, never the user's cache."""
+    os.environ.setdefault("TUNER_CACHE_DIR", str(tmp_path_factory.mktemp("tuner-cache")))
+
+
 def tiny_study_dict(**overrides: Any) -> dict[str, Any]:
     """A study on iris small enough to run a trial in well under a second."""
     data: dict[str, Any] = {

@@ -172,6 +172,9 @@ def _sklearn(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     return getattr(skd, spec.source)(**spec.call_kwargs(cfg))
 
 
+_sklearn.pure = True  # type: ignore[attr-defined]  # a function of its settings: split_cache
+
+
 def _shipped(name: str, task: str) -> DatasetSpec:
     return DatasetSpec(name, task, _sklearn, False, f"load_{name}")
 
@@ -731,11 +734,21 @@ class SplitData:
 
 @functools.lru_cache(maxsize=16)
 def load_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
-    """Load, split and scale a dataset (cached per configuration within a process).
+    """Load, split and scale a dataset (cached per configuration within a process, and for
+    scikit-learn's datasets on disk: ``tuner.split_cache``, no scikit-learn import then).
 
     Raises:
         ConfigError: the split leaves a part empty or a class too rare to stratify.
     """
+    spec = DATASETS.get(dataset.name)
+    if spec is not None and getattr(spec.load, "pure", False):
+        from tuner.split_cache import cached_split
+
+        return cached_split(dataset, split, lambda: _make_split(dataset, split), SplitData)
+    return _make_split(dataset, split)
+
+
+def _make_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     import numpy as np
     import torch
     from sklearn.model_selection import train_test_split

@@ -46,6 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.batched import BatchedTrainer, Member, batch_unsupported_reason
 from tuner.engine import EpochReport, train
+from tuner.shared_reads import shared_reads
 from tuner.space import suggest_params
 from tuner.study import Objective, record_result
 from tuner.workers import (
@@ -249,7 +250,8 @@ def run_lifecycle(
                     if finished + running >= target:  # one of them may still fail
                         wait = not live
                         break
-                    trial = study.ask()
+                    with shared_reads(study):  # the sampler's reads: one, not a dozen
+                        trial = study.ask()
                     live[trial.number] = slot = _Slot(trial)
                     beats.add(trial)
                     claim_trial(trial)
@@ -261,14 +263,16 @@ def run_lifecycle(
                         study.tell(trial, state=TrialState.FAIL)
                         del live[trial.number]
                         break
-                    work.start(trial, _reporter(slot, interrupts))
+                    with shared_reads(study):
+                        work.start(trial, _reporter(slot, interrupts))
                 if not live:
                     if wait and not _past(deadline):
                         with interrupts.interruptible():
                             time.sleep(POLL_S)
                         continue
                     return ran
-                with interrupts.interruptible():
+                # the K trials' should_prune at an epoch boundary share one read
+                with interrupts.interruptible(), shared_reads(study):
                     ended = work.step()
                 for trial, outcome in ended:
                     slot = live[trial.number]

@@ -466,6 +466,9 @@ def set_trial_attrs(
         backend._call("set_trial_attrs", write)
     else:
         write(backend)
+    written = getattr(trial.storage, "written", None)  # tuner.shared_reads' cached copy
+    if written is not None:
+        written(trial._trial_id, dict(user_attrs), dict(system_attrs))
     # what trial.set_user_attr also does: the trial object answers trial.user_attrs itself
     trial._cached_frozen_trial.user_attrs.update(user_attrs)
 

@@ -24,6 +24,7 @@ from tuner.config import StudyConfig
 from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device, train
 from tuner.errors import ConfigError, NoCompletedTrialError, StorageError, TunerError
+from tuner.shared_reads import wrap as wrap_shared
 from tuner.space import TrialParams, suggest_params
 from tuner.storage import (
     check_storage_exists,
@@ -165,7 +166,8 @@ def open_study(
         storage_kwargs: passed to ``make_storage`` (heartbeats: ``workers.heartbeat_kwargs``).
     """
     study = optuna.create_study(
-        storage=make_storage(storage_url, **(storage_kwargs or {})),
+        # reads shared by the sampler's and the pruner's calls (tuner.shared_reads)
+        storage=wrap_shared(make_storage(storage_url, **(storage_kwargs or {}))),
         study_name=cfg.name,
         direction=cfg.direction,
         sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trials are counted

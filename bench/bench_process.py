@@ -1,0 +1,249 @@
+"""Benchmark: whole processes, timed from outside (start to exit, imports and storage included).
+
+Every figure of this section is WHOLE-PROCESS wall time of a command started as a user starts
+it (``python -m tuner tune ...``, ``python bench/optuna_example.py``), read by this script on a
+monotonic clock around ``subprocess.run``; except the rows marked "in process", which are what
+the command itself reports (the study's wall time printed by ``tuner tune``, and the sum of the
+trials' ``seconds`` user attribute: training). Commands compared with each other run in turn,
+A B A B ..., and each ratio is the median of the pair-by-pair ratios, so that a machine whose
+speed drifts (other jobs) moves both sides alike.
+
+1. The equal-work study (digits, 75/25 split, MLP 64-128-10, batch 64, 30 trials x 10 epochs,
+   Adam/SGD, lr log-uniform [1e-5, 1], constant schedule, no pruning, divergence guard out of
+   reach, ``--no-confirm``, default SQLite storage) against the canonical Optuna + PyTorch
+   example run as a script (``bench/optuna_example.py``, in-memory storage). Target >= 3x.
+2. The shipped default study (``studies/digits_mlp.toml``, ``--no-confirm``): whole-process
+   wall, study wall, training seconds. Targets: training >= 60 % of the study's wall; the
+   process's time beyond a bare ``python -c "import torch, sklearn, optuna"`` (timed in the
+   same run) at most 2x the training seconds.
+3. ``--workers 2 --batch-trials 4`` against ``--workers 1 --batch-trials 4``, same study, same
+   trial count. Target >= 1.7x (on 2 cores).
+4. The default study on each storage: the SQLite file (default), a journal file
+   (``journal:///``) and Optuna's in-memory storage (``sqlite:///:memory:``, nothing kept).
+
+The split cache (``tuner.split_cache``) lives in a temporary folder made for the run; its first
+run (the warm-up) fills it, as a user's first run does.
+
+Usage: ``python bench/bench_process.py --out bench/out/process.md`` (``TUNER_BENCH_REPEATS``,
+default 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, load_text, md_table, write_section  # noqa: E402
+
+REPEATS = int(os.environ.get("TUNER_BENCH_REPEATS", "3"))
+PY = sys.executable
+DEFAULT_STUDY = ROOT / "studies" / "digits_mlp.toml"
+
+EQUAL_WORK_TOML = """\
+[study]
+name = "equal_work"
+n_trials = 30
+seed = 0
+
+[dataset]
+name = "digits"
+
+[split]  # 75/25 as the example; tuner needs a test part: 1 % of the rows
+train = 0.75
+validation = 0.24
+test = 0.01
+seed = 0
+
+[model]
+hidden = [128]
+
+[training]
+epochs = 10
+batch_size = 64
+
+[objective]
+metric = "accuracy"
+
+[space]
+lr = [1e-5, 1.0]
+optimizers = ["adam", "sgd"]
+schedules = ["constant"]
+
+[sampler]
+name = "tpe"
+
+[pruner]
+name = "none"
+
+[divergence]
+factor = 1e9
+"""
+
+
+class Run:
+    """One timed command: wall seconds, its output."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], before: Callable[[], None]) -> None:
+        self.cmd, self.env, self.before = cmd, env, before
+
+    def __call__(self) -> tuple[float, str]:
+        self.before()
+        start = time.monotonic()
+        done = subprocess.run(self.cmd, env=self.env, cwd=ROOT, capture_output=True, text=True)
+        wall = time.monotonic() - start
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(self.cmd)} failed:\n{done.stdout}\n{done.stderr}")
+        return wall, done.stdout + done.stderr
+
+
+def paired(a: Run, b: Run, n: int,
+           after_a: Callable[[str], None] | None = None,
+           ) -> tuple[list[float], list[float], float]:
+    """A and B in turn (one warm-up each), ``n`` times: A's walls, B's walls, median A/B.
+    ``after_a`` is called with A's output after each counted run of A (before B starts)."""
+    a(), b()
+    walls_a, walls_b = [], []
+    for _ in range(n):
+        wall, out = a()
+        walls_a.append(wall)
+        if after_a is not None:
+            after_a(out)
+        walls_b.append(b()[0])
+    ratio = statistics.median(x / y for x, y in zip(walls_a, walls_b, strict=True))
+    return walls_a, walls_b, ratio
+
+
+def study_figures(out: str, url: str, name: str) -> tuple[float, float]:
+    """(study wall printed by tuner tune, sum of the trials' training seconds)."""
+    import optuna
+
+    match = re.search(r"finished in ([0-9.]+) s", out.replace("\n", " "))
+    study_wall = float(match.group(1)) if match else float("nan")
+    study = optuna.load_study(study_name=name, storage=url)
+    training = sum(float(t.user_attrs.get("seconds", 0.0)) for t in study.trials)
+    return study_wall, training
+
+
+def med(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    n = REPEATS
+    tmp = Path(tempfile.mkdtemp(prefix="tuner-bench-process-"))
+    env = dict(os.environ, TUNER_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT))
+    (tmp / "equal_work.toml").write_text(EQUAL_WORK_TOML)
+
+    def fresh(*files: Path) -> Callable[[], None]:
+        def remove() -> None:
+            for f in files:
+                for p in f.parent.glob(f.name + "*"):
+                    p.unlink()
+        return remove
+
+    def tune(study: Path, url: str, *extra: str) -> list[str]:
+        return [PY, "-m", "tuner", "tune", str(study), "--no-confirm", "--storage", url,
+                *extra]
+
+    rows: list[list[object]] = []
+    # 1. equal work against the canonical example
+    db = tmp / "equal.db"
+    eq = Run(tune(tmp / "equal_work.toml", f"sqlite:///{db}"), env, fresh(db))
+    ex = Run([PY, str(ROOT / "bench" / "optuna_example.py")], env, lambda: None)
+    w_eq, w_ex, r_eq = paired(eq, ex, n)
+    speedup_eq = 1 / r_eq
+    rows.append(["equal-work study, tuner (SQLite)", "whole process", med(w_eq), ""])
+    rows.append(["canonical Optuna+PyTorch example (in memory)", "whole process", med(w_ex),
+                 ""])
+
+    # 2. the default study, and the bare imports
+    db = tmp / "default.db"
+    url = f"sqlite:///{db}"
+    default = Run(tune(DEFAULT_STUDY, url), env, fresh(db))
+    bare = Run([PY, "-c", "import torch, sklearn, optuna"], env, lambda: None)
+    studies, trainings = [], []
+
+    def figures(out: str) -> None:
+        sw, tr = study_figures(out, url, "digits_mlp")
+        studies.append(sw)
+        trainings.append(tr)
+
+    w_def, w_bare, _ = paired(default, bare, n, after_a=figures)
+    beyond = statistics.median(w_def) - statistics.median(w_bare)
+    share = statistics.median(t / s for t, s in zip(trainings, studies, strict=True))
+    rows.append(["default study, --no-confirm (SQLite)", "whole process", med(w_def), ""])
+    rows.append(["default study: the study's wall", "in process", med(studies), ""])
+    rows.append(["default study: training (sum of trial seconds)", "in process",
+                 med(trainings), ""])
+    rows.append(['bare `python -c "import torch, sklearn, optuna"`', "whole process",
+                 med(w_bare), ""])
+
+    # 3. workers
+    db2 = tmp / "w2.db"
+    db1 = tmp / "w1.db"
+    two = Run(tune(DEFAULT_STUDY, f"sqlite:///{db2}", "--workers", "2", "--batch-trials", "4"),
+              env, fresh(db2))
+    one = Run(tune(DEFAULT_STUDY, f"sqlite:///{db1}", "--workers", "1", "--batch-trials", "4"),
+              env, fresh(db1))
+    w_two, w_one, r_workers = paired(two, one, n)
+    rows.append(["default study, --workers 2 --batch-trials 4", "whole process", med(w_two),
+                 ""])
+    rows.append(["default study, --workers 1 --batch-trials 4", "whole process", med(w_one),
+                 ""])
+
+    # 4. storages
+    journal = tmp / "default.journal"
+    j = Run(tune(DEFAULT_STUDY, f"journal:///{journal}"), env, fresh(journal))
+    mem = Run(tune(DEFAULT_STUDY, "sqlite:///:memory:"), env, lambda: None)
+    w_j, w_sq, r_j = paired(j, default, n)
+    w_m, w_sq2, r_m = paired(mem, default, n)
+    rows.append(["default study, journal file", "whole process", med(w_j),
+                 f"{r_j:.2f}x SQLite's"])
+    rows.append(["default study, in memory (nothing kept)", "whole process", med(w_m),
+                 f"{r_m:.2f}x SQLite's"])
+
+    text = f"""## Whole processes (start to exit)
+
+What was timed: each command from its start to its exit, as a user runs it: interpreter
+start-up, imports, the storage and the study included (**whole process**); the rows marked
+**in process** are what `tuner tune` itself reports (the study's wall time it prints; the sum
+of the trials' `seconds` attribute: training). Median of {n} runs after one warm-up run each
+(the warm-up fills the split cache, as a user's first run does); commands compared ran in
+turn (A B A B ...) and each ratio is the median of the pair-by-pair ratios, so that other
+jobs on the machine slow both sides alike. {load_text()}
+
+{md_table(["command", "figure", "seconds (median)", "note"], rows)}
+
+| target | measured | target |
+|---|---|---|
+| equal-work study vs the canonical example (whole process) | {speedup_eq:.2f}x faster | >= 3x |
+| default study: training / study wall (in process) | {share:.0%} | >= 60 % |
+| default study: whole process beyond bare imports / training seconds | \
+{beyond:.2f} s / {statistics.median(trainings):.2f} s = \
+{beyond / statistics.median(trainings):.2f}x | <= 2x |
+| --workers 2 vs --workers 1, --batch-trials 4 (whole process, {os.cpu_count()} cores) | \
+{1 / r_workers:.2f}x | >= 1.7x |
+| journal file / SQLite, default study (whole process) | {r_j:.2f}x the time | - |
+| in memory / SQLite, default study (whole process) | {r_m:.2f}x the time | - |
+"""
+    write_section(args.out, text)
+    shutil.rmtree(tmp, ignore_errors=True)  # this run's storages and split cache
+
+
+if __name__ == "__main__":
+    main()

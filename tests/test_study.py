@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.runner import run_tune
-from tuner.study import count_finished, make_objective, open_study, trial_kind
+from tuner.study import count_finished, make_objective, open_study, trial_kind, trial_series
 
 
 def test_diverging_trial_is_pruned_in_its_first_epoch_with_its_reason(tiny_cfg, sqlite_url):
@@ -33,7 +33,11 @@ def test_complete_trial_records_what_a_person_needs(tiny_cfg, sqlite_url):
     outcome = run_tune(cfg, sqlite_url, n_trials=2, progress=False)
     for t in outcome.study.get_trials(states=(TrialState.COMPLETE,)):
         a = t.user_attrs
-        assert a["epochs_run"] == 3 and len(a["lr_per_epoch"]) == 3
+        assert a["epochs_run"] == 3 and len(trial_series(t, "lr_per_epoch")) == 3
+        assert len(trial_series(t, "train_loss_per_epoch")) == 3
+        # short scalars only (optuna-dashboard shows one column per user attribute)
+        assert all(not isinstance(v, list) for v in a.values())
+        assert a["outcome"] == "complete"
         assert a["seconds"] > 0 and a["seed"] == cfg.study.seed + t.number
         assert 0 <= a["val_metric"] <= 1 and 0 <= a["test_metric"] <= 1
         assert a["val_metric"] == t.value

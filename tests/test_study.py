@@ -7,7 +7,14 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.runner import run_tune
-from tuner.study import count_finished, make_objective, open_study, trial_kind, trial_series
+from tuner.study import (
+    SETTINGS_ATTR,
+    count_finished,
+    make_objective,
+    open_study,
+    trial_kind,
+    trial_series,
+)
 
 
 def test_diverging_trial_is_pruned_in_its_first_epoch_with_its_reason(tiny_cfg, sqlite_url):
@@ -88,6 +95,23 @@ def test_resuming_with_other_settings_is_refused_and_writes_nothing(tiny_cfg, sq
     more = run_tune(tiny_cfg(study={"seed": 3}, sampler={"name": "random"}), sqlite_url,
                     n_trials=3, progress=False)
     assert more.finished_after == 3
+    # kept out of the user attributes that optuna-dashboard shows as raw JSON
+    assert SETTINGS_ATTR not in study.user_attrs
+
+
+def test_settings_stored_by_an_older_tuner_are_still_checked(tiny_cfg, sqlite_url):
+    from tuner.errors import ConfigError
+
+    cfg = tiny_cfg()
+    study = open_study(cfg, sqlite_url)
+    system = study._storage.get_study_system_attrs(study._study_id)
+    storage = study._storage
+    # as an older tuner wrote it: a user attribute, no system attribute
+    storage.set_study_system_attr(study._study_id, SETTINGS_ATTR, None)
+    study.set_user_attr(SETTINGS_ATTR, system[SETTINGS_ATTR])
+    with pytest.raises(ConfigError, match=r"\[training\] epochs = 5 differs"):
+        open_study(tiny_cfg(training={"epochs": 5}), sqlite_url)
+    open_study(cfg, sqlite_url)  # the same settings resume
 
 
 def test_generator_refusals_name_the_file(tiny_cfg):

@@ -1,6 +1,9 @@
 """What a study shows in optuna-dashboard: its note, its figures, and why trials were stopped.
 
-:func:`refresh_study_notes` runs at the end of every ``tuner tune`` run and writes, through
+:func:`refresh_study_notes` runs while ``tuner tune`` runs (when it starts, after its first
+finished trial, then as often as costs at most 5 % of the run: :class:`LiveRefresh`) and at
+its end; it sets the study's metric name (``validation accuracy``, so that optuna-dashboard's
+plots do not say "Objective 0") and writes, through
 optuna-dashboard's public API (which keeps them in the study's system attributes, so any Optuna
 storage holds them: SQLite, journal file, PostgreSQL):
 
@@ -418,10 +421,12 @@ def refresh_study_notes(
 class LiveRefresh:
     """Refresh the note, figures and trial notes while a study runs, at a bounded cost.
 
-    Call it after every finished trial (or poll): it refreshes at the first call, then only
-    once the time since the last refresh is at least :data:`COST_FACTOR` times what that
-    refresh took (and at least ``min_interval_s``), so refreshing takes at most
-    1 / (1 + COST_FACTOR) = 5 % of the run's wall time, however large the study grows.
+    Call :meth:`refresh` when the run starts, then the instance after every finished trial
+    (or poll): it refreshes at the first such call, then only once the time since the last
+    refresh is at least :data:`COST_FACTOR` times what that refresh took (and at least
+    ``min_interval_s``). So refreshing takes at most 1 / (1 + COST_FACTOR) = 5 % of the run's
+    wall time, however large the study grows; a small study refreshes every
+    ``min_interval_s`` seconds.
 
     Args:
         study, cfg, data: as for :func:`refresh_study_notes`.
@@ -443,15 +448,19 @@ class LiveRefresh:
         self.study, self.cfg, self.data = study, cfg, data
         self.min_interval_s, self.clock = min_interval_s, clock
         self.next_at: float | None = None  # None: refresh at the next call
-        self.count = 0
+        self.count = 0  # refreshes so far
+
+    def refresh(self) -> float:
+        """Refresh now (:func:`refresh_study_notes`); the seconds it took."""
+        start = self.clock()
+        refresh_study_notes(self.study, self.cfg, self.data)
+        self.count += 1
+        return self.clock() - start
 
     def __call__(self) -> bool:
-        """Refresh if it is time; True if it did."""
-        start = self.clock()
-        if self.next_at is not None and start < self.next_at:
+        """Refresh if it is time (see the class doc); True if it did."""
+        if self.next_at is not None and self.clock() < self.next_at:
             return False
-        refresh_study_notes(self.study, self.cfg, self.data)
-        end = self.clock()
-        self.next_at = end + max(self.min_interval_s, self.COST_FACTOR * (end - start))
-        self.count += 1
+        cost = self.refresh()
+        self.next_at = self.clock() + max(self.min_interval_s, self.COST_FACTOR * cost)
         return True

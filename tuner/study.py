@@ -183,7 +183,10 @@ def open_study(
 
 
 SETTINGS_ATTR = "tuner:settings"
-"""Study user attribute: the settings that make its trials comparable (see check_settings)."""
+"""Study system attribute: the settings that make its trials comparable (see check_settings).
+
+A system attribute, since optuna-dashboard shows user attributes as raw JSON (the study note
+shows the settings as TOML); studies of older tuner versions hold it as a user attribute."""
 SETTINGS_SECTIONS = ("dataset", "split", "model", "training", "objective", "space", "divergence")
 
 
@@ -201,9 +204,11 @@ def check_settings(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> N
     """
     plain = cfg.to_dict()
     current = json.loads(json.dumps({k: plain[k] for k in SETTINGS_SECTIONS}))
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    storage, study_id = study._storage, study._study_id
+    stored = storage.get_study_system_attrs(study_id).get(SETTINGS_ATTR)
+    stored = stored if stored is not None else study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
-        study.set_user_attr(SETTINGS_ATTR, current)
+        storage.set_study_system_attr(study_id, SETTINGS_ATTR, current)
         return
     if stored == current:
         return

@@ -22,7 +22,7 @@ from tuner.config import StudyConfig, load_study_config
 from tuner.dashboard import open_server
 from tuner.runner import run_tune
 from tuner.storage import make_storage
-from tuner.study import open_study, trial_kind
+from tuner.study import artifact_folder, open_study, trial_kind
 
 STUDY_TOML = """\
 [study]
@@ -111,8 +111,10 @@ def build_finished_study(folder: Path) -> FinishedStudy:
 
 @contextmanager
 def dashboard_server(url: str) -> Iterator[str]:
-    """optuna-dashboard over ``url`` on a free loopback port; yields ``http://127.0.0.1:PORT``."""
-    server = open_server(make_storage(url), "127.0.0.1", 0)
+    """optuna-dashboard over ``url`` (and its artifact folder, as ``tuner dashboard`` serves
+    it) on a free loopback port; yields ``http://127.0.0.1:PORT``."""
+    storage = make_storage(url)
+    server = open_server(storage, "127.0.0.1", 0, artifact_folder(storage))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

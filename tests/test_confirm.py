@@ -12,6 +12,7 @@ from tests._trust import add_told_trial, all_pruned_study, fixed_params, make_cf
 from tuner.confirm import (
     CONFIRM_ATTR,
     CONFIRM_SEED_OFFSET,
+    PARTIAL_ATTR,
     confirm_seeds,
     confirmation_is_current,
     decision_text,
@@ -94,9 +95,15 @@ def test_an_interrupted_confirmation_keeps_its_finished_runs(
     with pytest.raises(KeyboardInterrupt):
         run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
     assert CONFIRM_ATTR not in study.user_attrs  # no half-written confirmation
+    # the finished runs wait in a system attribute: the dashboard's user attributes stay clean
+    system = study._storage.get_study_system_attrs
+    assert PARTIAL_ATTR not in study.user_attrs
+    assert len(system(study._study_id)[PARTIAL_ATTR]["runs"]) == 3
     monkeypatch.setattr(tuner.confirm, "train_one", real)
     conf = run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
     assert (conf.trained, conf.reused) == (1, 3)  # only the interrupted run is trained again
+    assert system(study._study_id)[PARTIAL_ATTR] is None  # cleared once it completed
+    assert PARTIAL_ATTR not in study.user_attrs
     fresh = run_confirm(study, make_cfg(tmp_path, training={"epochs": 2}), top=2, seeds=2,
                         max_seeds=2, progress=False)
     assert fresh.reused == 0  # other settings: nothing reused

@@ -32,6 +32,7 @@ from tuner.dashboard import (
 from tuner.dashboard_notes import AUTO_NOTE_MARKER, FIGURE_IDS, refresh_study_notes
 from tuner.datasets import load_split
 from tuner.storage import make_storage, resolve_storage_url
+from tuner.study import trial_series
 
 
 @pytest.fixture
@@ -112,7 +113,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_cli_serves_a_study_file_given_relative_to_another_directory(finished, tmp_path) -> None:
     """``tuner dashboard ../x/STUDY.toml``: finds tuner.db next to it, binds loopback, prints
-    the URL to open; the URL serves the study."""
+    the URL of the study's own page; the URL serves the study, and the study's per-epoch
+    series are listed as artifacts of its trials."""
     study_file = Path(finished.cfg.path)
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
@@ -127,8 +129,10 @@ def test_cli_serves_a_study_file_given_relative_to_another_directory(finished, t
         lines = [proc.stdout.readline() for _ in range(2)]
         assert f"sqlite:///{study_file.parent / 'tuner.db'}" in lines[0]
         assert "dash_iris" in lines[0]
-        url = dashboard_url("127.0.0.1", port)
-        assert f"open {url}" in lines[1]
+        study_id = finished.study._study_id
+        url = dashboard_url("127.0.0.1", port, study_id)
+        assert url == f"http://127.0.0.1:{port}/dashboard/studies/{study_id}"
+        assert f"open {url} " in lines[1]
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -139,6 +143,16 @@ def test_cli_serves_a_study_file_given_relative_to_another_directory(finished, t
                 time.sleep(0.2)
         assert status == 200
         assert [s["study_name"] for s in body["study_summaries"]] == ["dash_iris"]
+        # the series artifact of a trial is served from tuner.db.artifacts/
+        study = _get_json(f"http://127.0.0.1:{port}/api/studies/{study_id}?after=0")[1]
+        trial = next(t for t in study["trials"] if t["number"] == 0)
+        (artifact,) = trial["artifacts"]
+        assert artifact["filename"] == "trial-0-series.json"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/artifacts/{study_id}/"
+                                    f"{trial['trial_id']}/{artifact['artifact_id']}") as r:
+            series = json.loads(r.read())
+        assert len(series["lr_per_epoch"]) == finished.cfg.training.epochs
+        assert series["lr_per_epoch"] == trial_series(finished.study.trials[0], "lr_per_epoch")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -209,8 +223,8 @@ from tuner.cli import main
 
 real = optuna_dashboard.wsgi
 
-def wsgi(storage):
-    app = real(storage)
+def wsgi(storage, **kwargs):
+    app = real(storage, **kwargs)
     def slow(environ, start_response):
         if environ["PATH_INFO"] == "/slow":
             print("in request", flush=True)

@@ -3,7 +3,10 @@ Chromium (Debian's package, driven by Playwright; never ``playwright install``).
 
 The study list shows the study; its page shows the best value and tuner's three figures; the
 trial list shows a pruned trial with the note that says why; the note page shows the study's
-note. Screenshots go to ``tests/artifacts/`` (git-ignored), and their paths are printed.
+note. While a new study's first run is still going (held after its first trial), its page
+already shows tuner's figures and the metric's name, a trial lists its per-epoch series as an
+artifact instead of long user attributes, and a diverged trial says so. Screenshots go to
+``tests/artifacts/`` (git-ignored), and their paths are printed.
 
 Skips locally without Chromium (set TUNER_CHROMIUM to its path); fails when CI=true.
 """
@@ -13,14 +16,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import IN_CI
-from dashboard_study import FinishedStudy, dashboard_server
+from dashboard_study import STUDY_TOML, FinishedStudy, dashboard_server
+from optuna.trial import TrialState
 
+import tuner.dashboard_notes
+from tuner.config import load_study_config
 from tuner.datasets import load_split
+from tuner.runner import run_tune
+from tuner.study import open_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -124,3 +134,95 @@ def test_dashboard_shows_the_study_in_chromium(browser, finished_study: Finished
         page.close()
     assert errors == []
     assert shot.stat().st_size > 10_000
+
+
+GRAPH_IDS = ("tuner-metric-vs-lr", "tuner-lr-curves", "tuner-diverged-trials")
+
+
+def test_the_dashboard_shows_tuners_figures_during_a_run(
+    browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new study's first run, held right after the live refresh that follows a finished
+    trial (so the page is looked at while the run is still going)."""
+    path = tmp_path / "dash_iris.toml"
+    path.write_text(STUDY_TOML.replace("n_trials = 4", "n_trials = 6"))
+    cfg = load_study_config(path)
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    study = open_study(cfg, url)
+    study.enqueue_trial({"lr": 1000.0, "optimizer": "sgd", "schedule": "constant",
+                         "optimizer.momentum": 0.9, "optimizer.nesterov": False})  # diverges
+    study.enqueue_trial({"lr": 0.05, "optimizer": "adam", "schedule": "constant"})
+
+    held, release = threading.Event(), threading.Event()
+    real = tuner.dashboard_notes.LiveRefresh.__call__
+
+    def hold_after_two_trials(self) -> bool:  # noqa: ANN001
+        did = real(self)
+        finished = self.study.get_trials(deepcopy=False,
+                                         states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if did and len(finished) >= 2 and not held.is_set():
+            held.set()
+            assert release.wait(timeout=120), "the browser check never finished"
+        return did
+
+    monkeypatch.setattr(tuner.dashboard_notes.LiveRefresh, "__call__", hold_after_two_trials)
+    # refresh after every trial (a clock that stands still): the hold comes after the second
+    monkeypatch.setattr(tuner.dashboard_notes.LiveRefresh, "__init__", _no_min_interval(
+        tuner.dashboard_notes.LiveRefresh.__init__))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_tune(cfg, url, progress=False, batch_trials=1)
+        except BaseException as exc:  # noqa: BLE001 (reported by the test below)
+            errors.append(exc)
+            held.set()
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        assert held.wait(timeout=120) and not errors, errors
+        live = optuna.load_study(study_name=cfg.name, storage=url)
+        running = live.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+        assert len(running) == 2 < cfg.study.n_trials  # the run is not over
+        diverged, complete = running
+        with dashboard_server(url) as base:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/dashboard/studies/{live._study_id}")
+            for graph_id in GRAPH_IDS:
+                page.locator(f'[id="user-defined-plot:{graph_id}"] .main-svg').first.wait_for()
+            page.get_by_text("validation accuracy").first.wait_for()
+            text = page.inner_text("body")
+            for title in FIGURE_TITLES:
+                assert title in text
+            assert "Objective 0" not in text  # the metric has its name
+            _shot(page, "dashboard_during_run")
+
+            # a complete trial: short user attributes, the series as an artifact
+            page.goto(f"{base}/dashboard/studies/{live._study_id}/trials"
+                      f"?numbers={complete.number}")
+            page.get_by_text(f"trial-{complete.number}-series.json").first.wait_for()
+            text = page.inner_text("body")
+            assert "outcome complete" in text
+            assert "lr_per_epoch" not in text and "train_loss_per_epoch" not in text
+            _shot(page, "dashboard_during_run_trial")
+
+            # a diverged trial: PRUNED for the sampler, but says diverged at a glance
+            page.goto(f"{base}/dashboard/studies/{live._study_id}/trials"
+                      f"?numbers={diverged.number}")
+            page.get_by_text(f"Trial {diverged.number}: diverged").wait_for()
+            assert "outcome diverged" in page.inner_text("body")
+            _shot(page, "dashboard_during_run_diverged")
+            page.close()
+    finally:
+        release.set()
+        runner.join(timeout=120)
+    assert not errors, errors
+    assert not runner.is_alive()
+
+
+def _no_min_interval(init):  # noqa: ANN001, ANN202
+    def patched(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        init(self, *args, **{**kwargs, "min_interval_s": 0.0, "clock": lambda: 0.0})
+    return patched

@@ -15,10 +15,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+import tuner.dashboard_notes
+from tuner import figures
 from tuner.config import parse_study_config
 from tuner.dashboard_notes import (
     AUTO_NOTE_MARKER,
     FIGURE_IDS,
+    LiveRefresh,
+    metric_name,
     refresh_study_notes,
     study_note,
     trial_note,
@@ -26,7 +30,8 @@ from tuner.dashboard_notes import (
 from tuner.datasets import load_split
 from tuner.divergence import Divergence
 from tuner.engine import EpochReport, TrainResult
-from tuner.study import record_result
+from tuner.runner import run_tune
+from tuner.study import SERIES_ATTR, record_result, trial_series
 
 SPACE = {
     "lr": FloatDistribution(1e-4, 1e3, log=True),
@@ -202,3 +207,103 @@ def test_study_note_best_trial_is_finite_and_others_are_listed(tiny_cfg, study) 
     best = note.split("### Best trial")[1].split("###")[0]
     assert "Trial 0: validation accuracy **0.7**" in best
     assert "Not ranked: 1 complete trial(s) with a non-finite validation value: #1 (inf)." in best
+
+
+def test_per_epoch_series_are_kept_out_of_the_user_attributes(tiny_cfg, study) -> None:
+    """Short scalars in the user attributes (one dashboard column each); the series in the
+    system attribute, which the figures and trial notes read."""
+    number = _pruned(study)
+    trial = study.trials[number]
+    assert all(not isinstance(v, list) for v in trial.user_attrs.values())
+    assert trial.user_attrs["outcome"] == "pruned"
+    assert trial_series(trial, "train_loss_per_epoch") == [1.4, 1.3, 1.2]
+    assert trial_series(trial, "lr_per_epoch") == [0.01, 0.01, 0.01]
+    assert "| loss | training 1.2, validation 0.9 |" in trial_note(trial, tiny_cfg())
+
+
+def test_a_study_recorded_by_an_older_tuner_still_shows_its_series(tiny_cfg, study) -> None:
+    """Older studies hold the series as user attributes: notes and figures still read them."""
+    cfg = tiny_cfg(pruner={"name": "median"})
+    old = study.ask(SPACE)
+    old.report(0.6, 1)
+    for k, v in {"outcome": "pruned", "epochs_run": 1, "steps": 6, "val_loss": 0.8,
+                 "pruned_reason": "pruner: lagged behind", "lr_per_epoch": [0.02],
+                 "train_loss_per_epoch": [1.25]}.items():
+        old.set_user_attr(k, v)
+    study.tell(old, state=TrialState.PRUNED)
+    done = study.ask(SPACE)
+    done.set_user_attr("lr_per_epoch", [0.03, 0.015])
+    study.tell(done, 0.9)
+    assert SERIES_ATTR not in study.trials[0].system_attrs
+    assert "| loss | training 1.25, validation 0.8 |" in trial_note(study.trials[0], cfg)
+    (curve,) = figures.lr_curves(study).data
+    assert list(curve.y) == [0.03, 0.015]
+
+
+def test_refresh_names_the_metric_for_the_dashboard(tiny_cfg, study) -> None:
+    cfg = tiny_cfg()
+    refresh_study_notes(study, cfg)
+    assert study.metric_names == ["validation accuracy"]
+    rmse = tiny_cfg(dataset={"name": "diabetes"}, objective={"metric": "rmse"})
+    assert metric_name(rmse) == "validation RMSE"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_live_refresh_spends_at_most_a_twentieth_of_the_time(
+    tiny_cfg, study, monkeypatch
+) -> None:
+    """Refreshes at the first call; then only after max(min_interval_s, 19 x the last
+    refresh's cost), so refreshing is at most 5 % of the wall time."""
+    clock, costs, done = _Clock(), [0.125, 2.0, 2.0], []
+
+    def fake_refresh(*args) -> None:  # noqa: ANN002
+        clock.now += costs[len(done)]
+        done.append(clock.now)
+
+    monkeypatch.setattr(tuner.dashboard_notes, "refresh_study_notes", fake_refresh)
+    live = LiveRefresh(study, tiny_cfg(), min_interval_s=3.0, clock=clock)
+    assert live() and len(done) == 1  # first call: at once
+    clock.now += 2.5  # 19 x 0.125 s is less than min_interval_s: 3 s after its end
+    assert not live()
+    clock.now += 0.5
+    assert live() and len(done) == 2  # that one cost 2 s: the next waits 19 x 2 = 38 s
+    clock.now += 37.5
+    assert not live()
+    clock.now += 0.5
+    assert live() and len(done) == 3
+    assert live.count == 3
+
+
+def test_tune_refreshes_the_dashboard_during_the_run(tiny_cfg, sqlite_url, monkeypatch) -> None:
+    """At the start (a new study has its note and figures at once), after the first finished
+    trial, then as LiveRefresh allows; and at the end."""
+    seen: list[tuple[int, list[str]]] = []
+    real = tuner.dashboard_notes.refresh_study_notes
+
+    def spy(study, cfg, data=None):  # noqa: ANN001, ANN202
+        out = real(study, cfg, data)
+        finished = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        seen.append((finished, list(study.metric_names or [])))
+        return out
+
+    monkeypatch.setattr(tuner.dashboard_notes, "refresh_study_notes", spy)
+    monkeypatch.setattr(LiveRefresh, "__init__", _no_min_interval(LiveRefresh.__init__))
+    cfg = tiny_cfg(study={"n_trials": 3})
+    run_tune(cfg, sqlite_url, progress=False, batch_trials=1)
+    counts = [n for n, _ in seen]
+    assert counts[0] == 0 and counts[1] == 1  # before any trial, after the first
+    assert counts[-1] == 3 and len(counts) == 5  # then every trial (no min interval), the end
+    assert all(names == ["validation accuracy"] for _, names in seen)
+
+
+def _no_min_interval(init):  # noqa: ANN001, ANN202
+    def patched(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        init(self, *args, **{**kwargs, "min_interval_s": 0.0, "clock": lambda: 0.0})
+    return patched

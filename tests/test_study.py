@@ -7,7 +7,14 @@ import pytest
 from optuna.trial import TrialState
 
 from tuner.runner import run_tune
-from tuner.study import count_finished, make_objective, open_study, trial_kind
+from tuner.study import (
+    SETTINGS_ATTR,
+    count_finished,
+    make_objective,
+    open_study,
+    trial_kind,
+    trial_series,
+)
 
 
 def test_diverging_trial_is_pruned_in_its_first_epoch_with_its_reason(tiny_cfg, sqlite_url):
@@ -33,7 +40,11 @@ def test_complete_trial_records_what_a_person_needs(tiny_cfg, sqlite_url):
     outcome = run_tune(cfg, sqlite_url, n_trials=2, progress=False)
     for t in outcome.study.get_trials(states=(TrialState.COMPLETE,)):
         a = t.user_attrs
-        assert a["epochs_run"] == 3 and len(a["lr_per_epoch"]) == 3
+        assert a["epochs_run"] == 3 and len(trial_series(t, "lr_per_epoch")) == 3
+        assert len(trial_series(t, "train_loss_per_epoch")) == 3
+        # short scalars only (optuna-dashboard shows one column per user attribute)
+        assert all(not isinstance(v, list) for v in a.values())
+        assert a["outcome"] == "complete"
         assert a["seconds"] > 0 and a["seed"] == cfg.study.seed + t.number
         assert 0 <= a["val_metric"] <= 1 and 0 <= a["test_metric"] <= 1
         assert a["val_metric"] == t.value
@@ -84,6 +95,23 @@ def test_resuming_with_other_settings_is_refused_and_writes_nothing(tiny_cfg, sq
     more = run_tune(tiny_cfg(study={"seed": 3}, sampler={"name": "random"}), sqlite_url,
                     n_trials=3, progress=False)
     assert more.finished_after == 3
+    # kept out of the user attributes that optuna-dashboard shows as raw JSON
+    assert SETTINGS_ATTR not in study.user_attrs
+
+
+def test_settings_stored_by_an_older_tuner_are_still_checked(tiny_cfg, sqlite_url):
+    from tuner.errors import ConfigError
+
+    cfg = tiny_cfg()
+    study = open_study(cfg, sqlite_url)
+    system = study._storage.get_study_system_attrs(study._study_id)
+    storage = study._storage
+    # as an older tuner wrote it: a user attribute, no system attribute
+    storage.set_study_system_attr(study._study_id, SETTINGS_ATTR, None)
+    study.set_user_attr(SETTINGS_ATTR, system[SETTINGS_ATTR])
+    with pytest.raises(ConfigError, match=r"\[training\] epochs = 5 differs"):
+        open_study(tiny_cfg(training={"epochs": 5}), sqlite_url)
+    open_study(cfg, sqlite_url)  # the same settings resume
 
 
 def test_generator_refusals_name_the_file(tiny_cfg):

@@ -97,7 +97,9 @@ __all__ = [
 ]
 
 CONFIRM_ATTR = "confirmation"
-# runs finished by a confirmation that has not completed yet (interrupted): reused by the next
+# runs finished by a confirmation that has not completed yet (interrupted): reused by the next.
+# A study system attribute (optuna-dashboard does not list those), set to None when the
+# confirmation completes; older tuner versions kept it in the user attribute of the same name.
 PARTIAL_ATTR = "confirmation:partial"
 CONFIRM_FORMAT = 1
 CONFIRM_SEED_OFFSET = 10_000
@@ -414,7 +416,8 @@ def _cached_runs(study: optuna.Study, cfg: StudyConfig) -> dict[tuple, dict]:
     again)."""
     settings = settings_fingerprint(cfg)
     cache: dict[tuple, dict] = {}
-    partial = study.user_attrs.get(PARTIAL_ATTR)
+    partial = (study._storage.get_study_system_attrs(study._study_id).get(PARTIAL_ATTR)
+               or study.user_attrs.get(PARTIAL_ATTR))
     if isinstance(partial, dict) and partial.get("settings") == settings:
         cache.update({(int(r["trial"]), int(r["seed"])): r for r in partial.get("runs", [])})
     payload = load_confirmation(study)
@@ -527,7 +530,7 @@ def run_confirm(
         counts["trained"] += 1
         # an interrupted confirmation keeps what it finished: the next one reuses it
         finished_now.append({"trial": c.trial, **c.runs[-1]})
-        study.set_user_attr(PARTIAL_ATTR, {
+        study._storage.set_study_system_attr(study._study_id, PARTIAL_ATTR, {
             "settings": settings_fingerprint(cfg),
             "runs": [{"trial": t, **r} for (t, _), r in cache.items()] + finished_now,
         })
@@ -611,6 +614,9 @@ def run_confirm(
         "non_finite_trials": [t.number for t in nonfinite_trials(study)],
     }
     study.set_user_attr(CONFIRM_ATTR, payload)
+    # completed: nothing left to reuse
+    if study._storage.get_study_system_attrs(study._study_id).get(PARTIAL_ATTR) is not None:
+        study._storage.set_study_system_attr(study._study_id, PARTIAL_ATTR, None)
     return Confirmation(payload, counts["trained"], counts["reused"],
                         time.perf_counter() - started)
 

@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from wsgiref.handlers import SimpleHandler
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
@@ -80,15 +81,17 @@ def exposed_warning(host: str, port: int) -> str:
     )
 
 
-def dashboard_url(host: str, port: int) -> str:
-    """The address to open in a browser: ``http://127.0.0.1:8080/dashboard/``.
+def dashboard_url(host: str, port: int, study_id: int | None = None) -> str:
+    """The address to open in a browser: ``http://127.0.0.1:8080/dashboard/``, or a study's
+    page ``http://127.0.0.1:8080/dashboard/studies/<study_id>``.
 
     A wildcard bind address (``0.0.0.0``, ``::``) is shown as the loopback address.
     """
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/dashboard/"
+    page = "" if study_id is None else f"studies/{study_id}"
+    return f"http://{shown}:{port}/dashboard/{page}"
 
 
 class _ServerHandler(ServerHandler):
@@ -140,12 +143,16 @@ class _Server6(WSGIServer):
 
 
 def open_server(
-    storage: optuna.storages.BaseStorage, host: str = "127.0.0.1", port: int = 8080
+    storage: optuna.storages.BaseStorage, host: str = "127.0.0.1", port: int = 8080,
+    artifacts: Path | None = None,
 ) -> WSGIServer:
     """optuna-dashboard's WSGI app on a bound (not yet serving) ``wsgiref`` server.
 
     Args:
         storage: the Optuna storage to show.
+        artifacts: the Optuna artifact folder whose files the trials list (the per-epoch
+            series that ``tuner tune`` writes, see :func:`tuner.study.artifact_folder`), or
+            None for none.
         host: bind address; ``port`` 0 lets the system pick a free port (``server.server_port``).
 
     Returns:
@@ -157,7 +164,12 @@ def open_server(
     """
     import optuna_dashboard
 
-    app = optuna_dashboard.wsgi(storage)
+    store = None
+    if artifacts is not None:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        store = FileSystemArtifactStore(artifacts)
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
     server_class = _Server6 if ":" in host else WSGIServer
     try:
         return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
@@ -191,25 +203,31 @@ def serve(
     echo = echo or (lambda line: print(line, flush=True))
     url = dashboard_storage_url(study_file, storage)
     store = make_storage(url)
-    names = [s.study_name for s in optuna.study.get_all_study_summaries(store)]
-    server = open_server(store, host, port)
+    summaries = optuna.study.get_all_study_summaries(store)
+    names = [s.study_name for s in summaries]
+    from tuner.study import artifact_folder
+
+    server = open_server(store, host, port, artifact_folder(store))
     try:
         shown = ", ".join(names) if names else "none yet; they appear as `tuner tune` starts them"
         echo(f"storage {redact_url(url)}: studies {shown}")
         if getattr(store, "read_only", None):  # tuner.storage_guard.GuardedRDBStorage
             echo(f"read-only storage ({store.read_only}): the dashboard shows the studies; "
                  f"notes and other edits made in it are not saved")
+        page = dashboard_url(host, server.server_port)  # the list, or the study's own page
         if study_file is not None and names:
             from tuner.config import load_study_config
 
             name = load_study_config(study_file).name
             if name not in names:
                 echo(f"study '{name}' is not in this storage yet (run `tuner tune {study_file}`)")
+            else:
+                study_id = summaries[names.index(name)]._study_id
+                page = dashboard_url(host, server.server_port, study_id)
         if not is_loopback(server.server_address[0]):
             print(exposed_warning(host, server.server_port), file=sys.stderr, flush=True)
         try:  # from the moment the URL is shown, Ctrl-C is the way to stop
-            echo(f"optuna-dashboard: open {dashboard_url(host, server.server_port)}  "
-                 f"(Ctrl-C stops)")
+            echo(f"optuna-dashboard: open {page}  (Ctrl-C stops)")
             server.serve_forever()
         except KeyboardInterrupt:
             print("dashboard stopped", file=sys.stderr)

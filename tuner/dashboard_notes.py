@@ -1,6 +1,9 @@
 """What a study shows in optuna-dashboard: its note, its figures, and why trials were stopped.
 
-:func:`refresh_study_notes` runs at the end of every ``tuner tune`` run and writes, through
+:func:`refresh_study_notes` runs while ``tuner tune`` runs (when it starts, after its first
+finished trial, then as often as costs at most 5 % of the run: :class:`LiveRefresh`) and at
+its end; it sets the study's metric name (``validation accuracy``, so that optuna-dashboard's
+plots do not say "Objective 0") and writes, through
 optuna-dashboard's public API (which keeps them in the study's system attributes, so any Optuna
 storage holds them: SQLite, journal file, PostgreSQL):
 
@@ -23,6 +26,7 @@ storage holds them: SQLite, journal file, PostgreSQL):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,13 +40,15 @@ from optuna_dashboard._note import get_note_from_system_attrs, note_ver_key, spl
 from tuner import figures
 from tuner.config import GENERATOR_KEYS, StudyConfig
 from tuner.datasets import DATASETS, SplitData, describe_source, load_split
-from tuner.study import completed, trial_kind
+from tuner.study import completed, trial_kind, trial_series
 from tuner.summary import nonfinite_line, state_counts
 
 __all__ = [
     "AUTO_NOTE_MARKER",
     "FIGURE_IDS",
+    "LiveRefresh",
     "NotesRefresh",
+    "metric_name",
     "metric_description",
     "refresh_study_note",
     "refresh_study_notes",
@@ -78,6 +84,12 @@ class NotesRefresh:
     study_note: bool
     figures: tuple[str, ...]
     trial_notes: tuple[int, ...]
+
+
+def metric_name(cfg: StudyConfig) -> str:
+    """The study's metric as optuna-dashboard labels it: ``validation accuracy``, ...``RMSE``."""
+    m = cfg.objective.metric
+    return f"validation {'RMSE' if m == 'rmse' else m}"
 
 
 def metric_description(cfg: StudyConfig) -> str:
@@ -319,7 +331,7 @@ def trial_note(trial: FrozenTrial, cfg: StudyConfig) -> str | None:
             )
         epoch = attrs.get("epochs_run", steps[-1] if steps else "?")
         value = trial.intermediate_values.get(steps[-1]) if steps else attrs.get("val_metric")
-        train_loss = _last(attrs.get("train_loss_per_epoch"))
+        train_loss = _last(trial_series(trial, "train_loss_per_epoch"))
         rows = [
             f"| rule | {_pruner_rule(cfg)} |",
             f"| step | epoch {epoch} (optimizer step {attrs.get('steps', '?')}) |",
@@ -393,6 +405,9 @@ def refresh_study_notes(
         person's edits to the study note (marker line removed) and every existing trial note
         are kept.
     """
+    name = metric_name(cfg)
+    if study.metric_names != [name]:  # the dashboard's axes say this instead of "Objective 0"
+        study.set_metric_names([name])
     write_note = refresh_study_note(study, cfg, data)
     for graph_id, build in FIGURE_IDS.items():
         optuna_dashboard.save_plotly_graph_object(
@@ -400,3 +415,51 @@ def refresh_study_notes(
         )
     written = _save_new_trial_notes(study, cfg)
     return NotesRefresh(write_note, tuple(FIGURE_IDS), tuple(written))
+
+
+class LiveRefresh:
+    """Refresh the note, figures and trial notes while a study runs, at a bounded cost.
+
+    Call :meth:`refresh` when the run starts, then the instance after every finished trial
+    (or poll): it refreshes at the first such call, then only once the time since the last
+    refresh is at least :data:`COST_FACTOR` times what that refresh took (and at least
+    ``min_interval_s``). So refreshing takes at most 1 / (1 + COST_FACTOR) = 5 % of the run's
+    wall time, however large the study grows; a small study refreshes every
+    ``min_interval_s`` seconds.
+
+    Args:
+        study, cfg, data: as for :func:`refresh_study_notes`.
+        min_interval_s: seconds between refreshes at least.
+        clock: seconds, monotonic (tests pass their own).
+    """
+
+    COST_FACTOR = 19.0
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        cfg: StudyConfig,
+        data: SplitData | None = None,
+        *,
+        min_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.study, self.cfg, self.data = study, cfg, data
+        self.min_interval_s, self.clock = min_interval_s, clock
+        self.next_at: float | None = None  # None: refresh at the next call
+        self.count = 0  # refreshes so far
+
+    def refresh(self) -> float:
+        """Refresh now (:func:`refresh_study_notes`); the seconds it took."""
+        start = self.clock()
+        refresh_study_notes(self.study, self.cfg, self.data)
+        self.count += 1
+        return self.clock() - start
+
+    def __call__(self) -> bool:
+        """Refresh if it is time (see the class doc); True if it did."""
+        if self.next_at is not None and self.clock() < self.next_at:
+            return False
+        cost = self.refresh()
+        self.next_at = self.clock() + max(self.min_interval_s, self.COST_FACTOR * cost)
+        return True

@@ -16,7 +16,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study import completed, trial_kind
+from tuner.study import completed, trial_kind, trial_series
 
 __all__ = ["metric_vs_lr", "lr_curves", "diverged_trials", "learning_curves", "param_importances"]
 
@@ -71,7 +71,7 @@ def lr_curves(study: optuna.Study, k: int = 5) -> go.Figure:
     """The learning rate applied at each epoch by the top ``k`` complete trials."""
     fig = go.Figure()
     for t in completed(study)[:k]:
-        lrs = t.user_attrs.get("lr_per_epoch") or []
+        lrs = trial_series(t, "lr_per_epoch")
         fig.add_trace(
             go.Scatter(
                 x=list(range(1, len(lrs) + 1)),

@@ -120,12 +120,21 @@ def run_tune(
     interrupted, notes = False, []
     batch_trials = _resolve_batch_trials(cfg, batch_trials, workers, console)
 
+    # optuna-dashboard: the study's note and figures, and why each stopped trial stopped,
+    # while the study runs (at most 5 % of its time, see LiveRefresh) and at the end
+    from tuner.dashboard_notes import LiveRefresh, refresh_study_notes
+
+    live = LiveRefresh(study, cfg, objective.data)
+    if before < target:
+        live.refresh()  # the note and (empty) figures of a new study, from the start
+
     with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
 
         def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
             if tracker is not None and trial is not None:
                 tracker.on_trial(study, trial)
+            live()
             if not progress:  # no bar to update: spare the storage reads
                 return
             done = count_finished(study)
@@ -154,10 +163,7 @@ def run_tune(
             except KeyboardInterrupt:
                 interrupted = True
 
-    # optuna-dashboard: the study's note and figures, and why each stopped trial stopped
-    from tuner.dashboard_notes import refresh_study_notes
-
-    refresh_study_notes(study, cfg)
+    refresh_study_notes(study, cfg, objective.data)
     if tracker is not None and not interrupted:
         tracker.log_best(study, cfg, storage_url)
     closed = _closed_by_interrupts(study) - closed_before if interrupted else 0

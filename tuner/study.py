@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ __all__ = [
     "open_study",
     "load_existing_study",
     "record_result",
+    "SERIES_ATTR",
+    "trial_series",
     "make_objective",
     "count_finished",
     "redact_url",
@@ -182,7 +185,10 @@ def open_study(
 
 
 SETTINGS_ATTR = "tuner:settings"
-"""Study user attribute: the settings that make its trials comparable (see check_settings)."""
+"""Study system attribute: the settings that make its trials comparable (see check_settings).
+
+A system attribute, since optuna-dashboard shows user attributes as raw JSON (the study note
+shows the settings as TOML); studies of older tuner versions hold it as a user attribute."""
 SETTINGS_SECTIONS = ("dataset", "split", "model", "training", "objective", "space", "divergence")
 
 
@@ -200,9 +206,11 @@ def check_settings(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> N
     """
     plain = cfg.to_dict()
     current = json.loads(json.dumps({k: plain[k] for k in SETTINGS_SECTIONS}))
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    storage, study_id = study._storage, study._study_id
+    stored = storage.get_study_system_attrs(study_id).get(SETTINGS_ATTR)
+    stored = stored if stored is not None else study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
-        study.set_user_attr(SETTINGS_ATTR, current)
+        storage.set_study_system_attr(study_id, SETTINGS_ATTR, current)
         return
     if stored == current:
         return
@@ -269,15 +277,18 @@ def _finite_or_str(v: float | None) -> float | str | None:
 
 
 def record_result(trial: optuna.trial.BaseTrial, result: TrainResult, seed: int) -> None:
-    """Write what a person needs to understand the trial into its user attributes."""
+    """Write what a person needs to understand the trial into its user attributes.
+
+    User attributes are short scalars (``outcome``: complete, pruned or diverged, ``seed``,
+    ``val_metric``, ...) plus ``divergence`` on a diverged trial; the per-epoch series go to
+    the system attribute :data:`SERIES_ATTR` (read them with :func:`trial_series`).
+    """
     attrs: dict[str, Any] = {
         "outcome": result.status,
         "seed": seed,
         "epochs_run": result.epochs,
         "steps": result.steps,
         "seconds": round(result.seconds, 4),
-        "lr_per_epoch": [r.lr for r in result.history],
-        "train_loss_per_epoch": [_finite_or_str(r.train_loss) for r in result.history],
         "val_metric": _finite_or_str(result.val_metric),
         "val_loss": _finite_or_str(result.val_loss),
     }
@@ -292,7 +303,80 @@ def record_result(trial: optuna.trial.BaseTrial, result: TrainResult, seed: int)
             f"pruner: validation metric {result.val_metric:.4g} at epoch {result.epochs} "
             f"lagged behind other trials"
         )
-    set_trial_attrs(trial, attrs)  # one transaction on a SQLite file, not one per attribute
+    series = {
+        "lr_per_epoch": [r.lr for r in result.history],
+        "train_loss_per_epoch": [_finite_or_str(r.train_loss) for r in result.history],
+    }
+    system: dict[str, Any] = {SERIES_ATTR: series}
+    folder = artifact_folder(getattr(trial, "storage", None))
+    if folder is not None:  # optuna-dashboard lists it on the trial's page
+        system.update(_write_series_artifact(folder, trial.number, series))
+    # one transaction on a SQLite file, not one per attribute
+    set_trial_attrs(trial, attrs, system_attrs=system)
+
+
+SERIES_ATTR = "tuner:series"
+"""Trial system attribute: the per-epoch series (``lr_per_epoch``, ``train_loss_per_epoch``).
+
+Kept out of the user attributes, which optuna-dashboard shows as one table column each (a list
+made every row of its trial table hundreds of pixels tall); the dashboard lists them per trial
+as a JSON artifact instead (``tuner.dashboard_notes``)."""
+
+
+ARTIFACTS_SUFFIX = ".artifacts"
+"""Optuna artifact store of a file storage: the folder ``<storage file>.artifacts`` beside it."""
+
+
+def artifact_folder(storage: Any) -> Path | None:
+    """The artifact folder of an SQLite or journal file storage (``tuner.db.artifacts``).
+
+    None for a database server (PostgreSQL, MySQL) or in memory: there the per-epoch series
+    stay only in :data:`SERIES_ATTR` (``tuner report`` and the figures read them), since no
+    folder is known to every process and to the dashboard.
+    """
+    from optuna.storages import JournalStorage
+    from optuna.storages._cached_storage import _CachedStorage
+
+    if isinstance(storage, _CachedStorage):
+        storage = storage._backend
+    file: Any = None
+    if isinstance(storage, JournalStorage):
+        file = getattr(storage._backend, "_file_path", None)
+    elif storage is not None:
+        file = getattr(storage, "_file", None)  # tuner.storage_guard.GuardedRDBStorage
+    return None if file is None else Path(str(file) + ARTIFACTS_SUFFIX)
+
+
+def _write_series_artifact(folder: Path, number: int, series: dict[str, Any]) -> dict[str, Any]:
+    """Write the series as ``trial-N-series.json`` into the artifact store; its system
+    attribute, exactly as ``optuna.artifacts.upload_artifact`` writes it (which would cost a
+    transaction of its own per trial)."""
+    import io
+    import uuid
+
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    folder.mkdir(parents=True, exist_ok=True)
+    artifact_id = str(uuid.uuid4())
+    body = json.dumps({"trial": number, "epoch": list(range(1, len(series["lr_per_epoch"]) + 1)),
+                       **series}, indent=1)
+    FileSystemArtifactStore(folder).write(artifact_id, io.BytesIO(body.encode()))
+    meta = {"artifact_id": artifact_id, "filename": f"trial-{number}-series.json",
+            "mimetype": "application/json", "encoding": None}
+    return {ARTIFACTS_ATTR_PREFIX + artifact_id: json.dumps(meta)}
+
+
+def trial_series(trial: FrozenTrial, name: str) -> list[Any]:
+    """A per-epoch series of a trial (``lr_per_epoch``, ``train_loss_per_epoch``); [] if none.
+
+    Reads :data:`SERIES_ATTR`, or the user attribute of the same name that studies recorded
+    before it existed.
+    """
+    series = trial.system_attrs.get(SERIES_ATTR)
+    if isinstance(series, dict) and name in series:
+        return list(series[name] or [])
+    return list(trial.user_attrs.get(name) or [])
 
 
 @dataclass

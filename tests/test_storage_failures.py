@@ -142,7 +142,9 @@ def test_tune_on_a_full_disk_is_one_line_and_the_next_run_closes_what_it_left(
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr.startswith("tuner: error: disk full") and "Traceback" not in proc.stderr
         assert proc.stderr.count("\n") == 1 and str(disk / "tuner.db") in proc.stderr
-        shutil.copy(disk / "tuner.db", tmp_path / "tuner.db")  # room again: another disk
+        for part in ("tuner.db", "tuner.db-wal"):  # room again: the study moves to another
+            if (disk / part).exists():  # disk, with its write-ahead log (committed pages)
+                shutil.copy(disk / part, tmp_path / part)
     finally:
         _umount(disk)
     check = sqlite3.connect(tmp_path / "tuner.db")
@@ -157,6 +159,33 @@ def test_tune_on_a_full_disk_is_one_line_and_the_next_run_closes_what_it_left(
     after = optuna.load_study(study_name="full", storage=url).trials
     assert not [t for t in after if t.state == TrialState.RUNNING]
     assert all("died" in t.user_attrs["failed_reason"] for t in after if t.number in left)
+
+
+def test_a_busy_sqlite_file_is_retried_not_fatal(tmp_path: Path) -> None:
+    """SQLITE_BUSY ("database is locked") is another process's write: the operation runs again
+    within the retry budget; only a file that stays locked past it is one line."""
+    db = tmp_path / "busy.db"
+    storage = make_storage(f"sqlite:///{db}")
+    study = optuna.create_study(storage=storage, study_name="busy")
+    blocker = sqlite3.connect(db, timeout=0, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock, as another writer would
+    release = threading.Timer(1.0, lambda: blocker.execute("COMMIT"))
+    release.start()
+    sqlalchemy.event.listen(storage.engine, "connect",  # no busy wait: SQLITE_BUSY at once
+                            lambda conn, _r: conn.execute("PRAGMA busy_timeout=0"))
+    storage.engine.dispose()
+    with storage_guard.retry_budget(30):
+        trial = study.ask()  # locked for a second, then goes through
+    release.join()
+    assert trial.number == 0 and len(study.trials) == 1
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with storage_guard.retry_budget(0.5), pytest.raises(StorageUnavailable) as info:
+            study.ask()
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert "locked" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_database_error_from_optuna_itself_is_one_line(tmp_path, monkeypatch, capsys) -> None:

@@ -198,12 +198,16 @@ def _is_sqlite(err: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for a lost or refused connection to a database server (worth a retry)."""
+    """True for a lost or refused connection to a database server, or a SQLite file busy with
+    another process's write (worth a retry)."""
     import sqlalchemy.exc
 
     err = database_error(exc)
-    if err is None or _is_sqlite(err):
+    if err is None:
         return False
+    if _is_sqlite(err):  # busy: a write that met another one (a WAL snapshot that moved on
+        # returns SQLITE_BUSY without waiting); the transaction was rolled back: run it again
+        return "database is locked" in first_line(err).lower()
     if any(isinstance(e, sqlalchemy.exc.PendingRollbackError) for e in _chain(exc)):
         return True  # the transaction's connection was lost
     if isinstance(err, sqlalchemy.exc.DisconnectionError):
@@ -368,14 +372,17 @@ class GuardedRDBStorage(RDBStorage):
                 reason = self._scrub(first_line(database_error(exc) or exc))
                 wait = next(waits, None)
                 if wait is None:
+                    if _is_sqlite(database_error(exc) or exc):  # "stayed locked": its own line
+                        raise (self._failure(exc) or StorageUnavailable(reason)) from exc
                     raise StorageUnavailable(
                         f"storage {self._shown} unreachable for "
                         f"{time.monotonic() - started:.0f} s ({tries} tries): {reason}; run "
                         f"the same command again once it is back: finished trials are kept."
                     ) from exc
                 if lost and not said:  # a blip (one retry fixes it) is not news
-                    _log.warning("storage %s: connection lost (%s); retrying for up to %.0f s",
-                                 self._shown, reason, retry_budget_s())
+                    what = "busy" if _is_sqlite(database_error(exc) or exc) else "connection lost"
+                    _log.warning("storage %s: %s (%s); retrying for up to %.0f s",
+                                 self._shown, what, reason, retry_budget_s())
                     said = True
                 lost = True
                 time.sleep(wait)

@@ -15,7 +15,7 @@ from tuner.config import StudyConfig
 from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
 from tuner.progress import progress_bar
-from tuner.study import FINISHED, count_finished, make_objective, open_study, trial_kind
+from tuner.study import count_finished, make_objective, open_study, trial_kind
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
     REASON_ATTR,
@@ -169,8 +169,3 @@ def _resolve_batch_trials(
     elif requested is None:  # the default would batch: say why it does not
         console.print(f"[dim]Trials run one at a time: {reason}.[/dim]")
     return 1
-
-
-def remaining(study: optuna.Study, target: int) -> int:
-    """Trials still to finish to reach ``target``."""
-    return max(0, target - len(study.get_trials(deepcopy=False, states=FINISHED)))

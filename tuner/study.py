@@ -22,9 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.batched import train_one
 from tuner.config import StudyConfig
 from tuner.datasets import SplitData, load_split
-from tuner.engine import TrainResult, resolve_device, train
-from tuner.errors import ConfigError, NoCompletedTrialError, StorageError, TunerError
-from tuner.space import TrialParams, suggest_params
+from tuner.engine import TrainResult, resolve_device
+from tuner.errors import ConfigError, StorageError, TunerError
+from tuner.space import suggest_params
 from tuner.storage import (
     check_storage_exists,
     make_storage,
@@ -296,9 +296,8 @@ class Objective:
     lr_bounds: tuple[float, float] | None = None
     device: Any = None
     on_result: Callable[[FrozenTrial | optuna.Trial, TrainResult], None] | None = None
-    # True: tuner.batched.train_one (the stacked engine where the model can be batched);
-    # False: always tuner.engine.train (autograd and torch.optim), e.g. to measure one against
-    # the other
+    # passed to tuner.batched.train_one as ``stacked``: False asks for the autograd engine
+    # (tuner.engine.train), e.g. to measure one engine against the other
     fast: bool = True
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -309,8 +308,8 @@ class Objective:
             trial.report(report.val_metric, report.epoch)
             return trial.should_prune()
 
-        engine = train_one if self.fast else train
-        result = engine(self.cfg, self.data, params, seed, on_epoch, device=self.device)
+        result = train_one(self.cfg, self.data, params, seed, on_epoch, device=self.device,
+                           stacked=self.fast)
         record_result(trial, result, seed)
         if self.on_result is not None:
             self.on_result(trial, result)
@@ -335,20 +334,6 @@ def make_objective(
     except TunerError as exc:  # name the study file, as every other setting's message does
         raise type(exc)(f"{cfg.path}: {exc}") from None
     return Objective(cfg, data, lr_bounds, device)
-
-
-def best_params(study: optuna.Study) -> TrialParams:
-    """The best trial's parameters (see :func:`best_trial`).
-
-    Raises:
-        NoCompletedTrialError: no COMPLETE trial has a finite value.
-    """
-    best = best_trial(study)
-    if best is None:
-        raise NoCompletedTrialError(
-            f"study '{study.study_name}' has no complete trial with a finite value"
-        )
-    return TrialParams.from_optuna_params(best.params)
 
 
 def _finite_value(t: FrozenTrial) -> bool:

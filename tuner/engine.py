@@ -30,7 +30,7 @@ from tuner.divergence import Divergence, DivergenceGuard
 from tuner.errors import DeviceError
 from tuner.models import build_model
 from tuner.schedules import build_scheduler
-from tuner.space import TrialParams, build_optimizer
+from tuner.space import FUSED_CLASSES, TrialParams, build_optimizer
 
 _private.apply_for_command()  # the tuner command: build torch.optim optimizers without dynamo
 
@@ -309,11 +309,6 @@ def _diverged(
     result.peak_loss_ratio = guard.peak_ratio
     result.seconds = time.perf_counter() - started
     return result
-
-
-# torch.optim classes with a fused kernel on the CPU and CUDA (torch >= 2.4): one kernel per step
-# for all parameters instead of a handful of small ops per parameter tensor.
-FUSED_CLASSES = ("SGD", "Adam", "AdamW")
 
 
 def build_fast_optimizer(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from tuner import _private
+from tuner.space import OPTIMIZER_BY_CLASS
 
 __all__ = ["MemberHyper", "StackedOptimizer"]
 
@@ -32,7 +33,7 @@ class MemberHyper:
     def rule(self) -> str:
         """The update rule's family: members of one family are updated together, with one set
         of kernels per step (SGD with and without Nesterov; Adam and AdamW)."""
-        return {"AdamW": "Adam"}.get(self.cls, self.cls)
+        return OPTIMIZER_BY_CLASS[self.cls].update_rule
 
     @classmethod
     def from_optimizer(cls, optimizer: torch.optim.Optimizer) -> MemberHyper:
@@ -55,9 +56,9 @@ class MemberHyper:
             )
             if bad
         ]
-        if name not in ("SGD", "Adam", "AdamW", "RMSprop") or unsupported:
+        if name not in OPTIMIZER_BY_CLASS or unsupported:
             raise ValueError(
-                f"batched trials support SGD, Adam, AdamW and RMSprop with their default "
+                f"batched trials support {', '.join(OPTIMIZER_BY_CLASS)} with their default "
                 f"options; got {name}{' with ' + ', '.join(unsupported) if unsupported else ''}"
             )
         return cls(
@@ -121,7 +122,7 @@ class StackedOptimizer:
         for k in range(1, len(self.hypers) + 1):
             if k == len(self.hypers) or self.hypers[k].rule != self.hypers[start].rule:
                 seg = _Segment(start, k, self.hypers[start:k], self.param.device)
-                seg.fused = self.fused and seg.rule in ("SGD", "Adam")
+                seg.fused = self.fused and all(OPTIMIZER_BY_CLASS[h.cls].fused for h in seg.hypers)
                 segments.append(seg)
                 start = k
         return segments

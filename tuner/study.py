@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.batched import train_one
-from tuner.config import StudyConfig
+from tuner.config import PrunerConfig, SamplerConfig, StudyConfig
 from tuner.datasets import SplitData, load_split
 from tuner.engine import TrainResult, resolve_device
 from tuner.errors import ConfigError, StorageError, TunerError
@@ -36,6 +36,8 @@ from tuner.storage import (
 __all__ = [
     "FINISHED",
     "resolve_storage_url",
+    "SAMPLERS",
+    "PRUNERS",
     "make_sampler",
     "resume_seed",
     "make_pruner",
@@ -96,18 +98,19 @@ class TrialIndexedQMCSampler(optuna.samplers.QMCSampler):
         return max(0, self._number - 1)
 
 
-def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``seed`` (default ``[study] seed``).
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: ``build(section, seed)`` -> a fresh Optuna sampler.
 
-    Parallel workers pass distinct seeds (``tuner.workers``); TPE uses the constant liar, so
-    trials still running elsewhere count as bad results and workers spread out.
+    ``section`` is the validated ``[sampler]`` section; ``seed`` the sampler's seed.
     """
-    s = cfg.sampler
-    seed = cfg.study.seed if seed is None else seed
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "qmc":
-        return TrialIndexedQMCSampler(seed=seed)
+
+    name: str
+    build: Callable[[SamplerConfig, int], optuna.samplers.BaseSampler]
+    description: str
+
+
+def _tpe(s: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=s.n_startup_trials,
@@ -117,32 +120,83 @@ def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.B
     )
 
 
+SAMPLERS: dict[str, SamplerSpec] = {
+    s.name: s
+    for s in (
+        SamplerSpec("tpe", _tpe, "multivariate, grouped TPE with the constant liar"),
+        SamplerSpec("random", lambda s, seed: optuna.samplers.RandomSampler(seed=seed),
+                    "independent uniform draws"),
+        SamplerSpec("qmc", lambda s, seed: TrialIndexedQMCSampler(seed=seed),
+                    "unscrambled Sobol points, point n - 1 for trial n"),
+    )
+}
+"""``[sampler] name`` -> its :class:`SamplerSpec` (config's choices; tests/test_study.py checks
+that the two agree)."""
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """A registered pruner: ``build(section, epochs)`` -> a fresh Optuna pruner whose resource
+    is the epoch (``epochs``: ``[training] epochs``, the most a trial runs)."""
+
+    name: str
+    build: Callable[[PrunerConfig, int], optuna.pruners.BasePruner]
+    description: str
+
+
+PRUNERS: dict[str, PrunerSpec] = {
+    p.name: p
+    for p in (
+        PrunerSpec(
+            "successive_halving",
+            lambda p, epochs: optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=min(p.min_resource, epochs), reduction_factor=p.reduction_factor
+            ),
+            "one bracket of successive halving",
+        ),
+        PrunerSpec(
+            "hyperband",
+            lambda p, epochs: optuna.pruners.HyperbandPruner(
+                min_resource=min(p.min_resource, epochs),
+                max_resource=epochs,
+                reduction_factor=p.reduction_factor,
+            ),
+            "Hyperband: brackets of successive halving",
+        ),
+        PrunerSpec(
+            "median",
+            lambda p, epochs: optuna.pruners.MedianPruner(
+                n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+            ),
+            "below the median of earlier trials at the same epoch",
+        ),
+        PrunerSpec("none", lambda p, epochs: optuna.pruners.NopPruner(), "never prunes"),
+    )
+}
+"""``[pruner] name`` -> its :class:`PrunerSpec` (config's choices and ``PRUNER_KEYS``; checked
+by tests/test_study.py)."""
+
+
+def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler (:data:`SAMPLERS`), seeded with ``seed`` (default ``[study]
+    seed``).
+
+    Parallel workers pass distinct seeds (``tuner.workers``); TPE uses the constant liar, so
+    trials still running elsewhere count as bad results and workers spread out.
+    """
+    return SAMPLERS[cfg.sampler.name].build(cfg.sampler, cfg.study.seed if seed is None else seed)
+
+
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    """The configured pruner; its resource is the epoch.
+    """The configured pruner (:data:`PRUNERS`); its resource is the epoch.
 
     Successive halving is the default rather than Hyperband: Optuna's ``HyperbandPruner`` shows
     the sampler only the trials of the asking trial's bracket (``optuna.pruners._filter_study``),
     so with three brackets TPE models a third of the study and its ``n_startup_trials`` random
-    trials are drawn per bracket; in ``bench/bench_quality.py`` that made it slower to a good
-    trial than one bracket of successive halving.
+    trials are drawn per bracket, which makes it slower to a good trial than one bracket of
+    successive halving (``bench/bench_quality.py``).
     """
-    p = cfg.pruner
-    if p.name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=min(p.min_resource, cfg.training.epochs),
-            reduction_factor=p.reduction_factor,
-        )
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
-        )
-    if p.name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.HyperbandPruner(
-        min_resource=min(p.min_resource, cfg.training.epochs),
-        max_resource=cfg.training.epochs,
-        reduction_factor=p.reduction_factor,
-    )
+    return PRUNERS[cfg.pruner.name].build(cfg.pruner, cfg.training.epochs)
 
 
 def open_study(

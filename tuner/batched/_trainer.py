@@ -40,7 +40,6 @@ run one trial at a time, see :func:`batch_unsupported_reason`).
 
 from __future__ import annotations
 
-import math
 import time
 import types
 from collections.abc import Callable, Sequence
@@ -57,6 +56,8 @@ from tuner.divergence import DivergenceGuard
 from tuner.engine import (
     EpochReport,
     TrainResult,
+    end_epoch,
+    metric_values,
     resolve_device,
     step_scheduler,
     steps_per_epoch,
@@ -354,15 +355,9 @@ class BatchedTrainer:
         k = self.flat.shape[0]
         out = self.forward(self.flat.detach(), X.expand(k, -1, -1))
         losses = self._losses(out, y.expand(k, *y.shape))
-        metric = self.cfg.objective.metric
-        if metric == "accuracy":
-            values = (out.argmax(dim=-1) == y).float().mean(dim=1).tolist()
-            return losses.tolist(), values
         loss_list = losses.tolist()
-        if metric == "rmse":
-            scale = self.data.target_scale
-            return loss_list, [math.sqrt(v) * scale if v >= 0 else math.nan for v in loss_list]
-        return loss_list, loss_list
+        metric, scale = self.cfg.objective.metric, self.data.target_scale
+        return loss_list, metric_values(metric, out, y, loss_list, scale)
 
     def run_epoch(self) -> list[Member]:
         """Run one epoch of every member (admitting pending ones first).
@@ -415,47 +410,27 @@ class BatchedTrainer:
     def _end_epoch(
         self, members: list[Member], values: list[list[float]], first_lrs: list[float]
     ) -> list[Member]:
-        """Divergence checks, validation, schedules, reports and stops, member by member, in
-        the order :func:`tuner.engine.train` does them."""
+        """Each member's :func:`tuner.engine.end_epoch` (the engine's own epoch end), then the
+        test split of the members that completed."""
         val_losses, val_metrics = self.evaluate(self.data.X_val, self.data.y_val)
+        rows_per_step = [min(self.batch, self.n_rows - i * self.batch) for i in range(self.spe)]
         ended: list[Member] = []
         completing: list[int] = []
         for k, m in enumerate(members):
             m.epoch += 1
-            r = m.result
-            first = r.steps + 1
-            r.steps += self.spe
-            for i, value in enumerate(values[k]):
-                diverged = m.guard.check(value, first + i, m.epoch)
-                if diverged is not None:
-                    del r.lrs[first + i :]
-                    r.steps = first + i
-                    break
-            else:
-                sizes = (min(self.batch, self.n_rows - i * self.batch) for i in range(self.spe))
-                loss_sum = sum(v * n for v, n in zip(values[k], sizes, strict=True))
-                val_loss, val_metric = val_losses[k], val_metrics[k]
-                diverged = None
-                if not math.isfinite(val_loss):
-                    diverged = m.guard.check(val_loss, r.steps, m.epoch)
-            r.peak_loss_ratio = m.guard.peak_ratio
-            if diverged is not None:
-                r.status, r.divergence, r.epochs = "diverged", diverged, m.epoch
-                m.ended = True
-                ended.append(m)
-                continue
-            if not m.per_step:
-                step_scheduler(m.scheduler, val_metric if math.isfinite(val_metric) else None)
-            report = EpochReport(
-                m.epoch, r.steps, loss_sum / self.n_rows, val_loss, val_metric, first_lrs[k]
+            m.result.steps += self.spe
+            stop = end_epoch(
+                m.result, m.guard, m.epoch, values[k],
+                unchecked=True,
+                rows_per_step=rows_per_step,
+                validate=lambda k=k: (val_losses[k], val_metrics[k]),
+                first_lr=first_lrs[k],
+                scheduler=None if m.per_step else m.scheduler,
+                on_epoch=m.on_epoch,
             )
-            r.history.append(report)
-            r.epochs = m.epoch
-            if m.on_epoch is not None and m.on_epoch(report):
-                r.status = "pruned"
-            elif m.epoch < self.cfg.training.epochs:
+            if stop is None and m.epoch < self.cfg.training.epochs:
                 continue
-            else:
+            if stop is None:
                 completing.append(k)
             m.ended = True
             ended.append(m)

@@ -60,7 +60,7 @@ def apply_for_command() -> None:
 
 
 def skip_dynamo_import_in_optimizers() -> int:
-    """Let ``torch.optim`` optimizers be built without importing ``torch._dynamo`` (~3 s).
+    """Let ``torch.optim`` optimizers be built without importing ``torch._dynamo`` (seconds).
 
     ``torch.optim.Optimizer.add_param_group`` (and ``state_dict``, ``load_state_dict``,
     ``zero_grad``) are wrapped by ``torch._compile._disable_dynamo``, which imports

@@ -146,9 +146,8 @@ def training_threads(requested: int | None = None) -> int:
 
     One by default: these models are too small to gain much from splitting each matrix product
     across cores, and torch's intra-op threads spin while they wait for each other, so a thread
-    on a core that something else is using can make every step 10-80 times slower (measured on a
-    2-core machine: BENCHMARKS.md). To use more cores, train trials side by side
-    (``--workers N``).
+    on a core that something else is using can make every step many times slower (BENCHMARKS.md).
+    To use more cores, train trials side by side (``--workers N``).
 
     Raises:
         ValueError: ``requested`` < 1.

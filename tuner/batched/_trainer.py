@@ -78,10 +78,9 @@ __all__ = [
     "train_batched",
 ]
 
-# trials trained in lockstep by default. 4, not more: trials in lockstep are asked before the
-# others' results are known, so the sampler learns later; on the compute-to-quality benchmark 4
-# reached random search's final best in 31% of its epochs against 34% for 8 (median of 10 seeds)
-# and as soon in wall time, while 8 trains about 15% more epochs per second (BENCHMARKS.md)
+# trials trained in lockstep by default. Not more: trials in lockstep are asked before the
+# others' results are known, so the sampler learns later (the trade-off against throughput is
+# measured by bench/bench_quality.py: BENCHMARKS.md)
 DEFAULT_BATCH_TRIALS = 4
 # the most bytes the trainer gathers at once to give every member its epoch's shuffled rows; a
 # larger split is gathered mini-batch by mini-batch instead
@@ -101,10 +100,8 @@ def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # The layers' batched products. A product with a narrow result (an output layer of 2 or 10
-# classes) runs several times faster on the CPU as the transposed product, C^T = B^T A^T (the
-# matrix-multiply kernels are tuned for wide results: 64x128 @ 128x10 per member takes 63 us
-# for 8 members, the transposed form 22 us; measured on this project's 2-core CPU). Same
-# result, another order of the same sums.
+# classes) runs faster on the CPU as the transposed product, C^T = B^T A^T (the matrix-multiply
+# kernels are tuned for wide results). Same result, another order of the same sums.
 
 NARROW = 16  # result columns below which the transposed product is used
 
@@ -230,7 +227,7 @@ class BatchedTrainer:
         m.hyper = MemberHyper.from_optimizer(m.optimizer)
         spec = params.scheduler_spec(self.total_steps, self.spe, self.mode)
         # the optimizer only holds the learning rate: its step updates nothing (and so skips
-        # torch.optim's step bookkeeping, which imports torch._dynamo, ~3 s, on first use)
+        # torch.optim's step bookkeeping, which imports torch._dynamo on first use)
         m.optimizer.step = types.MethodType(_holds_lr_only, m.optimizer)  # type: ignore[method-assign]
         m.scheduler = build_scheduler(m.optimizer, spec)
         m.optimizer.step()  # tells the scheduler its optimizer stepped

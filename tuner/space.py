@@ -21,14 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuner.schedules import SCHEDULES, SuggestsParams, suggest_schedule_params
 
 if TYPE_CHECKING:  # torch is imported where an optimizer is built: the registry stays light
     import torch
-
-    from tuner.config import SpaceConfig
 
 __all__ = [
     "OptimizerSpec",
@@ -37,6 +35,7 @@ __all__ = [
     "OPTIMIZER_CLASS_NAMES",
     "FUSED_CLASSES",
     "TrialParams",
+    "SpaceSection",
     "suggest_params",
     "build_optimizer",
 ]
@@ -174,14 +173,33 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+class SpaceSection(Protocol):
+    """What :func:`suggest_params` reads of the ``[space]`` section
+    (:class:`tuner.config.SpaceConfig`): the configuration depends on this module, never the
+    other way round."""
+
+    @property
+    def lr(self) -> tuple[float, float] | str: ...
+    @property
+    def optimizers(self) -> tuple[str, ...]: ...
+    @property
+    def schedules(self) -> tuple[str, ...]: ...
+    @property
+    def weight_decay(self) -> tuple[float, float] | None: ...
+    @property
+    def momentum(self) -> tuple[float, float]: ...
+    @property
+    def nesterov(self) -> bool: ...
+
+
 def suggest_params(
-    trial: SuggestsParams, space: SpaceConfig, lr_bounds: tuple[float, float] | None = None
+    trial: SuggestsParams, space: SpaceSection, lr_bounds: tuple[float, float] | None = None
 ) -> TrialParams:
     """Sample one configuration from the space.
 
     Args:
         trial: an ``optuna.Trial`` (anything with ``suggest_float/int/categorical``).
-        space: the ``[space]`` section.
+        space: the ``[space]`` section (:class:`tuner.config.SpaceConfig`).
         lr_bounds: (low, high) learning-rate bounds; required when ``space.lr`` is "auto"
             (the bounds then come from the LR range test).
 

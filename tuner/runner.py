@@ -89,7 +89,7 @@ def run_tune(
         torch.set_num_threads(training_threads(threads))
     target = n_trials if n_trials is not None else cfg.study.n_trials
     # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
-    # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find.py)
+    # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find/)
     lr_bounds = resolve_lr_bounds(cfg, storage_url, console=console)
     objective = make_objective(cfg, lr_bounds)  # data and device first: nothing written if bad
     study = open_study(

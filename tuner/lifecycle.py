@@ -45,17 +45,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.batched import BatchedTrainer, Member, OneAtATimeTrainer, make_trainer
 from tuner.engine import EpochReport
+from tuner.interrupts import Interrupts
+from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial
 from tuner.space import suggest_params
 from tuner.study import Objective, record_result
-from tuner.workers import (
-    POLL_S,
-    REASON_ATTR,
-    Heartbeats,
-    Interrupts,
-    _counts,
-    claim_trial,
-    target_covered,
-)
+from tuner.trial_count import POLL_S, target_covered
+from tuner.trial_count import counts as _counts
 
 __all__ = ["CallableWork", "ObjectiveWork", "Outcome", "Work", "run_lifecycle"]
 

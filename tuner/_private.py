@@ -23,7 +23,7 @@ Uses that are not a clean function boundary stay where they are, listed here (ea
   (``_create_new_trial``, ``_set_trial_param``, ``_get_trials``, ``_get_best_trial_id``,
   ``_get_stale_trial_ids``, ``_get_prepared_new_trial``) and logs of
   ``optuna.storages._rdb.storage``;
-- ``tuner/workers.py`` (stale-trial reaping): ``study._storage``, ``study._study_id``,
+- ``tuner/reaping.py`` (stale-trial reaping): ``study._storage``, ``study._study_id``,
   ``RDBStorage._get_stale_trial_ids``; ``tuner/lifecycle.py``: ``study._storage``;
 - ``tuner/dashboard_notes.py``: ``optuna_dashboard._note`` (``get_note_from_system_attrs``,
   ``note_ver_key``, ``split_body``), ``study._storage``, ``study._study_id``;

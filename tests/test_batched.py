@@ -143,13 +143,13 @@ def test_the_fused_kernels_are_used_where_torch_has_them() -> None:
 def test_without_working_fused_kernels_the_stacked_rules_are_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import tuner.batched
+    import tuner.batched._optimizer as stacked
 
     def no_kernel(*args, **kwargs):  # an operator without a kernel for the device
         raise NotImplementedError("no CPU kernel")
 
-    monkeypatch.setattr(tuner.batched, "_FUSED_WORKS", {})
-    monkeypatch.setitem(tuner.batched._FUSED_OPS, "AdamW", no_kernel)
+    monkeypatch.setattr(stacked, "_FUSED_WORKS", {})
+    monkeypatch.setitem(stacked._FUSED_OPS, "AdamW", no_kernel)
     assert not StackedOptimizer(torch.zeros(1, 3), [MemberHyper("AdamW")]).fused
     check_stacked_against_torch([("AdamW", {"weight_decay": 1e-2})], fused=False)
 
@@ -260,23 +260,25 @@ def test_written_out_backward_equals_autograd(
 
 
 def test_train_one_uses_the_stacked_engine_where_it_can(
-    tiny_cfg: Callable[..., StudyConfig], monkeypatch: pytest.MonkeyPatch
+    tiny_cfg: Callable[..., StudyConfig],
 ) -> None:
-    import tuner.batched
+    from dataclasses import replace
+
+    from tuner.batched import OneAtATimeTrainer, autograd_reason, make_trainer
 
     cfg = tiny_cfg()
     data = load_split(cfg.dataset, cfg.split)
     params = params_for("adamw", "warmup_cosine")
     assert_same_run(train(cfg, data, params, 3), train_one(cfg, data, params, 3))
-    engines: list[str] = []
-    monkeypatch.setattr(tuner.batched, "train", lambda *a, **k: engines.append("torch"))
-    monkeypatch.setattr(
-        tuner.batched, "train_batched", lambda *a, **k: [engines.append("stacked")]
-    )
-    train_one(cfg, data, params, 3)
     with_dropout = tiny_cfg(model={"dropout": 0.2})
-    train_one(with_dropout, data, params, 3)
-    assert engines == ["stacked", "torch"]
+    assert autograd_reason(cfg) is None and isinstance(make_trainer(cfg, data), BatchedTrainer)
+    for chosen, kwargs in ((with_dropout, {}), (cfg, {"stacked": False}),
+                           (cfg, {"keep_model": True})):
+        assert autograd_reason(chosen, **kwargs)
+        assert isinstance(make_trainer(chosen, data, **kwargs), OneAtATimeTrainer)
+    # the autograd engine's trainer gives tuner.engine.train's run exactly
+    alone = replace(train(with_dropout, data, params, 3), seconds=0.0)
+    assert replace(train_one(with_dropout, data, params, 3), seconds=0.0) == alone
 
 
 @pytest.mark.parametrize("metric", ["rmse", "loss"])

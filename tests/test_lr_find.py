@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import tuner.lr_find as lr_find
+import tuner.lr_find._sweep as sweep_module
 from tuner.cli import main
 from tuner.datasets import load_split
 from tuner.lr_find import LRFindError, LRSweep, auto_bounds, lr_range_test, smooth
@@ -224,13 +225,13 @@ def test_auto_bounds_are_recorded_seeded_and_reused_on_resume(
 ) -> None:
     cfg = tiny_cfg(space={"lr": "auto", "optimizers": ["sgd", "adam"]})
     calls: list[str] = []
-    real = lr_find.lr_range_test
+    real = sweep_module.lr_range_test
 
     def counting(cfg, optimizer, **kw):  # noqa: ANN001, ANN003, ANN202
         calls.append(optimizer)
         return real(cfg, optimizer, steps=120, **kw)
 
-    monkeypatch.setattr(lr_find, "lr_range_test", counting)
+    monkeypatch.setattr(sweep_module, "lr_range_test", counting)
     run_tune(cfg, sqlite_url, n_trials=3, progress=False)
     assert calls == ["sgd", "adam"]
     study = optuna.load_study(study_name=cfg.name, storage=make_storage(sqlite_url))
@@ -260,7 +261,7 @@ def test_auto_bounds_are_recorded_seeded_and_reused_on_resume(
     def must_not_run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the LR range test ran again on resume")
 
-    monkeypatch.setattr(lr_find, "lr_range_test", must_not_run)
+    monkeypatch.setattr(sweep_module, "lr_range_test", must_not_run)
     outcome = run_tune(cfg, sqlite_url, n_trials=5, progress=False)
     assert outcome.finished_after == 5
     assert _trial_lr_bounds(outcome.study) == {(low, high)}
@@ -270,7 +271,7 @@ def test_auto_bounds_are_recorded_seeded_and_reused_on_resume(
 def test_a_failing_auto_sweep_writes_nothing(tiny_cfg, sqlite_url, monkeypatch) -> None:
     cfg = tiny_cfg(space={"lr": "auto", "optimizers": ["adam"]})
     never = LRSweep.from_losses(_lrs(100), np.linspace(1, 2, 100), optimizer="adam")
-    monkeypatch.setattr(lr_find, "lr_range_test", lambda *a, **k: never)
+    monkeypatch.setattr(sweep_module, "lr_range_test", lambda *a, **k: never)
     with pytest.raises(LRFindError, match="never falls"):
         run_tune(cfg, sqlite_url, progress=False)
     storage = make_storage(sqlite_url)
@@ -278,7 +279,7 @@ def test_a_failing_auto_sweep_writes_nothing(tiny_cfg, sqlite_url, monkeypatch) 
 
 
 def test_fixed_bounds_run_no_sweep(tiny_cfg, sqlite_url, monkeypatch) -> None:
-    monkeypatch.setattr(lr_find, "lr_range_test", lambda *a, **k: pytest.fail("swept"))
+    monkeypatch.setattr(sweep_module, "lr_range_test", lambda *a, **k: pytest.fail("swept"))
     outcome = run_tune(tiny_cfg(), sqlite_url, n_trials=1, progress=False)
     assert "lr_find" not in outcome.study.user_attrs
     assert _trial_lr_bounds(outcome.study) == {(1e-3, 0.3)}
@@ -320,7 +321,8 @@ def test_sweep_figure_keeps_equal_curves_visible() -> None:
 
 
 def test_sweep_png_replaces_only_its_own_png(tmp_path) -> None:
-    from tuner.lr_find import _png_with_text, is_sweep_png, write_sweep_png
+    from tuner.lr_find import is_sweep_png, write_sweep_png
+    from tuner.lr_find._output import _png_with_text
 
     mine = tmp_path / "mine.png"
     assert _png_chunks_ok(_TINY_PNG)

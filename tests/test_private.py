@@ -74,3 +74,60 @@ def test_a_library_process_is_left_alone() -> None:
     env_free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               check=True).stdout.strip()
     assert env_free == "True"
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def test_the_checked_optuna_and_dashboard_versions_are_the_ones_installed() -> None:
+    """A new Optuna or optuna-dashboard release: re-check every use listed in tuner/_private.py
+    (its docstring), then update CHECKED_AGAINST."""
+    from importlib.metadata import version
+
+    assert _major_minor(version("optuna")) == CHECKED_AGAINST["optuna"]
+    assert _major_minor(version("optuna-dashboard")) == CHECKED_AGAINST["optuna-dashboard"]
+
+
+def test_the_fused_update_operators_run_as_torch_optim_fused_does() -> None:
+    from tuner._private import fused_update_ops
+
+    ops = fused_update_ops()
+    assert sorted(ops) == ["Adam", "AdamW", "SGD"] and all(ops.values())
+    p, g = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.25])
+    ref = torch.nn.Parameter(p.clone())
+    ref.grad = g.clone()
+    torch.optim.SGD([ref], lr=0.1, momentum=0.9, fused=True).step()
+    mine, buf = p.clone(), torch.zeros(2)
+    ops["SGD"]([mine], [g.clone()], [buf], weight_decay=0.0, momentum=0.9, lr=0.1,
+               dampening=0.0, nesterov=False, maximize=False, is_first_step=True)
+    assert torch.equal(mine, ref.detach())
+
+
+def test_the_private_optuna_names_tuner_uses_still_exist() -> None:
+    """Each use listed in tuner/_private.py's docstring: the name, and the parameters used."""
+    import inspect
+
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna_dashboard._note import get_note_from_system_attrs, note_ver_key, split_body
+
+    assert callable(_create_scoped_session)
+    assert callable(models.TrialModel.find_or_raise_by_id)
+    for model in (models.TrialUserAttributeModel, models.TrialSystemAttributeModel):
+        assert {"trial_id", "key", "value_json"} <= set(model.__table__.columns.keys())
+    for name in ("_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
+                 "_get_stale_trial_ids", "_get_prepared_new_trial"):
+        assert callable(getattr(RDBStorage, name)), name
+    sample_id = inspect.signature(optuna.samplers.QMCSampler._find_sample_id)
+    assert list(sample_id.parameters) == ["self", "study", "search_space"]
+    # called positionally: (body, trial_id), (trial_id), (system_attrs, trial_id)
+    arity = {f: len(inspect.signature(f).parameters)
+             for f in (split_body, note_ver_key, get_note_from_system_attrs)}
+    assert arity == {split_body: 2, note_ver_key: 1, get_note_from_system_attrs: 2}
+    study = optuna.create_study()
+    trial = study.ask()
+    assert study._storage is not None and isinstance(study._study_id, int)
+    assert isinstance(trial._trial_id, int) and trial._cached_frozen_trial.number == 0

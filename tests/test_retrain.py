@@ -249,7 +249,7 @@ def test_a_diverged_retrain_writes_nothing(
     from tuner.cli import main
     from tuner.engine import TrainResult
 
-    monkeypatch.setattr(tuner.retrain, "train",
+    monkeypatch.setattr(tuner.retrain, "train_one",
                         lambda *a, **k: TrainResult(status="diverged", epochs=1, steps=3))
     out = tmp_path / "deploy"
     assert main(["retrain", str(exports["iris accuracy, sgd, plateau"]), "--out", str(out)]) == 1

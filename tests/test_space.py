@@ -56,6 +56,22 @@ def test_every_optimizer_builds_from_its_spec(name: str) -> None:
     assert opt.param_groups[0]["lr"] == 0.01
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_entry_describes_its_fused_kernel_and_stacked_rule(name: str) -> None:
+    """The registry is the one description: its fused flag matches what torch builds, and the
+    stacked optimizer reads its family from it."""
+    from tuner._private import fused_update_ops
+    from tuner.batched import MemberHyper
+    from tuner.engine import build_fast_optimizer
+
+    spec = OPTIMIZERS[name]
+    params = TrialParams(0.01, name, "constant")
+    opt = build_fast_optimizer([torch.nn.Parameter(torch.ones(2))], params.optimizer_spec())
+    assert opt.param_groups[0].get("fused", False) is spec.fused
+    assert (spec.torch_class in fused_update_ops()) is spec.fused
+    assert MemberHyper.from_optimizer(opt).rule == spec.update_rule
+
+
 def test_auto_bounds_need_the_range_test(tiny_cfg) -> None:
     cfg = tiny_cfg(space={"lr": "auto"})
     trial = optuna.create_study().ask()

@@ -175,3 +175,51 @@ def test_summary_ranks_finite_trials_and_lists_the_others(tmp_path) -> None:
     assert "Not ranked: 1 complete trial(s) with a non-finite validation value: #1 (inf)." in text
     table = text.split("Top 5 trials")[1].split("Best trial")[0]
     assert "inf" not in table
+
+
+def _choices(section: type, key: str = "name") -> set[str]:
+    import dataclasses
+
+    field = next(f for f in dataclasses.fields(section) if f.name == key)
+    return set(field.metadata["constraint"].choices)
+
+
+def test_the_sampler_and_pruner_registries_are_the_configs_choices() -> None:
+    from tuner.config import PRUNER_KEYS, PrunerConfig, SamplerConfig
+    from tuner.study import PRUNERS, SAMPLERS
+
+    assert set(SAMPLERS) == _choices(SamplerConfig)
+    assert set(PRUNERS) == _choices(PrunerConfig) == set(PRUNER_KEYS)
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("tpe", "TPESampler"), ("random", "RandomSampler"), ("qmc", "TrialIndexedQMCSampler")],
+)
+def test_every_sampler_is_built_seeded(tiny_cfg, name: str, cls: str) -> None:
+    from tuner.study import make_sampler
+
+    cfg = tiny_cfg(sampler={"name": name})
+    draws = []
+    for _ in range(2):
+        study = optuna.create_study(sampler=make_sampler(cfg, seed=7))
+        assert type(study.sampler).__name__ == cls
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        draws.append([t.params["x"] for t in study.trials])
+    assert draws[0] == draws[1]  # the same seed, the same points
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("successive_halving", "SuccessiveHalvingPruner"), ("hyperband", "HyperbandPruner"),
+     ("median", "MedianPruner"), ("none", "NopPruner")],
+)
+def test_every_pruner_is_built_from_its_section(tiny_cfg, name: str, cls: str) -> None:
+    from tuner.study import make_pruner
+
+    pruner = make_pruner(tiny_cfg(pruner={"name": name}))
+    assert type(pruner).__name__ == cls
+    study = optuna.create_study(pruner=pruner)
+    trial = study.ask()
+    trial.report(1.0, 1)
+    assert trial.should_prune() is False  # one trial alone is never pruned

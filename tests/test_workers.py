@@ -23,7 +23,7 @@ import pytest
 from conftest import tiny_study_dict
 from optuna.trial import TrialState
 
-from tuner import workers
+from tuner import reaping, workers
 from tuner.cli import main
 from tuner.storage import _with_driver, make_storage
 from tuner.workers import (
@@ -163,9 +163,9 @@ def _dead_pid() -> int:
 def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> None:
     """Journal files have no heartbeat: the owner process being gone is what marks the trial."""
     study = _study(f"journal:///{tmp_path / 's.journal'}")
-    machine = workers._machine_key()
+    machine = reaping._machine_key()
     trials = {}
-    for label, owner in [("dead", f"{machine}:{_dead_pid()}"), ("alive", workers._owner()),
+    for label, owner in [("dead", f"{machine}:{_dead_pid()}"), ("alive", reaping._owner()),
                          ("elsewhere", f"other-machine:{_dead_pid()}")]:
         trial = study.ask()
         trial.suggest_float("x", -1.0, 1.0)
@@ -267,7 +267,7 @@ def test_counting_reaps_first(tmp_path: Path) -> None:
     """run_trials counts finished and running trials after reaping those of dead workers."""
     study = _study(f"journal:///{tmp_path / 's.journal'}")
     study.optimize(_quadratic, n_trials=2)
-    for owner in (f"{workers._machine_key()}:{_dead_pid()}", workers._owner()):
+    for owner in (f"{reaping._machine_key()}:{_dead_pid()}", reaping._owner()):
         trial = study.ask()
         study._storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
     assert workers._counts(study) == (2, 2)

@@ -1,17 +1,49 @@
-"""Calls into private APIs of torch, gathered in one place.
+"""Calls into private APIs of torch, Optuna and optuna-dashboard, gathered in one place.
 
-Each function here relies on something its library does not promise to keep. They are checked
-against the versions in :data:`CHECKED_AGAINST` by ``tests/test_private.py``, which fails when a
-release changes what they rely on; every function falls back to doing nothing in that case.
+Each use relies on something its library does not promise to keep. They are checked against the
+versions in :data:`CHECKED_AGAINST` by ``tests/test_private.py``, which fails when a release
+changes what they rely on.
+
+Functions here (each falls back to doing nothing, or to None, where its library changed):
+
+- :func:`skip_dynamo_import_in_optimizers`: torch's ``_compile._disable_dynamo`` wrapper of
+  ``torch.optim.Optimizer`` methods and its ``__dynamo_disable`` attribute;
+- :func:`fused_update_ops`: the operators ``torch.ops.aten._fused_sgd_``, ``_fused_adam_``,
+  ``_fused_adamw_`` (what ``torch.optim.<cls>(fused=True)`` runs), used by the stacked
+  optimizer (``tuner/batched/_optimizer.py``).
+
+Uses that are not a clean function boundary stay where they are, listed here (each has a test in
+``tests/test_private.py`` that the private name still exists with the shape used):
+
+- ``tuner/storage.py`` ``set_trial_attrs``: ``optuna.storages._rdb.models`` (``TrialModel``,
+  ``TrialUserAttributeModel``, ``TrialSystemAttributeModel``) and
+  ``optuna.storages._rdb.storage._create_scoped_session``; ``trial._trial_id``,
+  ``trial._cached_frozen_trial``;
+- ``tuner/storage_guard.py`` ``GuardedRDBStorage``: overrides ``RDBStorage`` internals
+  (``_create_new_trial``, ``_set_trial_param``, ``_get_trials``, ``_get_best_trial_id``,
+  ``_get_stale_trial_ids``, ``_get_prepared_new_trial``) and logs of
+  ``optuna.storages._rdb.storage``;
+- ``tuner/reaping.py`` (stale-trial reaping): ``study._storage``, ``study._study_id``,
+  ``RDBStorage._get_stale_trial_ids``; ``tuner/lifecycle.py``: ``study._storage``;
+- ``tuner/dashboard_notes.py``: ``optuna_dashboard._note`` (``get_note_from_system_attrs``,
+  ``note_ver_key``, ``split_body``), ``study._storage``, ``study._study_id``;
+- ``tuner/study.py`` ``TrialIndexedQMCSampler``: overrides ``QMCSampler._find_sample_id``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["CHECKED_AGAINST", "FAST_OPTIMIZER_ENV", "skip_dynamo_import_in_optimizers"]
+__all__ = [
+    "CHECKED_AGAINST",
+    "FAST_OPTIMIZER_ENV",
+    "fused_update_ops",
+    "skip_dynamo_import_in_optimizers",
+]
 
-CHECKED_AGAINST = {"torch": "2.13"}
+CHECKED_AGAINST = {"torch": "2.13", "optuna": "5.0", "optuna-dashboard": "0.21"}
 """Library versions (major.minor) whose private APIs these functions were checked against."""
 
 
@@ -28,7 +60,7 @@ def apply_for_command() -> None:
 
 
 def skip_dynamo_import_in_optimizers() -> int:
-    """Let ``torch.optim`` optimizers be built without importing ``torch._dynamo`` (~3 s).
+    """Let ``torch.optim`` optimizers be built without importing ``torch._dynamo`` (seconds).
 
     ``torch.optim.Optimizer.add_param_group`` (and ``state_dict``, ``load_state_dict``,
     ``zero_grad``) are wrapped by ``torch._compile._disable_dynamo``, which imports
@@ -54,3 +86,17 @@ def skip_dynamo_import_in_optimizers() -> int:
             setattr(original, "__dynamo_disable", original)
             changed += 1
     return changed
+
+
+def fused_update_ops() -> dict[str, Callable[..., Any] | None]:
+    """torch's fused update operators by ``torch.optim`` class: ``SGD`` -> ``aten._fused_sgd_``,
+    ``Adam`` -> ``aten._fused_adam_``, ``AdamW`` -> ``aten._fused_adamw_`` (the kernels
+    ``torch.optim.<cls>(..., fused=True)`` runs); None where this torch build has no such
+    operator. A new dict at each call."""
+    import torch
+
+    return {
+        cls: getattr(torch.ops.aten, op, None)
+        for cls, op in (("SGD", "_fused_sgd_"), ("Adam", "_fused_adam_"),
+                        ("AdamW", "_fused_adamw_"))
+    }

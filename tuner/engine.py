@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from tuner.divergence import Divergence, DivergenceGuard
 from tuner.errors import DeviceError
 from tuner.models import build_model
 from tuner.schedules import build_scheduler
-from tuner.space import TrialParams, build_optimizer
+from tuner.space import FUSED_CLASSES, TrialParams, build_optimizer
 
 _private.apply_for_command()  # the tuner command: build torch.optim optimizers without dynamo
 
@@ -44,6 +44,8 @@ __all__ = [
     "train",
     "resolve_device",
     "evaluate",
+    "metric_values",
+    "end_epoch",
     "steps_per_epoch",
     "step_scheduler",
     "build_fast_optimizer",
@@ -144,9 +146,8 @@ def training_threads(requested: int | None = None) -> int:
 
     One by default: these models are too small to gain much from splitting each matrix product
     across cores, and torch's intra-op threads spin while they wait for each other, so a thread
-    on a core that something else is using can make every step 10-80 times slower (measured on a
-    2-core machine: BENCHMARKS.md). To use more cores, train trials side by side
-    (``--workers N``).
+    on a core that something else is using can make every step many times slower (BENCHMARKS.md).
+    To use more cores, train trials side by side (``--workers N``).
 
     Raises:
         ValueError: ``requested`` < 1.
@@ -182,13 +183,29 @@ def evaluate(
     out = model(X)
     loss = float(_loss_fn(data.task)(out, y))
     model.train(was_training)
+    return loss, metric_values(metric, out.unsqueeze(0), y, [loss], data.target_scale)[0]
+
+
+def metric_values(
+    metric: str, out: torch.Tensor, y: torch.Tensor, losses: Sequence[float], target_scale: float
+) -> list[float]:
+    """The objective's metric of K models on one split, from their outputs and losses.
+
+    Args:
+        metric: 'accuracy', 'loss' or 'rmse'.
+        out: the outputs, (K, N, C).
+        y: the targets, (N,) class indices (accuracy) or (N, C).
+        losses: each model's mean loss on the split (K values).
+        target_scale: the target's standard deviation (RMSE is in target units).
+
+    Returns:
+        K values; nan where a loss is not finite and the metric is RMSE of a negative loss.
+    """
     if metric == "accuracy":
-        value = float((out.argmax(dim=1) == y).float().mean())
-    elif metric == "rmse":
-        value = math.sqrt(loss) * data.target_scale if loss >= 0 else float("nan")
-    else:
-        value = loss
-    return loss, value
+        return (out.argmax(dim=-1) == y).float().mean(dim=-1).tolist()
+    if metric == "rmse":
+        return [math.sqrt(v) * target_scale if v >= 0 else float("nan") for v in losses]
+    return list(losses)
 
 
 def train(
@@ -238,6 +255,7 @@ def train(
     spec = params.scheduler_spec(total, spe, mode)
     scheduler = build_scheduler(optimizer, spec)
     per_step = spec["interval"] == "step"
+    rows_per_step = [min(batch, n_rows - i * batch) for i in range(spe)]
     loss_fn = _loss_fn(data.task)
     guard = DivergenceGuard(cfg.divergence.factor)
     result = TrainResult(status="complete", epochs=0, steps=0)
@@ -266,29 +284,19 @@ def train(
                 step_scheduler(scheduler)
         if not check_every_step:
             losses = torch.stack(losses).tolist()
-            first = result.steps - spe + 1
-            for i, value in enumerate(losses):
-                diverged = guard.check(value, first + i, epoch)
-                if diverged is not None:
-                    del result.lrs[first + i :]
-                    result.steps = first + i
-                    return _diverged(result, diverged, epoch, started, guard)
-        loss_sum = sum(v * min(batch, n_rows - i * batch) for i, v in enumerate(losses))
-        val_loss, val_metric = evaluate(model, data.X_val, data.y_val, data, cfg.objective.metric)
-        if not math.isfinite(val_loss):
-            # the weights blew up on the last step: the validation loss shows it first
-            diverged = guard.check(val_loss, result.steps, epoch)
-            if diverged is not None:
-                return _diverged(result, diverged, epoch, started, guard)
-        if not per_step:
-            step_scheduler(scheduler, val_metric if math.isfinite(val_metric) else None)
-        report = EpochReport(
-            epoch, result.steps, loss_sum / n_rows, val_loss, val_metric, float(first_lr)
+        ended = end_epoch(
+            result, guard, epoch, losses,
+            unchecked=not check_every_step,
+            rows_per_step=rows_per_step,
+            validate=lambda: evaluate(model, data.X_val, data.y_val, data, cfg.objective.metric),
+            first_lr=float(first_lr),
+            scheduler=None if per_step else scheduler,
+            on_epoch=on_epoch,
         )
-        result.history.append(report)
-        result.epochs = epoch
-        if on_epoch is not None and on_epoch(report):
-            result.status = "pruned"
+        if ended == "diverged":
+            result.seconds = time.perf_counter() - started
+            return result
+        if ended == "pruned":
             break
     result.peak_loss_ratio = guard.peak_ratio
     if result.status == "complete":
@@ -305,15 +313,79 @@ def _diverged(
     result: TrainResult, divergence: Divergence, epoch: int, started: float,
     guard: DivergenceGuard,
 ) -> TrainResult:
-    result.status, result.divergence, result.epochs = "diverged", divergence, epoch
-    result.peak_loss_ratio = guard.peak_ratio
+    _stop_diverged(result, divergence, epoch, guard)
     result.seconds = time.perf_counter() - started
     return result
 
 
-# torch.optim classes with a fused kernel on the CPU and CUDA (torch >= 2.4): one kernel per step
-# for all parameters instead of a handful of small ops per parameter tensor.
-FUSED_CLASSES = ("SGD", "Adam", "AdamW")
+def _stop_diverged(
+    result: TrainResult, divergence: Divergence, epoch: int, guard: DivergenceGuard
+) -> str:
+    result.status, result.divergence, result.epochs = "diverged", divergence, epoch
+    result.peak_loss_ratio = guard.peak_ratio
+    return "diverged"
+
+
+def end_epoch(
+    result: TrainResult,
+    guard: DivergenceGuard,
+    epoch: int,
+    losses: Sequence[float],
+    *,
+    unchecked: bool,
+    rows_per_step: Sequence[int],
+    validate: Callable[[], tuple[float, float]],
+    first_lr: float,
+    scheduler: Any,
+    on_epoch: Callable[[EpochReport], bool] | None,
+) -> str | None:
+    """The end of one epoch of one run, the same in both engines (this and the stacked one).
+
+    In order: the divergence check of the epoch's step losses (where they were not checked
+    step by step), validation, the divergence check of the validation loss, the per-epoch
+    scheduler step (plateau, on the metric), the :class:`EpochReport`, ``on_epoch``.
+
+    Args:
+        result: the run so far; ``result.steps`` already counts this epoch's steps, and
+            ``result.lrs`` their learning rates. Updated in place.
+        losses: the epoch's mini-batch losses, one per step.
+        unchecked: the losses still need the divergence check.
+        rows_per_step: the rows of each mini-batch (the last one may be partial).
+        validate: returns (validation loss, validation metric), as :func:`evaluate`.
+        first_lr: the learning rate of the epoch's first step.
+        scheduler: stepped once on the metric (None: it steps per optimizer step).
+        on_epoch: the run's callback; True stops the run.
+
+    Returns:
+        'diverged' (the result ends at the offending step), 'pruned', or None: the run goes on.
+    """
+    first = result.steps - len(losses) + 1
+    if unchecked:
+        for i, value in enumerate(losses):
+            diverged = guard.check(value, first + i, epoch)
+            if diverged is not None:
+                del result.lrs[first + i :]
+                result.steps = first + i
+                return _stop_diverged(result, diverged, epoch, guard)
+    loss_sum = sum(v * n for v, n in zip(losses, rows_per_step, strict=True))
+    val_loss, val_metric = validate()
+    if not math.isfinite(val_loss):
+        # the weights blew up on the last step: the validation loss shows it first
+        diverged = guard.check(val_loss, result.steps, epoch)
+        if diverged is not None:
+            return _stop_diverged(result, diverged, epoch, guard)
+    result.peak_loss_ratio = guard.peak_ratio
+    if scheduler is not None:
+        step_scheduler(scheduler, val_metric if math.isfinite(val_metric) else None)
+    report = EpochReport(
+        epoch, result.steps, loss_sum / sum(rows_per_step), val_loss, val_metric, first_lr
+    )
+    result.history.append(report)
+    result.epochs = epoch
+    if on_epoch is not None and on_epoch(report):
+        result.status = "pruned"
+        return "pruned"
+    return None
 
 
 def build_fast_optimizer(

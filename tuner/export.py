@@ -68,10 +68,10 @@ from tuner.datasets import (
     load_split,
     split_kwargs,
 )
-from tuner.engine import FUSED_CLASSES, steps_per_epoch
+from tuner.engine import steps_per_epoch
 from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.outputs import FileKind, check_file_target, write_file
-from tuner.space import TrialParams
+from tuner.space import FUSED_CLASSES, TrialParams
 from tuner.storage import redact_url
 from tuner.study import completed
 
@@ -194,15 +194,15 @@ def layers_section(model: Any, n_features: int, n_outputs: int) -> list[dict[str
 
 def loop_section(optimizer_class: str, cfg: StudyConfig) -> dict[str, Any]:
     """The export's ``loop``: the training procedure, the engine that trained the study's
-    trials ('stacked' where :func:`tuner.batched.batch_unsupported_reason` allows it, else
+    trials ('stacked' where :func:`tuner.batched.autograd_reason` allows it, else
     'torch') and the optimizer's extra keyword arguments (``fused=True`` where torch has a
     fused kernel, as :func:`tuner.engine.train` uses it: it rounds differently in the last
     bits)."""
-    from tuner.batched import batch_unsupported_reason
+    from tuner.batched import autograd_reason
 
     return {
         "procedure": LOOP_PROCEDURE,
-        "engine": "torch" if batch_unsupported_reason(cfg) is not None else "stacked",
+        "engine": "torch" if autograd_reason(cfg) is not None else "stacked",
         "optimizer_kwargs": {"fused": True} if optimizer_class in FUSED_CLASSES else {},
     }
 

@@ -24,9 +24,8 @@ process was stopped longer than the grace period) is dropped with one warning li
 goes on with the next trial (the reaper has re-queued its parameters).
 
 The work a trial does is a :class:`Work`: :class:`ObjectiveWork` trains the study's model
-(:class:`~tuner.batched.BatchedTrainer` where the model can be batched, exactly as
-:func:`~tuner.batched.train_one` trains one trial; else :func:`tuner.engine.train`, one at a
-time); :class:`CallableWork` runs any Optuna objective function, one at a time.
+with the trainer :func:`tuner.batched.make_trainer` chooses (the engine choice lives there
+alone); :class:`CallableWork` runs any Optuna objective function, one at a time.
 """
 
 from __future__ import annotations
@@ -38,26 +37,21 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.batched import BatchedTrainer, Member, batch_unsupported_reason
-from tuner.engine import EpochReport, train
+from tuner.batched import BatchedTrainer, Member, OneAtATimeTrainer, make_trainer
+from tuner.engine import EpochReport
+from tuner.interrupts import Interrupts
+from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial
 from tuner.shared_reads import shared_reads
 from tuner.space import suggest_params
 from tuner.study import Objective, record_result
-from tuner.workers import (
-    POLL_S,
-    REASON_ATTR,
-    Heartbeats,
-    Interrupts,
-    _counts,
-    claim_trial,
-    target_covered,
-)
+from tuner.trial_count import POLL_S, target_covered
+from tuner.trial_count import counts as _counts
 
 __all__ = ["CallableWork", "ObjectiveWork", "Outcome", "Work", "run_lifecycle"]
 
@@ -93,45 +87,21 @@ class Work(Protocol):
         """Train every started trial one epoch (or a whole run); the trials that ended."""
 
 
-class _EngineTrainer:
-    """One trial at a time with :func:`tuner.engine.train` (a model without a batched form,
-    or ``Objective.fast = False``); the :class:`~tuner.batched.BatchedTrainer` interface."""
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective = objective
-        self.members: list[Member] = []
-
-    def add(self, params: Any, seed: int, on_epoch: OnEpoch, tag: Any) -> Member:
-        member = Member(params, seed, on_epoch, tag)
-        self.members.append(member)
-        return member
-
-    def run_epoch(self) -> list[Member]:
-        ended, self.members = self.members, []
-        o = self.objective
-        for m in ended:
-            m.result = train(o.cfg, o.data, m.params, m.seed, m.on_epoch, device=o.device)
-            m.ended = True
-        return ended
-
-
 class ObjectiveWork:
     """The study's trials (:class:`tuner.study.Objective`), ``batch_trials`` in lockstep.
 
-    Where the model cannot be batched (or ``objective.fast`` is False) trials run one at a
-    time with :func:`tuner.engine.train`, whatever ``batch_trials`` says.
+    Where :func:`tuner.batched.make_trainer` chooses the autograd engine, trials run one at a
+    time, whatever ``batch_trials`` says.
     """
 
     def __init__(self, objective: Objective, batch_trials: int = 1) -> None:
         if batch_trials < 1:
             raise ValueError(f"batch_trials must be >= 1, got {batch_trials}")
         self.objective = objective
-        batched = objective.fast and batch_unsupported_reason(objective.cfg) is None
-        self.capacity = batch_trials if batched else 1
-        self.trainer: BatchedTrainer | _EngineTrainer = (
-            BatchedTrainer(objective.cfg, objective.data, objective.device)
-            if batched else _EngineTrainer(objective)
+        self.trainer: BatchedTrainer | OneAtATimeTrainer = make_trainer(
+            objective.cfg, objective.data, objective.device, stacked=objective.fast
         )
+        self.capacity = batch_trials if isinstance(self.trainer, BatchedTrainer) else 1
 
     def start(self, trial: optuna.Trial, on_epoch: OnEpoch) -> None:
         cfg = self.objective.cfg

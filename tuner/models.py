@@ -1,6 +1,7 @@
 """Registry of model builders.
 
-A builder takes the :class:`~tuner.config.ModelConfig` and the data's input and output widths and
+A builder takes the ``[model]`` section (:class:`~tuner.config.ModelConfig`, or anything with
+the attributes of :class:`ModelSection`) and the data's input and output widths and
 returns a fresh ``torch.nn.Module`` (call it once per trial; never reuse one across trials).
 
 The registry itself is plain data (torch is imported by the builders), so that a study file is
@@ -11,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from tuner.config import ModelConfig
-
-__all__ = ["ModelSpec", "MODELS", "build_model", "ACTIVATIONS"]
+__all__ = ["ModelSection", "ModelSpec", "MODELS", "build_model", "ACTIVATIONS"]
 
 ACTIVATIONS: dict[str, str] = {
     "relu": "ReLU",
@@ -30,16 +29,30 @@ ACTIVATIONS: dict[str, str] = {
 """``[model] activation`` name -> its ``torch.nn`` class name."""
 
 
+class ModelSection(Protocol):
+    """What a builder reads of the ``[model]`` section (:class:`tuner.config.ModelConfig`): the
+    configuration depends on this registry, never the other way round."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def hidden(self) -> tuple[int, ...]: ...
+    @property
+    def activation(self) -> str: ...
+    @property
+    def dropout(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One registered model: ``build(cfg, n_features, n_outputs) -> nn.Module``."""
 
     name: str
-    build: Callable[[ModelConfig, int, int], nn.Module]
+    build: Callable[[ModelSection, int, int], nn.Module]
     description: str
 
 
-def build_mlp(cfg: ModelConfig, n_features: int, n_outputs: int) -> nn.Sequential:
+def build_mlp(cfg: ModelSection, n_features: int, n_outputs: int) -> nn.Sequential:
     """A multi-layer perceptron: [Linear -> activation -> Dropout] per hidden width, then Linear.
 
     Input (batch, n_features) float32; output (batch, n_outputs) logits or regression values.
@@ -65,6 +78,6 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def build_model(cfg: ModelConfig, n_features: int, n_outputs: int) -> nn.Module:
+def build_model(cfg: ModelSection, n_features: int, n_outputs: int) -> nn.Module:
     """Build a fresh model from the registry (``cfg.name`` is validated by the config)."""
     return MODELS[cfg.name].build(cfg, n_features, n_outputs)

@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from tuner.batched import train_one
 from tuner.datasets import SplitData
-from tuner.engine import TrainResult, resolve_device, steps_per_epoch, train
+from tuner.engine import TrainResult, resolve_device, steps_per_epoch
 from tuner.errors import TunerError
 from tuner.load import RETRAIN_EXPORT, RETRAIN_METRICS, RETRAIN_WEIGHTS, BestConfig
 from tuner.outputs import FolderKind, check_folder_target, write_folder
@@ -80,7 +81,7 @@ def retrain(best: BestConfig, seed: int | None = None) -> RetrainOutcome:
         device = resolve_device(cfg.training.device)
     except TunerError as exc:  # name the export
         raise type(exc)(f"{best.path}: {exc}") from None
-    result = train(cfg, data, params, seed, device=device, keep_model=True)
+    result = train_one(cfg, data, params, seed, device=device, keep_model=True)
     return RetrainOutcome(
         result=result,
         seed=seed,

@@ -16,7 +16,6 @@ from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
 from tuner.progress import progress_bar
 from tuner.study import (
-    FINISHED,
     best_value,
     count_finished,
     make_objective,
@@ -100,7 +99,7 @@ def run_tune(
         torch.set_num_threads(training_threads(threads))
     target = n_trials if n_trials is not None else cfg.study.n_trials
     # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
-    # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find.py)
+    # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find/)
     lr_bounds = resolve_lr_bounds(cfg, storage_url, console=console)
     objective = make_objective(cfg, lr_bounds)  # data and device first: nothing written if bad
     tracker = None
@@ -193,8 +192,3 @@ def _resolve_batch_trials(
     elif requested is None:  # the default would batch: say why it does not
         console.print(f"[dim]Trials run one at a time: {reason}.[/dim]")
     return 1
-
-
-def remaining(study: optuna.Study, target: int) -> int:
-    """Trials still to finish to reach ``target``."""
-    return max(0, target - len(study.get_trials(deepcopy=False, states=FINISHED)))

@@ -21,20 +21,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuner.schedules import SCHEDULES, SuggestsParams, suggest_schedule_params
 
 if TYPE_CHECKING:  # torch is imported where an optimizer is built: the registry stays light
     import torch
 
-    from tuner.config import SpaceConfig
-
 __all__ = [
     "OptimizerSpec",
     "OPTIMIZERS",
+    "OPTIMIZER_BY_CLASS",
     "OPTIMIZER_CLASS_NAMES",
+    "FUSED_CLASSES",
     "TrialParams",
+    "SpaceSection",
     "suggest_params",
     "build_optimizer",
 ]
@@ -42,26 +43,50 @@ __all__ = [
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """A registered optimizer: its ``torch.optim`` class and which extra parameters it samples."""
+    """A registered optimizer: the one place that describes it to every part of tuner.
+
+    Attributes:
+        name: the ``[space] optimizers`` name and the trial's ``optimizer`` value.
+        torch_class: its ``torch.optim`` class name (what optimizer specs and exports name).
+        description: one line for people.
+        momentum: samples ``optimizer.momentum`` (and ``optimizer.nesterov``).
+        fused: torch has a fused kernel for the class on the CPU and CUDA (torch >= 2.4):
+            :func:`tuner.engine.build_fast_optimizer` and the stacked optimizer use it.
+        update_rule: the stacked optimizer's family of update rules (members of one family
+            are updated together: AdamW is Adam with decoupled weight decay).
+    """
 
     name: str
     torch_class: str
     description: str
-    momentum: bool = False  # samples optimizer.momentum (and optimizer.nesterov)
+    update_rule: str
+    momentum: bool = False
+    fused: bool = False
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     o.name: o
     for o in [
-        OptimizerSpec("sgd", "SGD", "SGD with momentum, optionally Nesterov", momentum=True),
-        OptimizerSpec("adam", "Adam", "Adam (Kingma & Ba 2015), L2 weight decay"),
-        OptimizerSpec("adamw", "AdamW", "AdamW, decoupled weight decay (Loshchilov & Hutter 2019)"),
-        OptimizerSpec("rmsprop", "RMSprop", "RMSprop (Hinton 2012)"),
+        OptimizerSpec("sgd", "SGD", "SGD with momentum, optionally Nesterov", "SGD",
+                      momentum=True, fused=True),
+        OptimizerSpec("adam", "Adam", "Adam (Kingma & Ba 2015), L2 weight decay", "Adam",
+                      fused=True),
+        OptimizerSpec("adamw", "AdamW", "AdamW, decoupled weight decay (Loshchilov & Hutter 2019)",
+                      "Adam", fused=True),
+        OptimizerSpec("rmsprop", "RMSprop", "RMSprop (Hinton 2012)", "RMSprop"),
     ]
 }
 
-OPTIMIZER_CLASS_NAMES = ("SGD", "Adam", "AdamW", "RMSprop")
-"""The ``torch.optim`` classes an optimizer spec may name (no getattr on user-given names)."""
+OPTIMIZER_BY_CLASS: dict[str, OptimizerSpec] = {o.torch_class: o for o in OPTIMIZERS.values()}
+"""The registry by ``torch.optim`` class name: the classes an optimizer spec may name (no
+getattr on user-given names)."""
+
+OPTIMIZER_CLASS_NAMES = tuple(OPTIMIZER_BY_CLASS)
+"""The ``torch.optim`` classes an optimizer spec may name."""
+
+FUSED_CLASSES = tuple(o.torch_class for o in OPTIMIZERS.values() if o.fused)
+"""The ``torch.optim`` classes built with ``fused=True`` (one kernel per step for all
+parameters instead of a handful of small ops per parameter tensor)."""
 
 
 def _optimizer_classes() -> dict[str, type[torch.optim.Optimizer]]:
@@ -148,14 +173,33 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+class SpaceSection(Protocol):
+    """What :func:`suggest_params` reads of the ``[space]`` section
+    (:class:`tuner.config.SpaceConfig`): the configuration depends on this module, never the
+    other way round."""
+
+    @property
+    def lr(self) -> tuple[float, float] | str: ...
+    @property
+    def optimizers(self) -> tuple[str, ...]: ...
+    @property
+    def schedules(self) -> tuple[str, ...]: ...
+    @property
+    def weight_decay(self) -> tuple[float, float] | None: ...
+    @property
+    def momentum(self) -> tuple[float, float]: ...
+    @property
+    def nesterov(self) -> bool: ...
+
+
 def suggest_params(
-    trial: SuggestsParams, space: SpaceConfig, lr_bounds: tuple[float, float] | None = None
+    trial: SuggestsParams, space: SpaceSection, lr_bounds: tuple[float, float] | None = None
 ) -> TrialParams:
     """Sample one configuration from the space.
 
     Args:
         trial: an ``optuna.Trial`` (anything with ``suggest_float/int/categorical``).
-        space: the ``[space]`` section.
+        space: the ``[space]`` section (:class:`tuner.config.SpaceConfig`).
         lr_bounds: (low, high) learning-rate bounds; required when ``space.lr`` is "auto"
             (the bounds then come from the LR range test).
 

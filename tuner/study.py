@@ -21,12 +21,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.batched import train_one
-from tuner.config import StudyConfig
+from tuner.config import PrunerConfig, SamplerConfig, StudyConfig
 from tuner.datasets import SplitData, load_split
-from tuner.engine import TrainResult, resolve_device, train
-from tuner.errors import ConfigError, NoCompletedTrialError, StorageError, TunerError
+from tuner.engine import TrainResult, resolve_device
+from tuner.errors import ConfigError, StorageError, TunerError
 from tuner.shared_reads import wrap as wrap_shared
-from tuner.space import TrialParams, suggest_params
+from tuner.space import suggest_params
 from tuner.storage import (
     check_storage_exists,
     make_storage,
@@ -38,6 +38,8 @@ from tuner.storage import (
 __all__ = [
     "FINISHED",
     "resolve_storage_url",
+    "SAMPLERS",
+    "PRUNERS",
     "make_sampler",
     "resume_seed",
     "make_pruner",
@@ -100,18 +102,19 @@ class TrialIndexedQMCSampler(optuna.samplers.QMCSampler):
         return max(0, self._number - 1)
 
 
-def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with ``seed`` (default ``[study] seed``).
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler: ``build(section, seed)`` -> a fresh Optuna sampler.
 
-    Parallel workers pass distinct seeds (``tuner.workers``); TPE uses the constant liar, so
-    trials still running elsewhere count as bad results and workers spread out.
+    ``section`` is the validated ``[sampler]`` section; ``seed`` the sampler's seed.
     """
-    s = cfg.sampler
-    seed = cfg.study.seed if seed is None else seed
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "qmc":
-        return TrialIndexedQMCSampler(seed=seed)
+
+    name: str
+    build: Callable[[SamplerConfig, int], optuna.samplers.BaseSampler]
+    description: str
+
+
+def _tpe(s: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=s.n_startup_trials,
@@ -121,32 +124,83 @@ def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.B
     )
 
 
+SAMPLERS: dict[str, SamplerSpec] = {
+    s.name: s
+    for s in (
+        SamplerSpec("tpe", _tpe, "multivariate, grouped TPE with the constant liar"),
+        SamplerSpec("random", lambda s, seed: optuna.samplers.RandomSampler(seed=seed),
+                    "independent uniform draws"),
+        SamplerSpec("qmc", lambda s, seed: TrialIndexedQMCSampler(seed=seed),
+                    "unscrambled Sobol points, point n - 1 for trial n"),
+    )
+}
+"""``[sampler] name`` -> its :class:`SamplerSpec` (config's choices; tests/test_study.py checks
+that the two agree)."""
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """A registered pruner: ``build(section, epochs)`` -> a fresh Optuna pruner whose resource
+    is the epoch (``epochs``: ``[training] epochs``, the most a trial runs)."""
+
+    name: str
+    build: Callable[[PrunerConfig, int], optuna.pruners.BasePruner]
+    description: str
+
+
+PRUNERS: dict[str, PrunerSpec] = {
+    p.name: p
+    for p in (
+        PrunerSpec(
+            "successive_halving",
+            lambda p, epochs: optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=min(p.min_resource, epochs), reduction_factor=p.reduction_factor
+            ),
+            "one bracket of successive halving",
+        ),
+        PrunerSpec(
+            "hyperband",
+            lambda p, epochs: optuna.pruners.HyperbandPruner(
+                min_resource=min(p.min_resource, epochs),
+                max_resource=epochs,
+                reduction_factor=p.reduction_factor,
+            ),
+            "Hyperband: brackets of successive halving",
+        ),
+        PrunerSpec(
+            "median",
+            lambda p, epochs: optuna.pruners.MedianPruner(
+                n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
+            ),
+            "below the median of earlier trials at the same epoch",
+        ),
+        PrunerSpec("none", lambda p, epochs: optuna.pruners.NopPruner(), "never prunes"),
+    )
+}
+"""``[pruner] name`` -> its :class:`PrunerSpec` (config's choices and ``PRUNER_KEYS``; checked
+by tests/test_study.py)."""
+
+
+def make_sampler(cfg: StudyConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The configured sampler (:data:`SAMPLERS`), seeded with ``seed`` (default ``[study]
+    seed``).
+
+    Parallel workers pass distinct seeds (``tuner.workers``); TPE uses the constant liar, so
+    trials still running elsewhere count as bad results and workers spread out.
+    """
+    return SAMPLERS[cfg.sampler.name].build(cfg.sampler, cfg.study.seed if seed is None else seed)
+
+
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    """The configured pruner; its resource is the epoch.
+    """The configured pruner (:data:`PRUNERS`); its resource is the epoch.
 
     Successive halving is the default rather than Hyperband: Optuna's ``HyperbandPruner`` shows
     the sampler only the trials of the asking trial's bracket (``optuna.pruners._filter_study``),
     so with three brackets TPE models a third of the study and its ``n_startup_trials`` random
-    trials are drawn per bracket; in ``bench/bench_quality.py`` that made it slower to a good
-    trial than one bracket of successive halving.
+    trials are drawn per bracket, which makes it slower to a good trial than one bracket of
+    successive halving (``bench/bench_quality.py``).
     """
-    p = cfg.pruner
-    if p.name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=min(p.min_resource, cfg.training.epochs),
-            reduction_factor=p.reduction_factor,
-        )
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps
-        )
-    if p.name == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.HyperbandPruner(
-        min_resource=min(p.min_resource, cfg.training.epochs),
-        max_resource=cfg.training.epochs,
-        reduction_factor=p.reduction_factor,
-    )
+    return PRUNERS[cfg.pruner.name].build(cfg.pruner, cfg.training.epochs)
 
 
 def open_study(
@@ -391,9 +445,8 @@ class Objective:
     lr_bounds: tuple[float, float] | None = None
     device: Any = None
     on_result: Callable[[FrozenTrial | optuna.Trial, TrainResult], None] | None = None
-    # True: tuner.batched.train_one (the stacked engine where the model can be batched);
-    # False: always tuner.engine.train (autograd and torch.optim), e.g. to measure one against
-    # the other
+    # passed to tuner.batched.train_one as ``stacked``: False asks for the autograd engine
+    # (tuner.engine.train), e.g. to measure one engine against the other
     fast: bool = True
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -404,8 +457,8 @@ class Objective:
             trial.report(report.val_metric, report.epoch)
             return trial.should_prune()
 
-        engine = train_one if self.fast else train
-        result = engine(self.cfg, self.data, params, seed, on_epoch, device=self.device)
+        result = train_one(self.cfg, self.data, params, seed, on_epoch, device=self.device,
+                           stacked=self.fast)
         record_result(trial, result, seed)
         if self.on_result is not None:
             self.on_result(trial, result)
@@ -430,20 +483,6 @@ def make_objective(
     except TunerError as exc:  # name the study file, as every other setting's message does
         raise type(exc)(f"{cfg.path}: {exc}") from None
     return Objective(cfg, data, lr_bounds, device)
-
-
-def best_params(study: optuna.Study) -> TrialParams:
-    """The best trial's parameters (see :func:`best_trial`).
-
-    Raises:
-        NoCompletedTrialError: no COMPLETE trial has a finite value.
-    """
-    best = best_trial(study)
-    if best is None:
-        raise NoCompletedTrialError(
-            f"study '{study.study_name}' has no complete trial with a finite value"
-        )
-    return TrialParams.from_optuna_params(best.params)
 
 
 def _finite_value(t: FrozenTrial) -> bool:

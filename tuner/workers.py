@@ -1,5 +1,10 @@
 """Many workers on one study: exact trial counts, stale-trial cleanup, clean interrupts.
 
+This module runs the worker processes (:func:`run_workers`) and the trials of one worker
+(:func:`run_trials`); the rules below live in :mod:`tuner.trial_count` (exact trial count),
+:mod:`tuner.reaping` (stale trials) and :mod:`tuner.interrupts` (signals), whose public names
+are importable from here too.
+
 A *worker* is one process running :func:`run_trials` on a study in a shared storage (the trial
 lifecycle of :mod:`tuner.lifecycle`, ``--batch-trials K`` trials in lockstep). ``tuner tune
 STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, spawned
@@ -53,20 +58,35 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from tuner.errors import StorageError, WorkerError
-from tuner.storage import JOURNAL_PREFIX, SQLITE_PREFIX, set_trial_attrs
+from tuner.interrupts import Interrupts
+from tuner.reaping import (
+    DEFAULT_HEARTBEAT_S,
+    GRACE_FACTOR,
+    MAX_RETRY,
+    OWNER_ATTR,
+    REASON_ATTR,
+    WORKER_ATTR,
+    Heartbeats,
+    RetryStaleTrial,
+    claim_trial,
+    fail_running_trials,
+    heartbeat_kwargs,
+    reap_stale_trials,
+)
+from tuner.storage import SQLITE_PREFIX
+from tuner.trial_count import POLL_S, TrialCancelled, target_covered
+from tuner.trial_count import counts as _counts
 
 if TYPE_CHECKING:
     from tuner.config import StudyConfig
@@ -75,10 +95,14 @@ __all__ = [
     "DEFAULT_HEARTBEAT_S",
     "GRACE_FACTOR",
     "MAX_RETRY",
+    "OWNER_ATTR",
+    "POLL_S",
     "REASON_ATTR",
     "WORKER_ATTR",
     "Gate",
     "Heartbeats",
+    "Interrupts",
+    "RetryStaleTrial",
     "TrialCancelled",
     "claim_trial",
     "cleanup_study",
@@ -91,28 +115,8 @@ __all__ = [
     "torch_threads_per_worker",
 ]
 
-DEFAULT_HEARTBEAT_S = 10
-"""Seconds between heartbeats of a running trial on RDB storages (0 turns heartbeats off)."""
-GRACE_FACTOR = 3
-"""A trial whose last heartbeat is older than ``GRACE_FACTOR x heartbeat`` seconds is stale."""
-MAX_RETRY = 3
-"""A stale trial is re-queued with the same parameters at most this many times."""
-POLL_S = 0.5
-"""Seconds between storage polls while waiting for other workers (and for the progress bar)."""
 STOP_WAIT_S = 60.0
 """Seconds the parent waits for interrupted workers to close their trials before killing them."""
-
-REASON_ATTR = "failed_reason"
-"""User attribute saying why a trial ended FAIL (interrupted, cancelled, worker died)."""
-WORKER_ATTR = "worker"
-"""User attribute naming the worker that ran the trial: ``host:pid``."""
-OWNER_ATTR = "tuner:owner"
-REQUEUED = f"; its parameters are re-queued (at most {MAX_RETRY} times)"
-"""System attribute identifying the owner process for :func:`reap_stale_trials`."""
-
-
-class TrialCancelled(Exception):
-    """Raised by :class:`Gate` for a trial started after the study reached its target."""
 
 
 # Optuna logs every FAIL trial with its traceback; interrupts and cancellations are expected,
@@ -127,388 +131,7 @@ logging.getLogger("optuna.study._optimize").addFilter(_QuietExpectedFailures())
 _log = logging.getLogger("tuner")
 
 
-# --- who owns a trial -------------------------------------------------------------------------
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
-
-
-def _machine_key() -> str:
-    """Same value for processes that can see each other's PIDs: kernel boot + PID namespace."""
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    try:
-        pid_ns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        pid_ns = ""
-    return f"{boot}/{pid_ns}" if boot and pid_ns else f"host={socket.gethostname()}"
-
-
-def _owner() -> str:
-    return f"{_machine_key()}:{os.getpid()}"
-
-
-def _process_gone(pid: int) -> bool:
-    """True if no live process has this PID here (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    stat = _read(f"/proc/{pid}/stat")
-    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-
-
-def _owner_gone(owner: object) -> bool:
-    if not isinstance(owner, str) or ":" not in owner:
-        return False
-    machine, _, pid = owner.rpartition(":")
-    return machine == _machine_key() and pid.isdigit() and _process_gone(int(pid))
-
-
-# --- stale trials -----------------------------------------------------------------------------
-
-def _retry_callback() -> Callable[[optuna.Study, FrozenTrial], None]:
-    # Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback; older ones RetryFailedTrialCallback
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    return optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)
-
-
-class RetryStaleTrial:
-    """Re-queue a stale trial (WAITING, same parameters) without its dead owner's bookkeeping.
-
-    Wraps Optuna's retry callback; the copy drops ``worker``, ``failed_reason`` and the owner
-    so that the retry is not mistaken for the dead trial while it waits or runs.
-    """
-
-    def __init__(self) -> None:
-        self._retry = _retry_callback()
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        clean = FrozenTrial(
-            number=trial.number,
-            state=trial.state,
-            value=None,
-            values=None,
-            datetime_start=trial.datetime_start,
-            datetime_complete=trial.datetime_complete,
-            params=trial.params,
-            distributions=trial.distributions,
-            user_attrs={
-                k: v for k, v in trial.user_attrs.items() if k not in (WORKER_ATTR, REASON_ATTR)
-            },
-            system_attrs={k: v for k, v in trial.system_attrs.items() if k != OWNER_ATTR},
-            intermediate_values={},
-            trial_id=trial._trial_id,
-        )
-        self._retry(study, clean)
-
-
-def heartbeat_kwargs(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> dict[str, Any]:
-    """``RDBStorage`` arguments for heartbeats and stale-trial retry; ``{}`` for journal files.
-
-    Args:
-        url: a resolved storage URL.
-        heartbeat_s: seconds between heartbeats (integer >= 1); 0 turns heartbeats off.
-    """
-    if heartbeat_s <= 0 or url.startswith(JOURNAL_PREFIX):
-        return {}
-    key = (
-        "heartbeat_stale_trial_callback"
-        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
-        else "failed_trial_callback"
-    )
-    return {
-        "heartbeat_interval": int(heartbeat_s),
-        "grace_period": GRACE_FACTOR * int(heartbeat_s),
-        key: RetryStaleTrial(),
-    }
-
-
-def _storage(study: optuna.Study) -> optuna.storages.BaseStorage:
-    # Optuna's own helpers (fail_stale_trials, the retry callback) work on study._storage too;
-    # it is the only way to set attributes of a trial this process did not ask for.
-    return study._storage
-
-
-def _fail(study: optuna.Study, trial: FrozenTrial, reason: str, retry: bool) -> bool:
-    """Mark a RUNNING trial FAIL with ``failed_reason``; False if another process was first."""
-    storage = _storage(study)
-    try:
-        storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
-        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-            return False
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
-    if retry:
-        RetryStaleTrial()(study, storage.get_trial(trial._trial_id))
-    return True
-
-
-def reap_stale_trials(
-    study: optuna.Study, running: Iterable[FrozenTrial] | None = None
-) -> list[int]:
-    """Mark stale RUNNING trials FAIL and re-queue them; returns their numbers.
-
-    Stale: the heartbeat is older than the grace period (RDB storages opened with
-    :func:`heartbeat_kwargs`), or the owner process ran here and is gone (any storage).
-
-    Args:
-        running: the study's RUNNING trials, if the caller has just read them (default: read).
-    """
-    storage = _storage(study)
-    reaped = []
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if interval:  # RDB storages opened with heartbeat_kwargs
-        # say why before Optuna fails them (a FAIL trial's attributes are read-only)
-        silent = f"no heartbeat for {GRACE_FACTOR * interval} s: its worker was killed or lost"
-        stale = storage._get_stale_trial_ids(study._study_id)
-        for trial_id in stale:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(trial_id, REASON_ATTR, f"{silent}{REQUEUED}")
-        with _no_experimental_warning():
-            optuna.storages.fail_stale_trials(study)  # FAIL + Optuna's retry callback
-        reaped = [storage.get_trial(i).number for i in stale]
-    if running is None:
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in running:
-        if t.number in reaped:  # failed above for its heartbeat
-            continue
-        owner = t.system_attrs.get(OWNER_ATTR)
-        if _owner_gone(owner):
-            who = t.user_attrs.get(WORKER_ATTR, "?")
-            if _fail(study, t, f"worker {who} died while training it{REQUEUED}", retry=True):
-                reaped.append(t.number)
-    return sorted(reaped)
-
-
-def fail_running_trials(
-    study: optuna.Study, reason: str, *, mine_only: bool = False, retry: bool = False
-) -> list[int]:
-    """Mark RUNNING trials FAIL with ``failed_reason = reason``; returns their numbers.
-
-    Args:
-        mine_only: only trials owned by this process.
-        retry: re-queue each (WAITING, same parameters).
-    """
-    me = _owner()
-    done = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if mine_only and t.system_attrs.get(OWNER_ATTR) != me:
-            continue
-        if _fail(study, t, reason, retry):
-            done.append(t.number)
-    return done
-
-
-@contextlib.contextmanager
-def _no_experimental_warning() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
 # --- one worker -------------------------------------------------------------------------------
-
-def _counts(study: optuna.Study, *, reap: bool = False) -> tuple[int, int]:
-    """(finished, running) trials; with ``reap``, stale trials are reaped first (one read of
-    the study where none is stale, as it usually is)."""
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    trials = study.get_trials(deepcopy=False, states=states)
-    running = [t for t in trials if t.state == TrialState.RUNNING]
-    if reap and reap_stale_trials(study, running):
-        return _counts(study)  # some RUNNING ones are FAIL now: count again
-    return len(trials) - len(running), len(running)
-
-
-def _package_dir(module: str) -> str | None:
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return os.path.join(list(spec.submodule_search_locations)[0], "")
-
-
-# code that talks to a storage: a KeyboardInterrupt raised in it could leave a write half done
-_STORAGE_CODE = tuple(
-    d for d in (_package_dir("optuna.storages"), _package_dir("sqlalchemy"),
-                _package_dir("psycopg"), _package_dir("psycopg2"))
-    if d is not None
-) + (str(Path(__file__).with_name("storage.py")),)
-
-
-def _in_storage_call(frame: Any) -> bool:
-    """True if ``frame`` or one of its callers runs storage code (Optuna's, SQLAlchemy's,
-    a database driver's, ``tuner.storage``)."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith(_STORAGE_CODE):
-            return True
-        frame = frame.f_back
-    return False
-
-
-class Interrupts:
-    """SIGINT/SIGTERM while trials run: stop at once while training or waiting, else soon after.
-
-    The first signal raises ``KeyboardInterrupt(signal name)`` immediately inside
-    :meth:`interruptible` sections (training, sleeping), unless a storage call is under way
-    there (a trial's report from a training callback): then, as everywhere else (asking for a
-    trial, writing its result), it is held until the next :meth:`check` or the end of a
-    :meth:`deferred` section, so no storage write is ever cut halfway. Later signals are
-    ignored while the trials are being closed. Outside the main thread: no-op.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.pending: str | None = None
-        self._safe = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.getsignal(s) for s in self.SIGNALS}
-            for s in self.SIGNALS:
-                signal.signal(s, self._handle)
-            # a worker process starts with them blocked (run_workers): deliver any now
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        for s in self.SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
-        self.pending = signal.Signals(signum).name
-        if self._safe and not _in_storage_call(frame):
-            raise KeyboardInterrupt(self.pending)
-
-    def check(self) -> None:
-        """Raise ``KeyboardInterrupt`` if a signal is being held."""
-        if self.pending is not None:
-            raise KeyboardInterrupt(self.pending)
-
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """A section a signal may interrupt at once."""
-        self.check()
-        self._safe = True
-        try:
-            yield
-        finally:
-            self._safe = False
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """A section (storage calls) inside an :meth:`interruptible` one that a signal must not
-        cut: a signal is held until it ends, then raised if the outer section is one."""
-        outer = self._safe
-        self._safe = False
-        try:
-            yield
-        finally:
-            self._safe = outer
-        if outer:
-            self.check()
-
-
-def claim_trial(trial: optuna.Trial) -> None:
-    """Mark ``trial`` as this process's, so that :func:`reap_stale_trials` can tell when its
-    owner is gone (the ``worker`` user attribute says ``host:pid`` for people)."""
-    set_trial_attrs(
-        trial,
-        {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"},
-        system_attrs={OWNER_ATTR: _owner()},
-    )
-
-
-def target_covered(trial: optuna.Trial, target: int) -> str | None:
-    """Why ``trial`` must not run (the study's target is covered without it), or None.
-
-    Covered: finished trials plus RUNNING or WAITING trials numbered below this one (they were
-    created first, by any process) reach ``target``. Trial numbers follow creation order, so of
-    several processes asking at once exactly the trials that fit are allowed to run.
-    """
-    trials = trial.study.get_trials(deepcopy=False)
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    ahead = sum(
-        t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
-        for t in trials
-    )
-    if finished + ahead < target:
-        return None
-    return (
-        f"cancelled: {finished} trials had finished and {ahead} earlier ones were running "
-        f"when it started; the target is {target}"
-    )
-
-
-class Heartbeats:
-    """A heartbeat thread for the trials this process runs, as ``study.optimize`` has one.
-
-    On storages opened with :func:`heartbeat_kwargs` (RDB), :meth:`add` records a trial's
-    first heartbeat at once and the thread then records one for every trial added and not
-    yet removed every heartbeat interval, whatever the main thread does (a long epoch, a
-    slow storage write), so no live trial goes stale. Elsewhere (journal files, heartbeats
-    off) a no-op. Use as a context manager: the thread stops on exit.
-    """
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._storage = _storage(study)
-        self.interval = getattr(self._storage, "get_heartbeat_interval", lambda: None)()
-        self._live: set[int] = set()  # trial ids
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._warned = False
-
-    def __enter__(self) -> Heartbeats:
-        if self.interval:
-            self._thread = threading.Thread(target=self._beat, name="tuner-heartbeat",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def add(self, trial: optuna.Trial) -> None:
-        """Record ``trial``'s heartbeat now and keep it beating until :meth:`remove`."""
-        if not self.interval:
-            return
-        self._storage.record_heartbeat(trial._trial_id)
-        with self._lock:
-            self._live.add(trial._trial_id)
-
-    def remove(self, trial: optuna.Trial) -> None:
-        """Stop ``trial``'s heartbeat (it is finished, or about to be)."""
-        with self._lock:
-            self._live.discard(trial._trial_id)
-
-    def _beat(self) -> None:
-        assert self.interval
-        while not self._stop.wait(self.interval):
-            with self._lock:
-                live = sorted(self._live)
-            for trial_id in live:
-                try:
-                    self._storage.record_heartbeat(trial_id)
-                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
-                    if not self._warned:
-                        self._warned = True
-                        _log.warning("heartbeat of a running trial not recorded: %s", exc)
-
 
 @dataclass
 class Gate:

@@ -16,6 +16,7 @@ from tuner.confirm import (
     confirm_seeds,
     confirmation_is_current,
     decision_text,
+    load_confirmation,
     rank_candidates,
     run_confirm,
 )
@@ -52,7 +53,8 @@ def test_confirm_retrains_top_k_with_fresh_seeds_and_stores_plain_json(tmp_path:
         cfg, [fixed_params("cosine"), fixed_params("step", lr=0.02), fixed_params("constant")]
     )
     conf = run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
-    stored = study.user_attrs[CONFIRM_ATTR]
+    stored = load_confirmation(study)
+    assert CONFIRM_ATTR not in study.user_attrs  # plain JSON kept out of the dashboard's table
     assert json.loads(json.dumps(stored, allow_nan=False)) == stored == conf.payload
     trial_seeds = {t.user_attrs["seed"] for t in study.trials}
     assert stored["seeds"] == [CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 1]
@@ -405,7 +407,8 @@ def test_a_confirmation_stored_by_an_older_tuner_still_exports_and_shows(
                     for r in c["runs"]]}
         for c in payload["candidates"]
     ]
-    study.set_user_attr(CONFIRM_ATTR, old)
+    study._storage.set_study_system_attr(study._study_id, CONFIRM_ATTR, None)
+    study.set_user_attr(CONFIRM_ATTR, old)  # where tuner 0.1 stored it
     conf = build_export(study, cfg, "sqlite:///x.db")["confirmation"]
     assert conf["winner_trial"] == 1 and conf["decision"].startswith("Confirmation replaced")
     assert conf["candidates"][0]["comparison"] is None and conf["test"] is None

@@ -20,7 +20,7 @@ from tests._trust import (
     trained_study,
 )
 from tuner.config import parse_study_config
-from tuner.confirm import CONFIRM_ATTR, run_confirm
+from tuner.confirm import load_confirmation, run_confirm
 from tuner.datasets import DATASETS
 from tuner.errors import ConfigError, NoCompletedTrialError
 from tuner.export import build_export, dumps_export, export_best, plain
@@ -107,7 +107,7 @@ def test_export_records_confirmation_and_its_winner(tmp_path: Path) -> None:
     conf = data["confirmation"]
     assert data["selected_by"] == "confirmation"
     assert conf["winner_trial"] == data["trial"] == 0 and conf["changed_winner"] is True
-    assert conf["val_mean"] == study.user_attrs[CONFIRM_ATTR]["candidates"][0]["val_mean"]
+    assert conf["val_mean"] == load_confirmation(study)["candidates"][0]["val_mean"]
     assert conf["val_std"] is not None and len(conf["seeds"]) == 2
     assert data["optimizer"]["kwargs"]["lr"] == 0.05  # the winner's configuration
     assert_plain(data)

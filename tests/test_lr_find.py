@@ -16,6 +16,7 @@ import tuner.lr_find._sweep as sweep_module
 from tuner.cli import main
 from tuner.datasets import load_split
 from tuner.lr_find import LRFindError, LRSweep, auto_bounds, lr_range_test, smooth
+from tuner.lr_find._bounds import recorded_attrs
 from tuner.runner import run_tune
 from tuner.storage import make_storage
 
@@ -235,7 +236,8 @@ def test_auto_bounds_are_recorded_seeded_and_reused_on_resume(
     run_tune(cfg, sqlite_url, n_trials=3, progress=False)
     assert calls == ["sgd", "adam"]
     study = optuna.load_study(study_name=cfg.name, storage=make_storage(sqlite_url))
-    rec = study.user_attrs["lr_find"]
+    rec = recorded_attrs(study)["lr_find"]
+    assert "lr_find" not in study.user_attrs  # kept out of the dashboard's attribute table
     json.dumps(rec, allow_nan=False)
     low, high = rec["bounds"]
     assert 0 < low < high
@@ -265,7 +267,7 @@ def test_auto_bounds_are_recorded_seeded_and_reused_on_resume(
     outcome = run_tune(cfg, sqlite_url, n_trials=5, progress=False)
     assert outcome.finished_after == 5
     assert _trial_lr_bounds(outcome.study) == {(low, high)}
-    assert outcome.study.user_attrs["lr_find"] == rec
+    assert recorded_attrs(outcome.study)["lr_find"] == rec
 
 
 def test_a_failing_auto_sweep_writes_nothing(tiny_cfg, sqlite_url, monkeypatch) -> None:

@@ -80,7 +80,8 @@ def test_writing_commands_leave_a_folder_of_study_files_intact(
     target = args[args.index("--out") + 1]
     assert target in err and "tuner-tmp" not in err  # names the path given, not a temporary
     assert snapshot(studies) == before
-    assert sorted(p.name for p in studies.iterdir()) == sorted(before)  # no temporary left
+    assert sorted(str(p.relative_to(studies)) for p in studies.rglob("*") if p.is_file()) == (
+        sorted(before))  # no temporary left
 
 
 def test_report_out_dot_refuses_the_working_directory(

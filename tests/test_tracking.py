@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from tuner.config import load_study_config
 from tuner.errors import ConfigError
 from tuner.storage import make_storage
+from tuner.study import trial_series
 from tuner.tracking import BEST_ARTIFACT, TrackingTarget, resolve_tracking
 from tuner.workers import REASON_ATTR
 
@@ -103,10 +104,10 @@ def _check_store(
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert {m.step: m.value for m in history} == dict(trial.intermediate_values)
         lrs = client.get_metric_history(run.info.run_id, "lr")
-        assert [m.value for m in sorted(lrs, key=lambda m: m.step)] == pytest.approx(
-            trial.user_attrs["lr_per_epoch"])
+        recorded = trial_series(trial, "lr_per_epoch")
+        assert [m.value for m in sorted(lrs, key=lambda m: m.step)] == pytest.approx(recorded)
         assert [m.step for m in sorted(lrs, key=lambda m: m.step)] == list(
-            range(1, len(trial.user_attrs["lr_per_epoch"]) + 1))
+            range(1, len(recorded) + 1))
         if trial.state == TrialState.COMPLETE:
             assert metrics["value"] == pytest.approx(trial.value)
             assert len(history) == 2 and len(lrs) == 2  # both epochs, step = epoch

@@ -36,7 +36,7 @@ metric, then mean validation loss. Diverged runs have no metric and are left out
 The held-out test metric is computed for every run and reported as mean ± std, but it never
 takes part in the choice.
 
-The result is stored as plain JSON in the study's user attribute ``"confirmation"`` (see
+The result is stored as plain JSON in the study's system attribute ``"confirmation"`` (see
 :func:`run_confirm`), which ``tuner export``, ``tuner report`` and the study note read. Runs
 already stored for the same trial, seed and training settings are reused, so confirming a study
 again after a resume only trains what is new.
@@ -389,7 +389,8 @@ class Confirmation:
 
 def load_confirmation(study: optuna.Study) -> dict[str, Any] | None:
     """The stored confirmation payload of a study, or None."""
-    payload = study.user_attrs.get(CONFIRM_ATTR)
+    payload = (study._storage.get_study_system_attrs(study._study_id).get(CONFIRM_ATTR)
+               or study.user_attrs.get(CONFIRM_ATTR))  # a user attribute before tuner 0.2
     if not isinstance(payload, dict) or payload.get("format") != CONFIRM_FORMAT:
         return None
     return payload
@@ -457,7 +458,7 @@ def run_confirm(
         progress: False for no progress bar.
 
     Returns:
-        A :class:`Confirmation`. Its payload, also stored in the study's user attribute
+        A :class:`Confirmation`. Its payload, also stored in the study's system attribute
         ``"confirmation"`` (plain JSON), holds: ``format``, ``metric``, ``direction``,
         ``top_k``, ``n_seeds`` (``seeds``), ``max_seeds``, ``seeds`` (the first ``seeds``
         seeds), ``extra_seeds`` (seeds added to close calls), ``seed_offset``, ``epochs``,
@@ -613,7 +614,9 @@ def run_confirm(
         # COMPLETE trials whose value is +-inf: never candidates (see tuner.study.completed)
         "non_finite_trials": [t.number for t in nonfinite_trials(study)],
     }
-    study.set_user_attr(CONFIRM_ATTR, payload)
+    # a system attribute: plain JSON that optuna-dashboard's user-attribute table would show
+    # raw (the study note shows it readably)
+    study._storage.set_study_system_attr(study._study_id, CONFIRM_ATTR, payload)
     # completed: nothing left to reuse
     if study._storage.get_study_system_attrs(study._study_id).get(PARTIAL_ATTR) is not None:
         study._storage.set_study_system_attr(study._study_id, PARTIAL_ATTR, None)

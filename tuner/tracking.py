@@ -191,9 +191,12 @@ class MlflowTracker:
         ms = _timestamp(trial)
         metrics = [Metric(f"val_{self.metric}", float(v), ms, int(step))
                    for step, v in sorted(trial.intermediate_values.items()) if _finite(v)]
+        from tuner.study import trial_series  # the series live in a system attribute
+
         for name, key in (("lr", "lr_per_epoch"), ("train_loss", "train_loss_per_epoch")):
             metrics += [Metric(name, float(v), ms, epoch)
-                        for epoch, v in enumerate(attrs.get(key) or [], start=1) if _finite(v)]
+                        for epoch, v in enumerate(trial_series(trial, key), start=1)
+                        if _finite(v)]
         if trial.state == TrialState.COMPLETE and _finite(trial.value):
             metrics.append(Metric("value", float(trial.value), ms, 0))  # type: ignore[arg-type]
         for key in ("val_loss", "test_metric", "test_loss"):

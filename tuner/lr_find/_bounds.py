@@ -23,6 +23,8 @@ __all__ = [
     "optimizer_bounds",
     "auto_bounds",
     "bounds_attrs",
+    "record_attr",
+    "recorded_attrs",
     "recorded_bounds",
     "recorded_sweeps",
 ]
@@ -156,9 +158,21 @@ def bounds_attrs(cfg: StudyConfig, bounds: AutoBounds) -> dict[str, Any]:
     }
 
 
+def recorded_attrs(study: optuna.Study) -> dict:
+    """The study's LR range test records: system attributes (user attributes before tuner 0.2,
+    where optuna-dashboard showed them as raw JSON)."""
+    system = study._storage.get_study_system_attrs(study._study_id)
+    return {**study.user_attrs, **system}
+
+
+def record_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Store one LR range test record (plain JSON) as a study system attribute."""
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
 def recorded_bounds(study: optuna.Study) -> tuple[float, float] | None:
     """The ``lr`` bounds a study recorded from its LR range test, or None."""
-    rec = study.user_attrs.get(ATTR_KEY)
+    rec = recorded_attrs(study).get(ATTR_KEY)
     if not isinstance(rec, dict) or not isinstance(rec.get("bounds"), list):
         return None
     low, high = rec["bounds"]
@@ -167,5 +181,5 @@ def recorded_bounds(study: optuna.Study) -> tuple[float, float] | None:
 
 def recorded_sweeps(study: optuna.Study) -> list[LRSweep]:
     """The sweeps a study recorded (for figures), in the order run."""
-    attrs = study.user_attrs
+    attrs = recorded_attrs(study)
     return [LRSweep.from_attrs(v) for k, v in attrs.items() if k.startswith(SWEEP_ATTR_PREFIX)]

@@ -14,6 +14,8 @@ from tuner.lr_find._bounds import (
     AutoBounds,
     auto_bounds,
     bounds_attrs,
+    record_attr,
+    recorded_attrs,
     recorded_bounds,
 )
 from tuner.lr_find._curve import MAX_LR, MIN_LR, STEPS, LRFindError
@@ -75,7 +77,7 @@ def resolve_lr_bounds(
                 f'lr = "auto": reusing the bounds recorded by the LR range test: '
                 f"[{found[0]:.3g}, {found[1]:.3g}]"
             )
-            swept = set(existing.user_attrs[ATTR_KEY].get("optimizers", {}))
+            swept = set(recorded_attrs(existing)[ATTR_KEY].get("optimizers", {}))
             if swept != set(cfg.space.optimizers):
                 console.print(
                     f"[yellow]note:[/yellow] they come from sweeps of {', '.join(sorted(swept))}"
@@ -97,11 +99,11 @@ def resolve_lr_bounds(
     if found is not None:
         return found
     for s in sweeps:
-        study.set_user_attr(SWEEP_ATTR_PREFIX + s.optimizer, s.to_attrs())
+        record_attr(study, SWEEP_ATTR_PREFIX + s.optimizer, s.to_attrs())
     attrs = bounds_attrs(cfg, bounds)
     for params in attrs["enqueued"]:
         study.enqueue_trial(params, skip_if_exists=True)
-    study.set_user_attr(ATTR_KEY, attrs)  # last: its presence means "recorded"
+    record_attr(study, ATTR_KEY, attrs)  # last: its presence means "recorded"
     console.print(sweep_table(sweeps, bounds))
     console.print(
         f"enqueued {len(attrs['enqueued'])} trial(s) at the suggested rates: "

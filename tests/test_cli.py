@@ -102,3 +102,13 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 def test_bad_flag_values_are_refused(tmp_path: Path) -> None:
     run = tuner("tune", "x.toml", "--n-trials", "0", cwd=tmp_path)
     assert run.returncode == 2 and "must be >= 1" in run.stderr
+
+
+def test_a_seed_numpy_cannot_take_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """From the fresh-user test: --seed 4294967296 ended in numpy's traceback after the study
+    was created."""
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\n[dataset]\nname = "iris"\n[space]\nlr = [0.001, 0.1]\n')
+    proc = tuner("tune", str(study), "--seed", str(2**32), "--no-confirm", cwd=tmp_path)
+    assert proc.returncode == 2 and "--seed" in proc.stderr and "2147483647" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "tuner.db").exists()

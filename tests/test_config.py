@@ -27,6 +27,8 @@ def test_shipped_study_files_are_valid(path: Path) -> None:
 
 BAD = [
     # (section, key, value, words the message must contain)
+    ("study", "seed", 2**32, ["[study] seed = 4294967296", "[0, 2147483647]"]),
+    ("split", "seed", 2**32, ["[split] seed", "[0, 4294967295]"]),
     ("space", "lrr", [1e-3, 1e-1], ["unknown [space] key 'lrr'", "Did you mean 'lr'"]),
     ("space", "lr", [0.0, 1.0], ["[space] lr = [0.0, 1.0]", "0 < low < high"]),
     ("space", "lr", [-1e-3, 1.0], ["[space] lr", "0 < low < high"]),

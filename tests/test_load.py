@@ -272,6 +272,10 @@ MUTATIONS: dict[str, tuple[Any, str | None]] = {
     "not fused": (_set("loop.optimizer_kwargs", {}), "loop.optimizer_kwargs"),
     "unknown engine": (_set("loop.engine", "jax"), "loop.engine"),
     "top level list": (b"[1, 2, 3]", None),
+    # from the fresh-user test: what json/yaml or torch raised past the checks
+    "seed beyond numpy's": (_set("seed", 2**70), "seed"),
+    "a 5,000-digit number": (b'{"format": 2, "seed": ' + b"7" * 5000 + b"}", None),
+    "nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000, None),
 }
 
 

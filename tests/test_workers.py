@@ -32,6 +32,7 @@ from tuner.workers import (
     WORKER_ATTR,
     Gate,
     TrialCancelled,
+    claim_trial,
     heartbeat_kwargs,
     reap_stale_trials,
     run_trials,
@@ -596,3 +597,30 @@ def test_the_program_ignores_a_late_ctrl_c_once_its_work_is_done(
     assert main(["cleanup", str(tmp_path / "tiny.toml"), "--storage",
                  str(tmp_path / "missing.db")]) == 2  # called as a function: untouched
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_live_trial_here_is_not_reaped_by_a_shorter_heartbeat(tmp_path: Path) -> None:
+    """`tuner cleanup --heartbeat 1` beside workers started with the default 10 s: a trial whose
+    process runs on this machine is alive, however old its heartbeat looks at 1 s; a trial of
+    a process that is gone is reaped."""
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    study = optuna.create_study(study_name="hb", storage=make_storage(
+        url, **heartbeat_kwargs(url, 10)))
+    live = study.ask()
+    claim_trial(live)  # owned by this (running) process
+    study._storage.record_heartbeat(live._trial_id)
+    gone = study.ask()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    study._storage.set_trial_system_attr(
+        gone._trial_id, reaping.OWNER_ATTR, f"{reaping._machine_key()}:{proc.pid}")
+    study._storage.record_heartbeat(gone._trial_id)
+    reaper = optuna.load_study(study_name="hb", storage=make_storage(
+        url, **heartbeat_kwargs(url, 1)))
+    deadline = time.monotonic() + 30
+    while not reaper._storage._get_stale_trial_ids(reaper._study_id):  # both 3 s silent
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert reap_stale_trials(reaper) == [gone.number]
+    states = {t.number: t.state for t in reaper.get_trials()}
+    assert states[live.number] == TrialState.RUNNING and states[gone.number] == TrialState.FAIL

@@ -50,6 +50,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**31 - 1] (trial k seeds numpy with seed + k; numpy takes
+    seeds below 2**32). The same bound as ``[study] seed`` (tuner.config.MAX_SEED)."""
+    value = _nonneg_int(text)
+    if value > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be <= {2**31 - 1}, got {value}")
+    return value
+
+
 def _nonneg_int(text: str) -> int:
     try:
         value = int(text)
@@ -380,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-trials", type=_positive_int, help="finished trials to reach "
                    "(default: [study] n_trials); a resumed study is topped up")
     t.add_argument("--storage", help=storage_help)
-    t.add_argument("--seed", type=_nonneg_int, help="study seed: the sampler's, and trial k "
+    t.add_argument("--seed", type=_seed, help="study seed: the sampler's, and trial k "
                    "seeds torch with seed + k (default: [study] seed)")
     t.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="start no new trial after this many seconds (default: [study] timeout)")
@@ -452,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt = p["retrain"]
     rt.add_argument("export", metavar="BEST.json",
                     help="an export, e.g. studies/digits_mlp.best.json (or .yaml)")
-    rt.add_argument("--seed", type=_nonneg_int,
+    rt.add_argument("--seed", type=_seed,
                     help="torch seed (default: the exported trial's seed)")
     rt.add_argument("--out", metavar="DIR",
                     help="save the trained model: DIR/model.pt (state_dict), export.json, "
@@ -483,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-lr", type=_positive_float, help="last rate of the sweep (default 10)")
     f.add_argument("--steps", type=_positive_int,
                    help="mini-batches per optimizer at most (default 200)")
-    f.add_argument("--seed", type=_nonneg_int, help="seed of weights and batch order "
+    f.add_argument("--seed", type=_seed, help="seed of weights and batch order "
                    "(default: [study] seed)")
     return parser
 

@@ -84,6 +84,13 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+MAX_SEED = 2**31 - 1
+"""Largest ``[study] seed``: trial k seeds torch and numpy with seed + k, and numpy takes seeds
+below 2**32 (so up to 2**31 trials fit)."""
+MAX_RANDOM_STATE = 2**32 - 1
+"""Largest scikit-learn ``random_state`` (numpy's seed range)."""
+
+
 def Int(low: int | None = None, high: int | None = None) -> Constraint:  # noqa: N802
     text = "an integer"
     if low is not None and high is not None:
@@ -280,7 +287,8 @@ class StudySection:
 
     name: str = _field(MISSING, Name(), "Study name in the storage; running again resumes it.")
     n_trials: int = _field(30, Int(1, 100_000), "Finished trials (complete + pruned) to reach.")
-    seed: int = _field(0, Int(0), "Seed of the sampler; trial k seeds torch with seed + k.")
+    seed: int = _field(0, Int(0, MAX_SEED),
+                       "Seed of the sampler; trial k seeds torch with seed + k.")
     storage: str | None = _field(
         None,
         OptionalStr(),
@@ -321,7 +329,8 @@ class DatasetConfig:
     n_informative: int = _field(10, Int(1, 100_000), "Informative features (generated only).")
     n_classes: int = _field(2, Int(2, 1000), "Classes (generators that take n_classes).")
     noise: float = _field(0.1, Float(0), "Label noise: flip fraction or Gaussian sd (generated).")
-    seed: int = _field(0, Int(0), "random_state of the generator (generated datasets only).")
+    seed: int = _field(0, Int(0, MAX_RANDOM_STATE),
+                       "random_state of the generator (generated datasets only).")
     # not study-file keys: the function's other keywords as given ((key, value) pairs, lists
     # as tuples) and the folder a relative path or a factory module is found in
     kwargs: tuple[tuple[str, Any], ...] = field(
@@ -344,7 +353,7 @@ class SplitConfig:
     test: float = _field(
         0.15, Float(0, 1, low_open=True, high_open=True), "Held-out test fraction (report only)."
     )
-    seed: int = _field(0, Int(0), "random_state of the split.")
+    seed: int = _field(0, Int(0, MAX_RANDOM_STATE), "random_state of the split.")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ import yaml
 
 from tuner.config import (
     GENERATOR_KEYS,
+    MAX_RANDOM_STATE,
     METRICS,
     Bool,
     Constraint,
@@ -117,7 +118,7 @@ EXPORT_KEYS: dict[str, tuple[bool, Constraint]] = {
     "selected_by": (False, OneOf("confirmation", "single trial")),
     "trial": (True, Int(0)),
     "value": (False, _stat()),
-    "seed": (False, Int(0)),
+    "seed": (False, Int(0, MAX_RANDOM_STATE)),
     "test_metric": (False, _stat()),
     "single_best": (False, _mapping("the best single trial", nullable=True)),
     "confirmation": (False, _confirmation()),
@@ -399,6 +400,9 @@ def read_export(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: not a valid export file: {str(exc).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting 100,000 deep
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise ConfigError(f"{p}: not a valid export file: {what}.") from None
     check_export(data, str(p))
     return data
 

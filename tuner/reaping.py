@@ -5,13 +5,11 @@ See :mod:`tuner.workers` ("Stale trials") for the rules.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import threading
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +90,19 @@ def _owner_gone(owner: object) -> bool:
         return False
     machine, _, pid = owner.rpartition(":")
     return machine == _machine_key() and pid.isdigit() and _process_gone(int(pid))
+
+
+def _owner_running_here(owner: object) -> bool:
+    """True if the owner process runs on this machine and is neither stopped nor gone: its
+    trial is alive, whatever its heartbeat says (another command may be using a shorter
+    ``--heartbeat`` than the one it was started with)."""
+    if not isinstance(owner, str) or ":" not in owner:
+        return False
+    machine, _, pid = owner.rpartition(":")
+    if machine != _machine_key() or not pid.isdigit() or _process_gone(int(pid)):
+        return False
+    stat = _read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] not in ("T", "t", "Z", "X")
 
 
 # --- stale trials -----------------------------------------------------------------------------
@@ -191,13 +202,13 @@ def reap_stale_trials(
     if interval:  # RDB storages opened with heartbeat_kwargs
         # say why before Optuna fails them (a FAIL trial's attributes are read-only)
         silent = f"no heartbeat for {GRACE_FACTOR * interval} s: its worker was killed or lost"
-        stale = storage._get_stale_trial_ids(study._study_id)
-        for trial_id in stale:
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(trial_id, REASON_ATTR, f"{silent}{REQUEUED}")
-        with _no_experimental_warning():
-            optuna.storages.fail_stale_trials(study)  # FAIL + Optuna's retry callback
-        reaped = [storage.get_trial(i).number for i in stale]
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            trial = storage.get_trial(trial_id)
+            if _owner_running_here(trial.system_attrs.get(OWNER_ATTR)):
+                continue  # alive here (a shorter --heartbeat than its own): not stale
+            # FAIL with the reason, re-queued, as optuna.storages.fail_stale_trials does
+            if _fail(study, trial, f"{silent}{REQUEUED}", retry=True):
+                reaped.append(trial.number)
     if running is None:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in running:
@@ -228,14 +239,6 @@ def fail_running_trials(
         if _fail(study, t, reason, retry):
             done.append(t.number)
     return done
-
-
-@contextlib.contextmanager
-def _no_experimental_warning() -> Iterator[None]:
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 def claim_trial(trial: optuna.Trial) -> None:

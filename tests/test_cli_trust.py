@@ -11,7 +11,7 @@ import yaml
 
 from tests._trust import FAKE_PASSWORD, all_pruned_study, make_cfg, write_study_file
 from tuner.cli import main
-from tuner.confirm import CONFIRM_ATTR
+from tuner.confirm import load_confirmation
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_tune_confirm_export_report_retrain(tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "Confirmed top 2" in out and "Confirmation" in out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
-    conf = study.user_attrs[CONFIRM_ATTR]
+    conf = load_confirmation(study)
     assert conf["n_seeds"] == 2 and len(conf["candidates"]) == 2
 
     assert main(["export", str(study_file), "--format", "yaml"]) == 0
@@ -52,7 +52,7 @@ def test_tune_no_confirm_skips_it(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert main(["tune", str(study_file), "--n-trials", "1", "--no-progress", "--no-confirm"]) == 0
     assert "Confirmed top" not in capsys.readouterr().out
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
-    assert CONFIRM_ATTR not in study.user_attrs
+    assert load_confirmation(study) is None  # no half-written confirmation
 
 
 @pytest.mark.parametrize("command", ["export", "confirm", "report"])
@@ -74,7 +74,7 @@ def test_all_pruned_study_fails_clearly_and_writes_nothing(
     assert "Traceback" not in err
     assert outputs() == before
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert CONFIRM_ATTR not in study.user_attrs
+    assert load_confirmation(study) is None  # no half-written confirmation
 
 
 @pytest.mark.parametrize("command", ["export", "confirm", "report"])

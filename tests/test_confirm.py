@@ -96,7 +96,7 @@ def test_an_interrupted_confirmation_keeps_its_finished_runs(
     monkeypatch.setattr(tuner.confirm, "train_one", interrupted_after_three)
     with pytest.raises(KeyboardInterrupt):
         run_confirm(study, cfg, top=2, seeds=2, max_seeds=2, progress=False)
-    assert CONFIRM_ATTR not in study.user_attrs  # no half-written confirmation
+    assert load_confirmation(study) is None  # no half-written confirmation
     # the finished runs wait in a system attribute: the dashboard's user attributes stay clean
     system = study._storage.get_study_system_attrs
     assert PARTIAL_ATTR not in study.user_attrs
@@ -124,7 +124,7 @@ def test_all_pruned_study_cannot_be_confirmed(tmp_path: Path) -> None:
     study = all_pruned_study(cfg)
     with pytest.raises(NoCompletedTrialError, match="nothing to confirm"):
         run_confirm(study, cfg, top=2, seeds=2, progress=False)
-    assert CONFIRM_ATTR not in study.user_attrs
+    assert load_confirmation(study) is None
 
 
 def test_cli_defaults_match_the_module() -> None:

@@ -437,7 +437,9 @@ def test_sigkill_mid_trial_then_rerun_reaches_the_target(
     tmp_path: Path, file_url: str, batch: str
 ) -> None:
     name = "kill"
-    study_file = _study_file(tmp_path, name, **SLOW_TRIALS)
+    # trials long enough that none ends between being seen training and the kill
+    study_file = _study_file(tmp_path, name, **{**SLOW_TRIALS, "training": {
+        "epochs": 600, "batch_size": 8}})
     proc = _tune(study_file, "--storage", file_url, "--n-trials", "3", "--heartbeat", "1",
                  "--batch-trials", batch, url=file_url)
     victims = _wait_for_running(file_url, name, count=int(batch))

@@ -97,6 +97,11 @@ _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 _TMP_RE = re.compile(r"\.tuner-(tmp|old)-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}$")
 
 
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article ("an export", "an lr-find page", "a report")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' or noun.startswith('lr') else 'a'} {noun}"
+
 def _temp_name(target: Path, tag: str = "tmp") -> Path:
     suffix = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
     return target.parent / f".{target.name}.tuner-{tag}-{suffix}"
@@ -151,18 +156,18 @@ def check_file_target(path: Path, kind: FileKind) -> None:
             is not recognisably a tuner ``kind.name``.
     """
     if path.is_symlink():
-        raise _refuse(path, "is a symbolic link", f"a {kind.name}")
+        raise _refuse(path, "is a symbolic link", _a(kind.name))
     if not path.exists():
         return
     if path.is_dir():
         raise OutputError(f"{path} is a folder: --out needs the path of a file for the "
                           f"{kind.name} (a new one, or a previous {kind.name}).")
     if not path.is_file():
-        raise _refuse(path, "exists and is not a regular file", f"a {kind.name}")
+        raise _refuse(path, "exists and is not a regular file", _a(kind.name))
     if path.stat().st_size == 0:
         return
     if not kind.recognise(path):
-        raise _refuse(path, f"exists and is not a tuner {kind.name}", f"a {kind.name}")
+        raise _refuse(path, f"exists and is not a tuner {kind.name}", _a(kind.name))
 
 
 def _clean_file_leftovers(path: Path) -> None:
@@ -234,7 +239,7 @@ def _why_not_own(folder: Path, kind: FolderKind) -> str | None:
         return None
     marked = _marker_kind(folder)
     if marked is not None and marked != kind.name:
-        return f"is a tuner {marked} folder, not a {kind.name} folder"
+        return f"is a tuner {marked} folder, not {_a(kind.name)} folder"
     foreign = _foreign_entry(folder, kind)
     if foreign is not None:
         return f"holds {foreign!r}, which is not part of a tuner {kind.name}"
@@ -258,7 +263,7 @@ def check_folder_target(target: Path, kind: FolderKind) -> None:
             not part of a previous ``kind`` written by tuner.
     """
     if target.is_symlink():
-        raise _refuse(target, "is a symbolic link", f"a {kind.name} folder")
+        raise _refuse(target, "is a symbolic link", _a(f"{kind.name} folder"))
     if not target.exists():
         return
     if not target.is_dir():

@@ -152,8 +152,8 @@ def main() -> None:
     def fresh(*files: Path) -> Callable[[], None]:
         def remove() -> None:
             for f in files:
-                for p in f.parent.glob(f.name + "*"):
-                    p.unlink()
+                for p in f.parent.glob(f.name + "*"):  # the storage, its -wal, .artifacts/
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
         return remove
 
     def tune(study: Path, url: str, *extra: str) -> list[str]:

@@ -71,3 +71,29 @@ def test_a_finished_trial_is_refused_and_left_as_it_was(tmp_path: Path, kind: st
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         set_trial_attrs(trial, {"outcome": "pruned", "extra": 1})
     assert study.trials[0].user_attrs == {"outcome": "complete"}
+
+
+@pytest.mark.parametrize("scheme", ["sqlite:///", "journal:///"])
+def test_a_storage_in_a_missing_folder_is_refused_and_no_folder_is_made(
+    tmp_path: Path, scheme: str
+) -> None:
+    from tuner.errors import StorageError
+
+    missing = tmp_path / "typo" / "dir"
+    suffix = "x.journal" if scheme.startswith("journal") else "x.db"
+    with pytest.raises(StorageError, match=f"folder {missing} does not exist"):
+        make_storage(f"{scheme}{missing / suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_percent_encoded_sqlite_path_is_the_file_sqlite_opens(tmp_path: Path) -> None:
+    """SQLAlchemy decodes %XX in the path: storage_file (artifacts, read-only checks) names
+    that same file, not a second one."""
+    from tuner.storage import storage_file
+
+    url = f"sqlite:///{tmp_path}/a%20b.db"
+    optuna.create_study(storage=make_storage(url), study_name="s")
+    assert storage_file(url) == tmp_path / "a b.db"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("a b.db-")) == [
+        "a b.db"
+    ]

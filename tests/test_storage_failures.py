@@ -330,6 +330,7 @@ def test_a_write_to_a_read_only_study_is_one_line(read_only_study) -> None:
 def test_commits_still_in_the_write_ahead_log_of_a_read_only_study(tmp_path) -> None:
     """With its ``-shm`` index the log is read (mode=ro); without it, one line says why."""
     source = tmp_path / "src"
+    source.mkdir()
     storage = make_storage(f"sqlite:///{source / 'tuner.db'}")
     optuna.create_study(storage=storage, study_name="w")
     storage.engine.dispose()

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import optuna
 
@@ -208,6 +209,8 @@ def storage_file(url: str) -> Path | None:
     for prefix in (SQLITE_PREFIX, JOURNAL_PREFIX):
         if url.startswith(prefix):
             rest = url.removeprefix(prefix).split("?", 1)[0]  # sqlite:///x.db?timeout=5
+            if prefix == SQLITE_PREFIX:  # SQLAlchemy decodes %XX in the path: the same file
+                rest = unquote(rest)
             return None if rest in ("", ":memory:") else Path(rest)
     return None
 
@@ -329,6 +332,16 @@ def _read_only_connect(file: Path, reason: str, shown: str) -> ReadOnlyConnect:
     )
 
 
+def _check_folder(file: Path | None, shown: str) -> None:
+    """StorageError if a storage file's folder is missing: a mistyped path must not leave
+    folders behind (tuner creates no folder it was not asked for)."""
+    if file is not None and not file.parent.is_dir():
+        raise StorageError(
+            f"storage {shown}: folder {file.parent} does not exist; create it first or pass "
+            f"--storage with a file in an existing folder."
+        )
+
+
 def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
     """Open the Optuna storage for a resolved URL (see :func:`resolve_storage_url`).
 
@@ -347,7 +360,8 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
         (its ``read_only`` attribute says why): reads work, writes raise StorageUnavailable.
 
     Raises:
-        StorageError: the URL cannot be opened (unknown scheme, unreachable server, missing
+        StorageError: the folder of a storage file does not exist (no folder is created);
+            the URL cannot be opened (unknown scheme, unreachable server, missing
             driver); the message shows the URL with its password redacted.
         ConfigError: ``$TUNER_STORAGE_RETRY_S`` is not a number of seconds.
     """
@@ -355,9 +369,9 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
     retry_budget_s()  # a bad $TUNER_STORAGE_RETRY_S fails now, not in the middle of a run
     if is_in_memory(url):
         return optuna.storages.InMemoryStorage()
+    _check_folder(storage_file(url), shown)
     if url.startswith(JOURNAL_PREFIX):
         path = Path(url.removeprefix(JOURNAL_PREFIX))
-        path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(path)))
@@ -368,8 +382,6 @@ def make_storage(url: str, **rdb_kwargs: Any) -> optuna.storages.BaseStorage:
         read_only = None if file is None else _read_only_reason(file)
         if read_only is not None and file is not None:
             engine_kwargs["creator"] = _read_only_connect(file, read_only, shown)
-        elif file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs["pool_pre_ping"] = True

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from tuner._private import CHECKED_AGAINST
@@ -131,3 +133,41 @@ def test_the_private_optuna_names_tuner_uses_still_exist() -> None:
     trial = study.ask()
     assert study._storage is not None and isinstance(study._study_id, int)
     assert isinstance(trial._trial_id, int) and trial._cached_frozen_trial.number == 0
+
+
+def test_the_dashboard_note_writers_load_without_the_dashboard_server() -> None:
+    """tuner.dashboard_notes writes notes through optuna-dashboard's ``_note`` and
+    ``_custom_plot_data`` without running the package's ``__init__`` (its server, and through
+    optuna.importance scikit-learn); a later ``import optuna_dashboard`` reuses those modules,
+    and what tuner wrote reads back through the dashboard's public ``get_note``."""
+    code = textwrap.dedent("""
+        import sys, optuna
+        import tuner.dashboard_notes as notes
+        assert "sklearn" not in sys.modules and "optuna_dashboard._app" not in sys.modules
+        study = optuna.create_study()
+        notes._note.save_note(study, "hello from tuner")
+        import optuna_dashboard
+        assert sys.modules["optuna_dashboard._note"] is notes._note  # one copy
+        assert optuna_dashboard.get_note(study) == "hello from tuner"
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("name", ["_note", "_custom_plot_data"])
+def test_the_light_dashboard_modules_import_only_optuna(name: str) -> None:
+    import ast
+    import importlib.util
+
+    origin = importlib.util.find_spec("optuna_dashboard").origin
+    tree = ast.parse((Path(origin).parent / f"{name}.py").read_text())
+    top = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom)
+        else alias.name.split(".")[0]
+        for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [None])
+    }
+    assert top <= {"__future__", "math", "typing", "uuid", "json", "optuna"}, top

@@ -8,6 +8,9 @@ Functions here (each falls back to doing nothing, or to None, where its library 
 
 - :func:`skip_dynamo_import_in_optimizers`: torch's ``_compile._disable_dynamo`` wrapper of
   ``torch.optim.Optimizer`` methods and its ``__dynamo_disable`` attribute;
+- :func:`dashboard_module`: ``optuna_dashboard._note`` and ``optuna_dashboard._custom_plot_data``
+  loaded without running ``optuna_dashboard/__init__.py``, which imports the dashboard's web
+  server and, through ``optuna.importance``, scikit-learn and SciPy (about a second per run);
 - :func:`fused_update_ops`: the operators ``torch.ops.aten._fused_sgd_``, ``_fused_adam_``,
   ``_fused_adamw_`` (what ``torch.optim.<cls>(fused=True)`` runs), used by the stacked
   optimizer (``tuner/batched/_optimizer.py``).
@@ -32,12 +35,18 @@ Uses that are not a clean function boundary stay where they are, listed here (ea
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 __all__ = [
     "CHECKED_AGAINST",
+    "dashboard_module",
     "FAST_OPTIMIZER_ENV",
     "fused_update_ops",
     "skip_dynamo_import_in_optimizers",
@@ -57,6 +66,43 @@ def apply_for_command() -> None:
     nothing in a library user's process."""
     if os.environ.get(FAST_OPTIMIZER_ENV) == "1":
         skip_dynamo_import_in_optimizers()
+
+
+LIGHT_DASHBOARD_MODULES = ("_note", "_custom_plot_data")
+"""optuna-dashboard's modules that write study notes and plotly figures; each imports only
+Optuna (checked by tests/test_private.py)."""
+
+
+def dashboard_module(name: str) -> ModuleType:
+    """``optuna_dashboard.<name>`` (one of :data:`LIGHT_DASHBOARD_MODULES`), imported without
+    the package's ``__init__`` when the package is not imported yet.
+
+    The module is registered under its own name in ``sys.modules``, so a later
+    ``import optuna_dashboard`` (the ``dashboard`` command) reuses it rather than loading a
+    second copy. Falls back to a plain import where the file is not where 0.21 keeps it.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`LIGHT_DASHBOARD_MODULES`.
+    """
+    if name not in LIGHT_DASHBOARD_MODULES:
+        raise ValueError(f"{name!r} is not one of {LIGHT_DASHBOARD_MODULES}")
+    full = f"optuna_dashboard.{name}"
+    if full in sys.modules or "optuna_dashboard" in sys.modules:
+        return importlib.import_module(full)
+    package = importlib.util.find_spec("optuna_dashboard")  # finds, does not run, __init__
+    folder = None if package is None or not package.origin else Path(package.origin).parent
+    spec = None if folder is None else importlib.util.spec_from_file_location(
+        full, folder / f"{name}.py")
+    if spec is None or spec.loader is None or not (folder / f"{name}.py").is_file():
+        return importlib.import_module(full)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[full]
+        raise
+    return module
 
 
 def skip_dynamo_import_in_optimizers() -> int:

@@ -32,16 +32,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import optuna_dashboard
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
-from optuna_dashboard._note import get_note_from_system_attrs, note_ver_key, split_body
 
 from tuner import figures
+from tuner._private import dashboard_module
 from tuner.config import GENERATOR_KEYS, StudyConfig
 from tuner.datasets import DATASETS, SplitData, describe_source, load_split
 from tuner.study import completed, trial_kind, trial_series
 from tuner.summary import nonfinite_line, state_counts
+
+# optuna-dashboard's note and figure writers, without its web server (tuner/_private.py)
+_note = dashboard_module("_note")
+_plots = dashboard_module("_custom_plot_data")
+get_note_from_system_attrs, note_ver_key, split_body = (
+    _note.get_note_from_system_attrs, _note.note_ver_key, _note.split_body)
 
 __all__ = [
     "AUTO_NOTE_MARKER",
@@ -380,13 +385,13 @@ def refresh_study_note(
     Returns:
         True if the note was (re)written.
     """
-    current = optuna_dashboard.get_note(study)
+    current = _note.get_note(study)
     if current.strip() and AUTO_NOTE_MARKER not in current:
         return False
     data = data if data is not None else load_split(cfg.dataset, cfg.split)
     body = study_note(study, cfg, data)
     if body != current:
-        optuna_dashboard.save_note(study, body)
+        _note.save_note(study, body)
     return True
 
 
@@ -410,7 +415,7 @@ def refresh_study_notes(
         study.set_metric_names([name])
     write_note = refresh_study_note(study, cfg, data)
     for graph_id, build in FIGURE_IDS.items():
-        optuna_dashboard.save_plotly_graph_object(
+        _plots.save_plotly_graph_object(
             study, build(study, cfg), graph_object_id=graph_id
         )
     written = _save_new_trial_notes(study, cfg)

@@ -287,7 +287,8 @@ def register_model_factory(fn: Callable[..., Any]) -> str:
     for key, known in _OBJECTS.items():
         if known is fn:
             return f"{OBJECT_PREFIX}:{key}"
-    base = re.sub(r"\W+", "_", str(getattr(fn, "__name__", "") or "model")).strip("_")
+    # an ASCII identifier, as [model] factory takes it ("<lambda>" -> "lambda")
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", str(getattr(fn, "__name__", "") or "model")).strip("_")
     base = base if base and not base[0].isdigit() else f"model_{base}".rstrip("_")
     key, n = base, 2
     while key in _OBJECTS:

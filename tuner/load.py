@@ -276,7 +276,9 @@ def _parse(d: Mapping[str, Any], where: str) -> StudyConfig:
     if "folder" in model and not (isinstance(folder, str) and folder and "factory" in model):
         allowed = ("a non-empty string (the study file's folder, where the factory's module is "
                    "found)" if "factory" in model else "absent: only a factory model has one")
-        raise _bad(where, "model.folder", folder, allowed)
+        raise ConfigError(
+            f"{where}: key 'model.folder' = {_show(folder)} is invalid: must be {allowed}."
+        )
     cfg = parse_study_config(_study_sections(d), where)
     if folder is not None:
         cfg = replace(cfg, model=replace(cfg.model, root=folder))

@@ -324,7 +324,7 @@ def resolve_model_factory(spec: str, root: str = "") -> Callable[..., Any]:
 # ---------------------------------------------------------------------------------------------
 # The check before the first trial.
 
-_CHECKED: set[tuple[Any, int, int]] = set()  # models that passed check_model in this process
+_CHECKED: set[tuple[Any, int, int, int]] = set()  # models that passed check_model in this process
 
 
 def check_model(cfg: StudyConfig, data: SplitData) -> None:
@@ -345,7 +345,7 @@ def check_model(cfg: StudyConfig, data: SplitData) -> None:
 
     from tuner.datasets import one_line
 
-    key = (cfg.model, data.n_features, data.n_outputs)
+    key = (cfg.model, cfg.training.batch_size, data.n_features, data.n_outputs)
     if key in _CHECKED:
         return
     what = _factory_what(cfg.model) if cfg.model.factory else f'[model] name = "{cfg.model.name}"'

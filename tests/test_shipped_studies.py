@@ -30,3 +30,18 @@ def test_default_study_reaches_95_percent_validation_accuracy(tmp_path: Path) ->
     best = completed(outcome.study)[0]
     assert best.value >= 0.95
     assert best.user_attrs["test_metric"] >= 0.9
+
+
+@pytest.mark.slow
+def test_the_cnn_study_reaches_95_percent_validation_accuracy_with_the_autograd_engine(
+    tmp_path: Path,
+) -> None:
+    from tuner.batched import autograd_reason
+
+    cfg = load_study_config(STUDIES[0].parent / "digits_cnn.toml")
+    assert cfg.model.name == "cnn" and autograd_reason(cfg) is not None  # one at a time
+    cfg = replace(cfg, path=str(tmp_path / "digits_cnn.toml"))
+    outcome = run_tune(cfg, f"sqlite:///{tmp_path / 'tuner.db'}", progress=False)
+    best = completed(outcome.study)[0]
+    assert best.value >= 0.95
+    assert best.user_attrs["test_metric"] >= 0.9

@@ -40,7 +40,7 @@ from tuner.datasets import (
     infer_file_task,
 )
 from tuner.errors import ConfigError
-from tuner.models import ACTIVATIONS, MODELS
+from tuner.models import ACTIVATIONS, FACTORY_KEYS, MODELS, OBJECT_PREFIX, model_dict
 from tuner.schedules import SCHEDULES
 from tuner.space import OPTIMIZERS
 
@@ -357,20 +357,87 @@ class SplitConfig:
     seed: int = _field(0, Int(0, MAX_RANDOM_STATE), "random_state of the split.")
 
 
+def ModelFactoryRef() -> Constraint:  # noqa: N802
+    ident = r"[A-Za-z_][A-Za-z0-9_]*"
+    pattern = re.compile(rf"^({ident}(\.{ident})*|{re.escape(OBJECT_PREFIX)}):{ident}$")
+    return Constraint(
+        lambda v: isinstance(v, str) and bool(pattern.match(v)),
+        '"package.module:function" (a function (n_features, n_outputs, **kwargs) returning a '
+        "torch.nn.Module)",
+    )
+
+
+def ImageShape() -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: isinstance(v, list) and len(v) == 2
+        and all(_is_int(x) and 1 <= x <= MAX_IMAGE_SIDE for x in v),
+        f"[H, W]: two integers in [1, {MAX_IMAGE_SIDE}] with H * W = n_features",
+        tuple,
+    )
+
+
+def Channels() -> Constraint:  # noqa: N802
+    inner = IntList(1, MAX_CHANNELS, MAX_CONV_LAYERS)
+    return Constraint(
+        lambda v: inner.check(v) and len(v) > 0,
+        f"a non-empty list of integers >= 1 and <= {MAX_CHANNELS}, at most {MAX_CONV_LAYERS} "
+        "of them (e.g. [16, 32])",
+        tuple,
+    )
+
+
+def KernelSize() -> Constraint:  # noqa: N802
+    return Constraint(
+        lambda v: _is_int(v) and 1 <= v <= MAX_KERNEL and v % 2 == 1,
+        f"an odd integer in [1, {MAX_KERNEL}] (padding kernel_size // 2 keeps the image size)",
+    )
+
+
+MAX_CHANNELS = 1024
+MAX_CONV_LAYERS = 16
+MAX_KERNEL = 15
+MAX_IMAGE_SIDE = 100_000
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """``[model]``: the network (an MLP by default)."""
+    """``[model]``: the network: a registered ``name`` (an MLP by default) with its keys, or
+    the user's ``factory`` with its ``[model.kwargs]``. The keys a model does not read are
+    refused (:data:`tuner.models.MODELS` lists each model's keys)."""
 
-    name: str = _field("mlp", ModelName(), "Registered model name.")
+    name: str | None = _field("mlp", Optional(ModelName()), "Registered model name.")
     hidden: tuple[int, ...] = _field(
         [128],
         IntList(1, MAX_HIDDEN_WIDTH, MAX_HIDDEN_LAYERS),
-        "Hidden layer widths, input to output; [] is a linear model.",
+        "mlp: hidden layer widths, input to output; [] is a linear model.",
+    )
+    channels: tuple[int, ...] = _field(
+        [16, 32], Channels(), "cnn: convolution widths (each: conv, activation, 2x2 max-pool)."
+    )
+    kernel_size: int = _field(3, KernelSize(), "cnn: convolution kernel side.")
+    image_shape: tuple[int, int] | None = _field(
+        None, Optional(ImageShape()),
+        "cnn: [H, W] of each row; default square (isqrt(n_features)).",
     )
     activation: str = _field(
-        "relu", OneOf(*ACTIVATIONS), "Activation function."
+        "relu", OneOf(*ACTIVATIONS), "Activation function (mlp, cnn)."
     )
-    dropout: float = _field(0.0, Float(0, 1, high_open=True), "Dropout probability after each.")
+    dropout: float = _field(
+        0.0, Float(0, 1, high_open=True),
+        "Dropout probability (mlp: after each hidden layer; cnn: before the last Linear).",
+    )
+    factory: str | None = _field(
+        None, Optional(ModelFactoryRef()),
+        "'module:function' (n_features, n_outputs, **kwargs) -> torch.nn.Module.",
+    )
+    # not study-file keys: the [model.kwargs] table ((key, value) pairs, lists as tuples) and
+    # the folder the factory module is found in
+    kwargs: tuple[tuple[str, Any], ...] = field(
+        default=(), metadata={"internal": True, "doc": "factory: its keyword arguments."}
+    )
+    root: str = field(
+        default="", metadata={"internal": True, "doc": "The folder of the factory module."}
+    )
 
 
 @dataclass(frozen=True)
@@ -546,6 +613,7 @@ class StudyConfig:
                 f.name: _plain(getattr(obj, f.name)) for f in fields(obj)
             }
         out["dataset"] = _dataset_dict(self.dataset)
+        out["model"] = model_dict(self.model)
         return out
 
 
@@ -673,12 +741,16 @@ def parse_study_config(data: Mapping[str, Any], where: str = "<memory>") -> Stud
         if key not in data:
             raise ConfigError(f"{where}: section [{key}] is missing; it is required.")
     table, kwargs = _dataset_table(data["dataset"], where)
-    data = {**data, "dataset": table}
+    model_table, model_kwargs = _model_table(data.get("model", {}), where)
+    data = {**data, "dataset": table, "model": model_table}
     parts = {
         name: _build_section(cls, data.get(name, {}), where, name)
         for name, cls in SECTIONS.items()
     }
     parts["dataset"] = _resolve_dataset(replace(parts["dataset"], kwargs=kwargs), data, where)
+    if parts["model"].factory is not None:
+        root = Path(where).resolve().parent if where != "<memory>" else Path.cwd()
+        parts["model"] = replace(parts["model"], name=None, kwargs=model_kwargs, root=str(root))
     _check_cross(parts, data, where)
     return StudyConfig(**parts, path=where)
 
@@ -750,6 +822,57 @@ def _dataset_table(table: Any, where: str) -> tuple[Any, tuple[tuple[str, Any], 
             kwargs.append((key, _frozen(table[key])))
     rest = {k: v for k, v in table.items() if k not in spec.keywords}
     return {**rest, "name": name}, tuple(kwargs)
+
+
+def _model_table(table: Any, where: str) -> tuple[Any, tuple[tuple[str, Any], ...]]:
+    """``[model]`` with its ``[model.kwargs]`` table taken out (a factory's keyword arguments);
+    a key the chosen model does not read is refused, naming the key and the model."""
+    if not isinstance(table, dict):
+        return table, ()  # _build_section says it must be a table
+    if "name" in table and "factory" in table:
+        raise ConfigError(
+            f"{where}: [model] needs one of name (a registered model: {', '.join(MODELS)}) or "
+            f'factory ("package.module:function"); it has name and factory.'
+        )
+    known = {f.name for f in fields(ModelConfig) if "constraint" in f.metadata}
+    rest = {k: v for k, v in table.items() if k != "kwargs"}
+    if "factory" in table:
+        for key in rest:
+            if key in known and key not in FACTORY_KEYS:
+                raise ConfigError(
+                    f"{where}: [model] {key} is invalid with factory = {_show(table['factory'])}"
+                    f": a factory model takes only factory and [model.kwargs] (the keyword "
+                    f"arguments it is called with)."
+                )
+        kwargs = table.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ConfigError(
+                f"{where}: [model] kwargs = {_show(kwargs)} is invalid: must be a table "
+                f"([model.kwargs] with one key per keyword argument of the factory)."
+            )
+        for key, value in kwargs.items():
+            if not _is_keyword_value(value):
+                raise ConfigError(
+                    f"{where}: [model.kwargs] {key} = {_show(value)} is invalid: must be a "
+                    f"number, a string, true/false or a list of them."
+                )
+        return rest, tuple((k, _frozen(v)) for k, v in kwargs.items())
+    name = table.get("name", "mlp")
+    spec = MODELS.get(name) if isinstance(name, str) else None
+    for key in table:
+        if key == "kwargs" or key == "factory":
+            continue
+        if spec is not None and key in known and key != "name" and key not in spec.keys:
+            raise ConfigError(
+                f'{where}: [model] {key} is invalid with name = "{name}": that model takes '
+                f"{', '.join(spec.keys)}."
+            )
+    if "kwargs" in table:
+        raise ConfigError(
+            f"{where}: [model.kwargs] is invalid with name = {_show(name)}: keyword arguments "
+            f'are for a factory model ([model] factory = "package.module:function").'
+        )
+    return table, ()
 
 
 def _is_keyword_value(v: Any) -> bool:

@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported by the loaders, 
 __all__ = [
     "DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY", "check_not_fetch",
     "estimated_bytes", "sklearn_call", "split_kwargs", "load_xy", "load_record",
-    "dataset_task", "register_data", "is_registered_spec", "registered_sha256",
-    "registered_task", "ARRAYS_SPEC_PREFIX",
+    "dataset_task", "import_callable", "one_line", "register_data", "is_registered_spec",
+    "registered_sha256", "registered_task", "ARRAYS_SPEC_PREFIX",
 ]
 
 
@@ -495,7 +495,7 @@ def _read_npz(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
                                 "(n_samples, n_features) and y (n_samples,).")
             return f["X"], f["y"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise _bad_path(cfg, f"cannot be read as a numpy .npz file ({_one_line(exc)}).") from None
+        raise _bad_path(cfg, f"cannot be read as a numpy .npz file ({one_line(exc)}).") from None
 
 
 def _numeric_column(cfg: DatasetConfig, name: str, cells: list[str]) -> np.ndarray:
@@ -556,17 +556,21 @@ def _load_file(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.column_stack(columns), y
 
 
-def _load_factory(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Import and call ``[dataset] factory`` (``module:function``) from the study file's
-    folder or the Python path."""
+def import_callable(ref: str, folder: str, what: str) -> Callable:
+    """The callable a ``"package.module:function"`` reference names, imported from ``folder``
+    (the study file's) or the Python path; no ``__pycache__`` is written into ``folder``.
+
+    Used by ``[dataset] factory`` and ``[model] factory`` alike.
+
+    Raises:
+        ConfigError: one line starting with ``what``: no such module, the module failing to
+            import (its error's first line), or no such callable in it.
+    """
     import importlib
     import sys
 
-    if is_registered_spec(cfg.factory):
-        return _registered_arrays(cfg)
-    what = f'[dataset] factory = "{cfg.factory}"'
-    module_name, _, func_name = (cfg.factory or "").partition(":")
-    folder = cfg.root or "."
+    module_name, _, func_name = ref.partition(":")
+    folder = folder or "."
     sys.path.insert(0, folder)
     no_pyc = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # no __pycache__ in the user's folder
@@ -577,10 +581,10 @@ def _load_factory(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
             raise ConfigError(f"{what}: no module '{module_name}' in {folder} or on the "
                               "Python path.") from None
         raise ConfigError(f"{what}: importing '{module_name}' failed: "
-                          f"{_one_line(exc)}") from None
+                          f"{one_line(exc)}") from None
     except Exception as exc:  # the user's module may raise anything while importing
         raise ConfigError(f"{what}: importing '{module_name}' failed: "
-                          f"{_one_line(exc)}") from None
+                          f"{one_line(exc)}") from None
     finally:
         sys.path.remove(folder)
         sys.dont_write_bytecode = no_pyc
@@ -588,17 +592,28 @@ def _load_factory(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     if not callable(func):
         raise ConfigError(f"{what}: module '{module_name}' ({getattr(module, '__file__', '')}) "
                           f"has no function '{func_name}'.")
+    return func
+
+
+def _load_factory(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Import and call ``[dataset] factory`` (``module:function``) from the study file's
+    folder or the Python path."""
+    if is_registered_spec(cfg.factory):
+        return _registered_arrays(cfg)
+    what = f'[dataset] factory = "{cfg.factory}"'
+    func = import_callable(cfg.factory or "", cfg.root, what)
     try:
         out = func()
     except Exception as exc:  # the user's code: report it in one line
-        raise ConfigError(f"{what} raised {_one_line(exc)}") from None
+        raise ConfigError(f"{what} raised {one_line(exc)}") from None
     if not (isinstance(out, tuple | list) and len(out) == 2):
         raise ConfigError(f"{what} returned {type(out).__name__}; it must return (X, y): X "
                           "(n_samples, n_features) numbers, y (n_samples,) labels or targets.")
     return _check_arrays(cfg, out[0], out[1], what)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """``"TypeError: first line of the message"``: an exception in one line."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 

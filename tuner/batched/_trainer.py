@@ -89,6 +89,9 @@ EPOCH_GATHER_BYTES = 256 * 2**20
 
 def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
     """Why the study's trials cannot be batched, or None if they can."""
+    if cfg.model.factory is not None:
+        return (f'a factory model ("{cfg.model.factory}") has no batched form (only "mlp" '
+                f"has)")
     if cfg.model.name != "mlp":
         return f'model "{cfg.model.name}" has no batched form (only "mlp" has)'
     if cfg.model.dropout > 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,25 @@ def test_progress_false_prints_nothing_and_true_prints_the_summary(capfd) -> Non
     assert "Top 5 trials of 'api_loud'" in out and "Trials and compute by state" in out
     assert "3 trials finished" in out and "Export:" not in out  # in memory: nothing to export
     assert "Traceback" not in out + err
+
+
+def readme_block(marker: str) -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"<!-- {marker} -->")
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, f"README: no python block after <!-- {marker} -->"
+    return match.group(1)
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(readme_block("python-api"), "README.md", "exec"), namespace)  # noqa: S102
+    result = namespace["result"]
+    assert finished(result.study) == 4  # n_trials=4
+    assert math.isfinite(result.best.data["value"])
+    assert result.best.data["data"]["n_features"] == 64
+    assert namespace["model"][0].out_features == 32  # net(..., width=32) from [model] kwargs
+    assert namespace["model"](torch.zeros(2, 64)).shape == (2, 10)
+    assert "torch.Size([2, 10])" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # a dict's study stays in memory

@@ -284,3 +284,23 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch, capsys) -> None
     assert namespace["model"](torch.zeros(2, 64)).shape == (2, 10)
     assert "torch.Size([2, 10])" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # a dict's study stays in memory
+
+
+def test_pandas_frames_name_their_columns_and_give_the_same_data() -> None:
+    pd = pytest.importorskip("pandas")  # the test extra installs it
+    from tuner.datasets import register_data
+
+    frame = pd.DataFrame(IRIS_X, columns=["sepal_l", "sepal_w", "petal_l", "petal_w"])
+    labels = pd.Series(NAMES[IRIS_Y])
+    assert register_data(frame, labels) == register_data(IRIS_X, NAMES[IRIS_Y])
+    frame.loc[[1, 2], "petal_w"] = None
+    with pytest.raises(ConfigError, match=r'feature column "petal_w" has 2 missing value'):
+        register_data(frame, labels)
+    frame["colour"] = "red"
+    with pytest.raises(ConfigError, match=r'feature column "colour" is not numeric \(row 0: '
+                                          r"'red'\)"):
+        register_data(frame.fillna(0.0), labels)
+    with pytest.raises(ConfigError, match=r"y has 1 missing value\(s\) in 150 rows"):
+        register_data(IRIS_X, labels.where(labels.index != 9))
+    nullable = pd.Series(IRIS_Y, dtype="Int64")
+    assert register_data(IRIS_X, nullable) == register_data(IRIS_X, IRIS_Y)

@@ -304,3 +304,26 @@ def test_pandas_frames_name_their_columns_and_give_the_same_data() -> None:
         register_data(IRIS_X, labels.where(labels.index != 9))
     nullable = pd.Series(IRIS_Y, dtype="Int64")
     assert register_data(IRIS_X, nullable) == register_data(IRIS_X, IRIS_Y)
+
+
+def test_no_complete_trial_raises_with_the_commands_message(capfd) -> None:
+    cfg = {**config("api_diverge"), "dataset": {"name": "iris"},
+           "space": {"lr": [100.0, 1000.0], "optimizers": ["sgd"], "schedules": ["constant"]}}
+    with pytest.raises(tuner.NoCompletedTrialError,
+                       match=r"^study 'api_diverge' has no complete trial \(3 diverged\), so "
+                             r"there is nothing to confirm or export; lower the upper bound"):
+        tuner.tune(cfg, progress=False)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_an_interrupt_closes_the_run_and_raises_keyboard_interrupt(monkeypatch, capfd):
+    import tuner.runner
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt  # Ctrl-C (a notebook's interrupt) while trials train
+
+    monkeypatch.setattr(tuner.runner, "run_trials", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tuner.tune({**config("api_interrupt"), "dataset": {"name": "iris"}})
+    out = capfd.readouterr().out
+    assert "Interrupted before any trial started; call tuner.tune again" in out

@@ -60,9 +60,9 @@ from rich.table import Table
 
 from tuner.batched import train_one
 from tuner.config import StudyConfig
-from tuner.datasets import load_split
 from tuner.engine import resolve_device
 from tuner.errors import NoCompletedTrialError
+from tuner.models import study_split
 from tuner.progress import progress_bar
 from tuner.space import TrialParams
 from tuner.study import completed, nonfinite_trials, trial_kind
@@ -496,7 +496,7 @@ def run_confirm(
     seed_list = all_seeds[:seeds]
     cache = _cached_runs(study, cfg)
     device = resolve_device(cfg.training.device)
-    data = load_split(cfg.dataset, cfg.split)
+    data = study_split(cfg)
     n_looks = looks(seeds, max_seeds)
     alpha = ALPHA / n_looks
     cutoff = STABILITY_FRACTION * cfg.divergence.factor

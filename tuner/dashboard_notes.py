@@ -99,7 +99,11 @@ def metric_description(cfg: StudyConfig) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    # JSON scalars and arrays of str/int/float/bool are valid TOML
+    # JSON scalars and arrays of str/int/float/bool are valid TOML; a table ([model] kwargs)
+    # is written as an inline table
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
     return json.dumps(value)
 
 

@@ -24,7 +24,9 @@ The file (``studies/<study name>.best.json`` or ``.best.yaml``) holds, in plain 
   ``sklearn.datasets`` call, the two ``train_test_split`` calls, the rows of each part,
   ``n_features``, ``n_outputs``, the classes, and the training part's scaler (``x_mean``,
   ``x_scale``; ``y_mean``, ``y_scale`` for regression targets);
-- ``layers``: the model as ``torch.nn.Sequential`` parts (``{"class", "args"}``);
+- ``layers``: the model as ``torch.nn.Sequential`` parts (``{"class", "args"}``), for a
+  registered model (mlp, cnn); a factory model has none: ``model`` holds its ``factory``,
+  ``kwargs`` and ``folder`` (the study file's, where its module is found);
 - ``loop``: how the trial trained (seeding, batch order, validation metric) and the extra
   optimizer keyword arguments it used (``fused``), to reproduce it exactly;
 - ``optimizer``: ``{"class": <torch.optim class>, "kwargs": {...}}``;
@@ -135,7 +137,9 @@ DATA_PROCEDURE = [
 
 LOOP_PROCEDURE = [
     "torch.manual_seed(seed); gen = torch.Generator().manual_seed(seed); then build the model "
-    "(torch.nn.Sequential of layers), the optimizer (kwargs and loop.optimizer_kwargs) and the "
+    "(torch.nn.Sequential of layers; a factory model: model.factory(data.n_features, "
+    "data.n_outputs, **model.kwargs), its module found in model.folder or on the Python "
+    "path), the optimizer (kwargs and loop.optimizer_kwargs) and the "
     "scheduler, in that order",
     "each epoch: order = torch.randperm(rows.train, generator=gen); X, y = X_train[order], "
     "y_train[order]; steps_per_epoch mini-batches X[b*batch_size:(b+1)*batch_size] (the last "
@@ -175,21 +179,13 @@ def data_section(cfg: StudyConfig, data: SplitData) -> dict[str, Any]:
     })
 
 
-def layers_section(model: Any, n_features: int, n_outputs: int) -> list[dict[str, Any]]:
+def layers_section(model: Any, n_features: int, n_outputs: int) -> list[dict[str, Any]] | None:
     """The export's ``layers``: ``torch.nn.Sequential(*(getattr(torch.nn, c)(*args)))`` builds
-    the same module as :func:`tuner.models.build_mlp` (same parameter names and init order)."""
-    from tuner.models import ACTIVATIONS
+    the same module as :func:`tuner.models.build_model` (same parameter names and init order);
+    None for a factory model (the export's ``model`` names the factory and its kwargs)."""
+    from tuner.models import model_layers
 
-    out: list[dict[str, Any]] = []
-    width = n_features
-    for hidden in model.hidden:
-        out += [{"class": "Linear", "args": [width, hidden]},
-                {"class": ACTIVATIONS[model.activation], "args": []}]
-        if model.dropout > 0:
-            out.append({"class": "Dropout", "args": [float(model.dropout)]})
-        width = hidden
-    out.append({"class": "Linear", "args": [width, n_outputs]})
-    return out
+    return model_layers(model, n_features, n_outputs)
 
 
 def loop_section(optimizer_class: str, cfg: StudyConfig) -> dict[str, Any]:
@@ -284,6 +280,8 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         settings["dataset"].pop("n_classes", None)
     if cfg.dataset.path is not None:  # found wherever the export is; its sha256 is checked
         settings["dataset"]["path"] = str(data_path(cfg.dataset).resolve())
+    if cfg.model.factory is not None:  # its module is found there (or on the Python path)
+        settings["model"]["folder"] = cfg.model.root
     out: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "study": study.study_name,
@@ -317,6 +315,8 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         "layers": layers_section(cfg.model, data.n_features, data.n_outputs),
         "loop": loop_section(params.optimizer_spec()["class"], cfg),
     }
+    if out["layers"] is None:  # a factory model: its code is not data
+        del out["layers"]
     if note:
         out["confirmation_note"] = note
     return plain(out)

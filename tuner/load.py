@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,13 +258,29 @@ def _study_sections(d: Mapping[str, Any]) -> dict[str, Any]:
         "study": {"name": d["study"], "seed": int(d.get("seed", 0))},
         "dataset": dataset,
         "split": dict(d["split"]),
-        "model": dict(d["model"]),
+        "model": {k: v for k, v in d["model"].items() if k != "folder"},
         "training": dict(d["training"]),
         "objective": dict(d.get("objective") or {"metric": d["metric"]}),
     }
     if d.get("divergence"):
         sections["divergence"] = dict(d["divergence"])
     return sections
+
+
+def _parse(d: Mapping[str, Any], where: str) -> StudyConfig:
+    """The export's study settings; a factory model's module is found in ``model.folder`` (the
+    study file's folder, recorded by the export), else in the export's folder, or on the
+    Python path."""
+    model = d["model"]
+    folder = model.get("folder")
+    if "folder" in model and not (isinstance(folder, str) and folder and "factory" in model):
+        allowed = ("a non-empty string (the study file's folder, where the factory's module is "
+                   "found)" if "factory" in model else "absent: only a factory model has one")
+        raise _bad(where, "model.folder", folder, allowed)
+    cfg = parse_study_config(_study_sections(d), where)
+    if folder is not None:
+        cfg = replace(cfg, model=replace(cfg.model, root=folder))
+    return cfg
 
 
 def check_export(data: Any, where: str = "<memory>") -> StudyConfig:
@@ -290,7 +306,7 @@ def check_export(data: Any, where: str = "<memory>") -> StudyConfig:
             f"{EXPORT_FORMAT}; upgrade tuner."
         )
     _check_keys(where, data, EXPORT_KEYS)
-    cfg = parse_study_config(_study_sections(data), where)
+    cfg = _parse(data, where)
     params = data["params"]
     _check_keys(where, params, _param_constraints(params), "params.")
     if params.get("optimizer.nesterov") and not params.get("optimizer.momentum"):
@@ -359,6 +375,11 @@ def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
         why |= dict.fromkeys(("data.task", "data.load", "data.split"),
                              "written from [dataset] and [split]; to change those, "
                              "remove the keys data and layers")
+    if "layers" in data and cfg.model.factory is not None:
+        raise ConfigError(
+            f"{where}: key 'layers' is invalid with model.factory = \"{cfg.model.factory}\": a "
+            "factory model is built by its factory, not from layers; remove the key."
+        )
     if "layers" in data:
         if "data" not in data:
             raise ConfigError(f"{where}: key 'layers' needs the key 'data' (its widths).")
@@ -502,7 +523,7 @@ class BestConfig:
         Raises:
             ConfigError: a setting is invalid for this version of tuner.
         """
-        return parse_study_config(_study_sections(self.data), self.path)
+        return _parse(self.data, self.path)
 
     # --- builders -------------------------------------------------------------------------
     def load_data(self) -> Any:
@@ -580,10 +601,16 @@ class BestConfig:
         return build_scheduler(optimizer, self.scheduler_spec_for(steps_per_epoch, epochs))
 
 
-def load_best(path: str | Path) -> BestConfig:
+def load_best(path: str | Path, model: Any = None) -> BestConfig:
     """Load an export written by ``tuner export`` (JSON or YAML), or a retrain folder written
     by ``tuner retrain BEST.json --out DIR`` (its ``export.json``; then ``load_model()``
     returns the trained model).
+
+    Args:
+        path: the export file or retrain folder.
+        model: for a study whose model was a Python callable (``model.factory =
+            "<object>:name"``, which lives only in the process that ran the study): that
+            callable again, ``(n_features, n_outputs, **kwargs) -> torch.nn.Module``.
 
     Returns:
         A :class:`BestConfig` with ``build_model()``, ``load_data()``,
@@ -592,7 +619,8 @@ def load_best(path: str | Path) -> BestConfig:
 
     Raises:
         ConfigError: the file is missing or is not a tuner export; the folder is not a retrain
-            folder.
+            folder; the model was a Python callable that is not registered in this process and
+            ``model`` is not given.
     """
     p = Path(path)
     if p.is_dir():
@@ -602,5 +630,37 @@ def load_best(path: str | Path) -> BestConfig:
                 f"{p}: a folder, but not a retrain folder (no {RETRAIN_EXPORT} and "
                 f"{RETRAIN_WEIGHTS}); pass an export file or a `tuner retrain --out` folder."
             )
-        return BestConfig(read_export(export), str(export), retrained=str(p))
-    return BestConfig(read_export(p), str(path))
+        data, where, retrained = read_export(export), str(export), str(p)
+    else:
+        data, where, retrained = read_export(p), str(path), None
+    return BestConfig(_object_model(data, where, model), where, retrained=retrained)
+
+
+def _object_model(data: dict[str, Any], where: str, model: Any) -> dict[str, Any]:
+    """The export with its ``"<object>:name"`` factory resolvable in this process: ``model``
+    registered in its place, or the one registered here under that name."""
+    from tuner.models import OBJECT_PREFIX, register_model_factory, resolve_model_factory
+
+    factory = data["model"].get("factory")
+    is_object = isinstance(factory, str) and factory.startswith(OBJECT_PREFIX + ":")
+    if model is not None and not is_object:
+        name = data["model"].get("name", "mlp")
+        what = f'model.factory = "{factory}"' if factory else f'model.name = "{name}"'
+        raise ConfigError(
+            f"{where}: model= is only for an export whose model was a Python object "
+            f'("<object>:name"); this export rebuilds its own model ({what}).'
+        )
+    if model is not None:
+        spec = register_model_factory(model)
+        return {**data, "model": {**data["model"], "factory": spec}}
+    if is_object:
+        try:
+            resolve_model_factory(factory)
+        except ConfigError:
+            raise ConfigError(
+                f'{where}: model.factory = "{factory}" was a Python object of the process that '
+                f"ran the study; pass the callable again: tuner.load_best({where!r}, model=fn) "
+                f"(or tuner.models.register_model_factory(fn) first); to retrain it from the "
+                f'command line, make it an importable "package.module:function" factory.'
+            ) from None
+    return data

@@ -41,6 +41,7 @@ __all__ = [
     "image_shape",
     "check_model",
     "study_split",
+    "check_spawnable",
     "register_model_factory",
     "resolve_model_factory",
     "OBJECT_PREFIX",
@@ -369,6 +370,22 @@ def check_model(cfg: StudyConfig, data: SplitData) -> None:
             f"it must return a tensor of shape (batch, n_outputs) = {want} ({outputs})."
         )
     _CHECKED.add(key)
+
+
+def check_spawnable(cfg: StudyConfig) -> None:
+    """Refuse a ``"<object>:name"`` factory where trials train in spawned worker processes
+    (``--workers N``): they cannot see a Python object of this process.
+
+    Raises:
+        ConfigError: one line naming the study and the factory.
+    """
+    factory = cfg.model.factory
+    if factory is not None and factory.startswith(OBJECT_PREFIX + ":"):
+        raise ConfigError(
+            f'{cfg.path}: [model] factory = "{factory}" is a Python object of this process, '
+            f"and worker processes (--workers N, workers=N) cannot see it; run with one worker, "
+            f'or make it an importable "package.module:function" factory.'
+        )
 
 
 def study_split(cfg: StudyConfig) -> SplitData:

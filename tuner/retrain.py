@@ -29,6 +29,7 @@ from tuner.datasets import SplitData
 from tuner.engine import TrainResult, resolve_device, steps_per_epoch
 from tuner.errors import TunerError
 from tuner.load import RETRAIN_EXPORT, RETRAIN_METRICS, RETRAIN_WEIGHTS, BestConfig
+from tuner.models import study_split
 from tuner.outputs import FolderKind, check_folder_target, write_folder
 from tuner.space import TrialParams
 
@@ -75,7 +76,7 @@ def retrain(best: BestConfig, seed: int | None = None) -> RetrainOutcome:
     """
     cfg = best.study_config()
     seed = int(best.data.get("seed", 0)) if seed is None else seed
-    data = merge_train_validation(best.load_data())
+    data = merge_train_validation(study_split(cfg))  # the model checked first (one line)
     params = TrialParams.from_optuna_params(best.params)
     try:
         device = resolve_device(cfg.training.device)

@@ -14,6 +14,7 @@ from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
 from tuner.config import StudyConfig
 from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
+from tuner.models import check_spawnable
 from tuner.progress import progress_bar
 from tuner.study import (
     best_value,
@@ -97,6 +98,8 @@ def run_tune(
     deadline = None if timeout is None else time.monotonic() + timeout
     if workers == 1:
         torch.set_num_threads(training_threads(threads))
+    else:
+        check_spawnable(cfg)  # a Python object as model: workers cannot see it
     target = n_trials if n_trials is not None else cfg.study.n_trials
     # [space] lr = "auto": the LR range test sets the bounds (or a resumed study reuses them);
     # it writes nothing if it fails. None for fixed bounds. (tuner/lr_find/)

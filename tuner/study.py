@@ -22,9 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.batched import train_one
 from tuner.config import PrunerConfig, SamplerConfig, StudyConfig
-from tuner.datasets import SplitData, is_registered_spec, load_split, registered_sha256
+from tuner.datasets import SplitData, is_registered_spec, registered_sha256
 from tuner.engine import TrainResult, resolve_device
 from tuner.errors import ConfigError, StorageError, TunerError
+from tuner.models import study_split
 from tuner.shared_reads import wrap as wrap_shared
 from tuner.space import suggest_params
 from tuner.storage import (
@@ -489,9 +490,9 @@ def make_objective(
     """
     try:
         device = resolve_device(cfg.training.device)
-        data = load_split(cfg.dataset, cfg.split)
     except TunerError as exc:  # name the study file, as every other setting's message does
         raise type(exc)(f"{cfg.path}: {exc}") from None
+    data = study_split(cfg)  # the split, and the model checked on it (names the study file)
     return Objective(cfg, data, lr_bounds, device)
 
 

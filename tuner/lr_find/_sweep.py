@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tuner.datasets import load_split
 from tuner.engine import _loss_fn, resolve_device, steps_per_epoch
 from tuner.lr_find._curve import BETA, DIVERGE_FACTOR, MAX_LR, MIN_LR, STEPS, LRFindError, LRSweep
-from tuner.models import build_model
+from tuner.models import build_model, study_split
 from tuner.space import OPTIMIZERS, TrialParams, build_optimizer
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ def lr_range_test(
             [space] momentum bounds are used).
         optimizer: a key of :data:`tuner.space.OPTIMIZERS`, with
             :func:`sweep_optimizer_kwargs` (SGD: momentum 0.9).
-        data: the split (default: ``load_split(cfg.dataset, cfg.split)``); never modified.
+        data: the split (default: ``tuner.models.study_split(cfg)``); never modified.
         min_lr, max_lr: the first and last rate, 0 < min_lr < max_lr.
         steps: mini-batches at most (>= 2); the last batch of an epoch may be partial, and the
             data are reshuffled every epoch.
@@ -99,7 +98,7 @@ def lr_range_test(
             f"LR range test: diverge_factor = {diverge_factor:g} is invalid: need > 1."
         )
     device = device or resolve_device(cfg.training.device)
-    data = data if data is not None else load_split(cfg.dataset, cfg.split)
+    data = data if data is not None else study_split(cfg)
     if data.X_train.device != device:
         data = data.to(device)
     started = time.perf_counter()
@@ -173,7 +172,7 @@ def lr_range_tests(
     names = list(optimizers) if optimizers is not None else list(cfg.space.optimizers)
     data = kwargs.pop("data", None)
     if data is None:
-        data = load_split(cfg.dataset, cfg.split)
+        data = study_split(cfg)
     out = []
     for name in names:
         sweep = lr_range_test(cfg, name, data=data, **kwargs)

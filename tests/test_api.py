@@ -224,6 +224,9 @@ def test_study_config_input_and_its_data_replaced(tiny_cfg) -> None:
     cfg = study_config(base, data=(IRIS_X[:, :3], NAMES[IRIS_Y]))
     assert cfg.dataset.factory.startswith("tuner.datasets:arrays_")
     assert cfg.model == base.model and cfg.training == base.training
+    with_model = study_config(base, model=small_net)
+    assert with_model.model.factory.startswith("<object>:") and with_model.dataset == base.dataset
+    assert with_model.path == base.path and with_model.space == base.space
 
 
 def test_mistakes_in_options_and_config_are_one_line_config_errors(tmp_path: Path) -> None:
@@ -327,3 +330,35 @@ def test_an_interrupt_closes_the_run_and_raises_keyboard_interrupt(monkeypatch, 
         tuner.tune({**config("api_interrupt"), "dataset": {"name": "iris"}})
     out = capfd.readouterr().out
     assert "Interrupted before any trial started; call tuner.tune again" in out
+
+
+def test_an_export_loads_in_another_process_after_registering_the_same_arrays(tmp_path):
+    import subprocess
+    import sys
+
+    from tuner.export import export_best
+
+    labels = NAMES[IRIS_Y]
+    result = tuner.tune(config("api_elsewhere"), data=(IRIS_X, labels), confirm=False,
+                        storage=str(tmp_path / "x.db"), progress=False)
+    path = export_best(result.study, result.config, f"sqlite:///{tmp_path / 'x.db'}",
+                       tmp_path / "best.json")
+    code = (
+        "import sys, numpy as np, tuner\n"
+        "from sklearn.datasets import load_iris\n"
+        "from tuner.datasets import register_data\n"
+        "best = tuner.load_best(sys.argv[1])\n"
+        "try:\n"
+        "    best.load_data()\n"
+        "except tuner.ConfigError as exc:\n"
+        "    print('refused:', exc)\n"
+        "X, y = load_iris(return_X_y=True)\n"
+        "register_data(X, np.array(['setosa', 'versicolor', 'virginica'])[y])\n"
+        "print('rows', len(best.load_data().X_train), best.load_data().classes)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "refused: " in run.stdout and "in another Python process" in run.stdout
+    rows = len(result.best.load_data().X_train)
+    assert f"rows {rows} ('setosa', 'versicolor', 'virginica')" in run.stdout

@@ -432,7 +432,7 @@ def run_tune_command(
     if tracking is not None:
         require_mlflow()  # one line naming the extra, before anything starts
     again = "run the same command" if cli else "call tuner.tune again with the same arguments"
-    bars = None if console.quiet is False else Console(quiet=True)
+    bars = Console(quiet=True) if console.quiet else None  # None: run_tune's stderr bar
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
     outcome = run_tune(
         cfg, url, n_trials=options.n_trials, timeout=options.timeout, console=bars,

@@ -83,71 +83,10 @@ def _load(path: str):  # noqa: ANN202
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from tuner.api import options_from, run_tune_command
 
-    _max_seeds(args.confirm_max_seeds, args.confirm_seeds, "--confirm-max-seeds",
-               "--confirm-seeds")  # a mistake stops before the trials, not after
-    cfg = _load(args.study)  # first: a bad study file is reported before torch is imported
-
-    from tuner.runner import run_tune
-    from tuner.storage import check_shareable, is_in_memory, redact_url, resolve_storage_url
-    from tuner.study import completed
-    from tuner.summary import print_summary
-
-    if args.seed is not None:
-        cfg = replace(cfg, study=replace(cfg.study, seed=args.seed))
-    url = resolve_storage_url(cfg, args.storage)
-    if args.workers > 1:
-        check_shareable(url)  # before anything starts: workers cannot share memory
-    from tuner.tracking import require_mlflow, resolve_tracking, tracking_summary
-
-    tracking = resolve_tracking(
-        cfg, args.mlflow_uri if args.mlflow_uri is not None else ("" if args.mlflow else None)
-    )
-    if tracking is not None:
-        require_mlflow()  # one line naming the extra, before anything starts
-    console = _console()
-    console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")
-    outcome = run_tune(
-        cfg, url, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress,
-        workers=args.workers, heartbeat_s=args.heartbeat, worker_index=args.worker_index,
-        batch_trials=args.batch_trials, threads=args.threads, tracking=tracking,
-    )
-    if outcome.interrupted and not outcome.study.trials:
-        console.print("[yellow]Interrupted before any trial started; run the same command to "
-                      "start.[/yellow]")
-        return 130
-    print_summary(outcome.study, cfg, console)
-    where = f" --storage {redact_url(url)}" if args.storage else ""
-    console.print(
-        f"{outcome.finished_after - outcome.finished_before} trials finished in "
-        f"{outcome.seconds:.1f} s ({outcome.finished_after} in the study). "
-        + (f"Export: tuner export {cfg.path}{where}   Dashboard: tuner dashboard "
-           f"{cfg.path}{where}" if completed(outcome.study) and not is_in_memory(url) else "")
-    )
-    if tracking is not None:
-        console.print(tracking_summary(tracking), markup=False)
-    for note in outcome.notes:
-        console.print(f"[yellow]note: {note}[/yellow]")
-    if outcome.interrupted:
-        closed = (
-            f"the {outcome.closed} trial(s) in training were closed as FAIL (user attribute "
-            f"failed_reason)" if outcome.closed else "no trial was in training"
-        )
-        console.print(f"[yellow]Interrupted: {closed}; run the same command to resume."
-                      f"[/yellow]")
-        return 130
-    if not completed(outcome.study):
-        from rich.markup import escape
-
-        from tuner.confirm import no_complete_message
-
-        message = no_complete_message(outcome.study, "confirm or export")
-        console.print(f"[yellow]{escape(message)}[/yellow]")
-        return 1
-    if not args.no_confirm:
-        _confirm_after_tune(outcome.study, cfg, args, console)
-    return 0
+    run = run_tune_command(lambda: _load(args.study), options_from(args), _console(), cli=True)
+    return run.exit_status
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -163,32 +102,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     console.print(f"{len(marked)} stale trial(s) of '{cfg.name}' in {redact_url(url)} marked FAIL "
                   f"and re-queued.")
     return 0
-
-
-def _confirm_after_tune(
-    study: optuna.Study, cfg: StudyConfig, args: argparse.Namespace, console: Console
-) -> None:
-    """``tuner tune``'s closing step: confirm the top trials with fresh seeds (issue 4)."""
-    from tuner.confirm import print_confirmation, run_confirm
-
-    confirmation = run_confirm(
-        study, cfg, top=args.confirm_top, seeds=args.confirm_seeds,
-        max_seeds=_max_seeds(args.confirm_max_seeds, args.confirm_seeds, "--confirm-max-seeds",
-                             "--confirm-seeds"),
-        progress=not args.no_progress,
-    )
-    print_confirmation(confirmation, console)
-    _note_confirmation(study, cfg)
-
-
-def _max_seeds(max_seeds: int | None, seeds: int, flag: str, seeds_flag: str) -> int | None:
-    """``max_seeds`` checked against ``seeds`` (ConfigError naming the flags if below)."""
-    if max_seeds is not None and max_seeds < seeds:
-        raise ConfigError(
-            f"{flag} {max_seeds} is below {seeds_flag} {seeds}: it must be >= {seeds_flag} "
-            "(the seeds every candidate gets before close calls get more)."
-        )
-    return max_seeds
 
 
 def _note_confirmation(study: optuna.Study, cfg: StudyConfig) -> None:
@@ -236,11 +149,12 @@ def stale_confirmation_line(path: Path, study_file: str, storage_given: bool) ->
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    from tuner.api import check_max_seeds
     from tuner.confirm import print_confirmation, run_confirm
     from tuner.storage import redact_url, resolve_storage_url
     from tuner.study import load_existing_study
 
-    max_seeds = _max_seeds(args.max_seeds, args.seeds, "--max-seeds", "--seeds")
+    max_seeds = check_max_seeds(args.max_seeds, args.seeds, "--max-seeds", "--seeds")
     cfg = _load(args.study)
     url = resolve_storage_url(cfg, args.storage)
     study = load_existing_study(cfg, url)

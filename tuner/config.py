@@ -58,6 +58,7 @@ __all__ = [
     "StudyConfig",
     "load_study_config",
     "parse_study_config",
+    "read_study_file",
     "METRICS",
 ]
 
@@ -983,6 +984,16 @@ def load_study_config(path: str | Path) -> StudyConfig:
         ConfigError: the file is missing, is not valid TOML, or any value is invalid. The
             message names the file, the key, the bad value and what is allowed.
     """
+    return parse_study_config(read_study_file(path), str(path))
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """A study file's TOML as a dict of sections, not yet validated
+    (:func:`parse_study_config` does that).
+
+    Raises:
+        ConfigError: the file is missing, is not UTF-8 or is not valid TOML.
+    """
     p = Path(path)
     where = str(path)
     if not p.is_file():
@@ -994,9 +1005,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
                 hint = " Study files here: " + ", ".join(names) + "."
         raise ConfigError(f"{where}: no such study file.{hint}")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}.") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: not a UTF-8 text file.") from None
-    return parse_study_config(data, where)

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # numpy, torch and scikit-learn are imported by the loaders, 
 __all__ = [
     "DatasetSpec", "DATASETS", "SplitData", "load_split", "FETCH_ONLY", "check_not_fetch",
     "estimated_bytes", "sklearn_call", "split_kwargs", "load_xy", "load_record",
-    "dataset_task", "import_callable", "one_line",
+    "dataset_task", "import_callable", "one_line", "register_data", "is_registered_spec",
+    "registered_sha256", "registered_task", "ARRAYS_SPEC_PREFIX",
 ]
 
 
@@ -597,6 +598,8 @@ def import_callable(ref: str, folder: str, what: str) -> Callable:
 def _load_factory(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
     """Import and call ``[dataset] factory`` (``module:function``) from the study file's
     folder or the Python path."""
+    if is_registered_spec(cfg.factory):
+        return _registered_arrays(cfg)
     what = f'[dataset] factory = "{cfg.factory}"'
     func = import_callable(cfg.factory or "", cfg.root, what)
     try:
@@ -615,9 +618,10 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """X as float64 (n, d) and y as (n,), or ConfigError naming ``what``."""
+def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str,
+                  columns: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 (n, d) and y as (n,), or ConfigError naming ``what`` (and the feature
+    column by its name in ``columns`` where given, else by its index)."""
     import numpy as np
 
     try:
@@ -636,7 +640,8 @@ def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str
     bad = np.isnan(X).sum(axis=0)
     if bad.any():
         col = int(np.argmax(bad > 0))
-        raise ConfigError(f"{what}: feature column {col} has {int(bad[col])} missing value(s) "
+        name = f'"{columns[col]}"' if len(columns) == X.shape[1] else str(col)
+        raise ConfigError(f"{what}: feature column {name} has {int(bad[col])} missing value(s) "
                           f"(NaN) in {len(X)} rows; fill or drop those rows first.")
     if not np.isfinite(X).all():
         raise ConfigError(f"{what}: X holds infinite values; features must be finite.")
@@ -649,6 +654,234 @@ def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str
     return X, y
 
 
+# ---------------------------------------------------------------------------------------------
+# Arrays in memory: ``tuner.tune(config, data=(X, y))`` registers them under a ``[dataset]
+# factory`` spec that names their content hash, so that loading, splitting, the split cache,
+# the stored settings and the export treat them as any factory's data.
+
+ARRAYS_SPEC_PREFIX = "tuner.datasets:arrays_"
+"""``[dataset] factory`` of arrays registered by :func:`register_data`: this prefix and the
+SHA-256 of the arrays (64 hex characters)."""
+
+_REGISTERED: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # spec -> (X, y), read-only copies
+
+
+def is_registered_spec(factory: str | None) -> bool:
+    """True when ``factory`` names arrays of :func:`register_data` (in this process or not)."""
+    return isinstance(factory, str) and factory.startswith(ARRAYS_SPEC_PREFIX)
+
+
+def registered_sha256(factory: str) -> str:
+    """The content hash in a :func:`register_data` spec."""
+    return factory.removeprefix(ARRAYS_SPEC_PREFIX)
+
+
+def register_data(X: object, y: object) -> str:
+    """Register in-memory data; returns the ``[dataset] factory`` spec that loads it in this
+    process (``"tuner.datasets:arrays_<sha256>"``).
+
+    Args:
+        X: features, (n_samples, n_features) numbers: a numpy array, a torch tensor (moved to
+            the CPU), a pandas DataFrame (its column names are used in messages) or nested
+            lists.
+        y: labels or targets, (n_samples,) (or (n_samples, 1)): numbers or text labels, in the
+            same kinds of container.
+
+    The arrays are copied (changing yours afterwards changes nothing) and checked as a
+    factory's are: X numeric and finite, no missing value (NaN, None) in X or y, one label per
+    row, a single target. The SHA-256 in the spec is that of the copies (X as float64, y as
+    int64, float64 or text), so the same data gives the same spec in any process, and other
+    data another one: a study records it in its ``[dataset] factory`` and refuses to resume on
+    other data. Registering again in another process makes an exported study's data loadable
+    there (``tuner.load_best(...).load_data()``).
+
+    Raises:
+        ConfigError: one line starting ``data=(X, y):`` naming what is wrong (the column and
+            the count of missing values, the shapes, ...).
+    """
+    import numpy as np
+
+    X, y, columns = _user_arrays(X, y)
+    X, y = _check_arrays(_NO_TASK, X, y, DATA_ARG, columns)
+    X, y = np.array(X, dtype=np.float64, order="C"), np.array(y)
+    X.flags.writeable = False
+    y.flags.writeable = False
+    spec = ARRAYS_SPEC_PREFIX + _arrays_sha256(X, y)
+    _REGISTERED.setdefault(spec, (X, y))
+    return spec
+
+
+DATA_ARG = "data=(X, y)"  # how messages name in-memory data
+
+
+def registered_task(factory: str) -> str | None:
+    """The task the labels of registered arrays make obvious, or None (as for a data file:
+    text labels or booleans: classification; a non-integer number: regression; at most two
+    distinct integers: classification)."""
+    import numpy as np
+
+    _, y = _REGISTERED[factory]
+    if y.dtype.kind in "USb":
+        return "classification"
+    if y.dtype.kind == "f":
+        return "regression"  # integer-valued floats became int64 in _labels
+    return "classification" if len(np.unique(y)) <= 2 else None
+
+
+def _registered_arrays(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray]:
+    arrays = _REGISTERED.get(cfg.factory or "")
+    if arrays is None:
+        raise ConfigError(
+            f'[dataset] factory = "{cfg.factory}" names arrays passed as {DATA_ARG} in another '
+            f"Python process (sha256 {registered_sha256(cfg.factory or '')[:12]}...), not in "
+            f"this one: pass the same arrays here first (tuner.tune(..., data=(X, y)) or "
+            f"tuner.datasets.register_data(X, y)), or save them to a .npz file and use "
+            f"[dataset] path."
+        )
+    return _check_arrays(cfg, *arrays, DATA_ARG)
+
+
+@dataclass(frozen=True)
+class _NoTask:
+    task: str | None = None
+
+
+_NO_TASK = _NoTask()  # _check_arrays before the task is known (register_data)
+
+
+def _to_numpy(a: object) -> object:
+    """A torch tensor as a CPU numpy array; anything else as is."""
+    if type(a).__module__.split(".")[0] == "torch" and hasattr(a, "detach"):
+        return a.detach().cpu().numpy()  # type: ignore[attr-defined]
+    return a
+
+
+def _user_arrays(X: object, y: object) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """``X`` as float64 (its column names when it is a DataFrame) and ``y`` as int64, float64
+    or text labels; ConfigError for text or missing values where they cannot be."""
+    import numpy as np
+
+    X, y = _to_numpy(X), _to_numpy(y)
+    columns: tuple[str, ...] = ()
+    if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # a pandas DataFrame
+        columns = tuple(str(c) for c in X.columns)  # type: ignore[attr-defined]
+        try:
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            X = X.to_numpy(dtype=object)  # type: ignore[attr-defined]
+    if hasattr(y, "to_numpy"):  # a pandas Series
+        y = y.to_numpy(dtype=object)  # type: ignore[attr-defined]
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        _refuse_text_features(X, columns)
+    return X, _labels(np.asarray(y)), columns
+
+
+def _refuse_text_features(X: object, columns: tuple[str, ...]) -> None:
+    """ConfigError naming the first feature column (and row) that is not a number."""
+    import numpy as np
+
+    try:
+        cells = np.asarray(X, dtype=object)
+    except (TypeError, ValueError):
+        cells = None
+    if cells is not None and cells.ndim == 2:
+        for j in range(cells.shape[1]):
+            name = f'"{columns[j]}"' if len(columns) == cells.shape[1] else str(j)
+            missing = sum(_is_missing(v) for v in cells[:, j])
+            if missing:
+                raise ConfigError(
+                    f"{DATA_ARG}: feature column {name} has {missing} missing value(s) in "
+                    f"{len(cells)} rows; fill or drop those rows first.")
+            for i, v in enumerate(cells[:, j]):
+                if not _is_number(v):
+                    raise ConfigError(
+                        f"{DATA_ARG}: feature column {name} is not numeric (row {i}: {v!r}); "
+                        "features must be numbers: encode it as numbers or drop the column.")
+    raise ConfigError(f"{DATA_ARG}: X is not numeric; features must be numbers, "
+                      "(n_samples, n_features).")
+
+
+def _is_missing(v: object) -> bool:
+    """None, NaN, pandas' NA / NaT."""
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except (TypeError, ValueError):  # pandas.NA: its truth value is ambiguous
+        return True
+
+
+def _is_number(v: object) -> bool:
+    if isinstance(v, bool | str | bytes):
+        return False
+    try:
+        float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _labels(y: np.ndarray) -> np.ndarray:
+    """y as int64 (integer numbers, integer-valued floats), float64 (other numbers), bool or
+    str (text labels), as the labels of a data file are read; ConfigError for missing values
+    or a mix of numbers and text."""
+    import numpy as np
+
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        return y  # _check_arrays names the shape
+    if y.dtype.kind == "O":
+        missing = sum(_is_missing(v) for v in y)
+        if missing:
+            raise ConfigError(f"{DATA_ARG}: y has {missing} missing value(s) in {len(y)} rows; "
+                              "fill or drop those rows first.")
+        if all(_is_number(v) for v in y):
+            y = y.astype(np.float64)
+        elif all(isinstance(v, str) for v in y):
+            y = y.astype(str)
+        elif all(isinstance(v, bool | np.bool_) for v in y):
+            y = y.astype(bool)
+        else:
+            bad = next(v for v in y if not isinstance(v, str))
+            raise ConfigError(f"{DATA_ARG}: y mixes text labels and other values ({bad!r}); "
+                              "labels must be all numbers or all text.")
+    if y.dtype.kind == "S":
+        y = y.astype(str)
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f":
+        y = y.astype(np.float64)
+        finite = y[np.isfinite(y)]
+        if len(finite) == len(y) and np.all(finite == np.round(finite)):
+            return y.astype(np.int64)
+        if np.isinf(y).any():
+            raise ConfigError(f"{DATA_ARG}: y holds infinite values; targets must be finite.")
+        return y  # NaN: _check_arrays counts them
+    if y.dtype.kind in "Ub":
+        return y
+    raise ConfigError(f"{DATA_ARG}: y has dtype {y.dtype}; labels must be numbers or text.")
+
+
+def _arrays_sha256(X: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of X (float64, C order, with its shape) and y (dtype kind, shape, values)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    digest.update(f"X float64 {X.shape}\n".encode())
+    digest.update(memoryview(np.ascontiguousarray(X)).cast("B"))
+    digest.update(f"y {y.dtype.kind} {y.shape}\n".encode())
+    if y.dtype.kind == "U":
+        digest.update("\x00".join(y.tolist()).encode("utf-8", "surrogatepass"))
+    else:
+        digest.update(memoryview(np.ascontiguousarray(y)).cast("B"))
+    return digest.hexdigest()
+
+
 def dataset_task(cfg: DatasetConfig) -> str:
     """'classification' or 'regression' of a validated ``[dataset]``."""
     if cfg.name is not None:
@@ -659,7 +892,11 @@ def dataset_task(cfg: DatasetConfig) -> str:
 def _label(cfg: DatasetConfig) -> str:
     if cfg.name is not None:
         return f"'{cfg.name}'"
-    return f"'{cfg.path}'" if cfg.path is not None else f"from factory '{cfg.factory}'"
+    if cfg.path is not None:
+        return f"'{cfg.path}'"
+    if is_registered_spec(cfg.factory):
+        return f"data=(X, y) (sha256 {registered_sha256(cfg.factory)[:12]}...)"
+    return f"from factory '{cfg.factory}'"
 
 
 def describe_source(cfg: DatasetConfig) -> str:
@@ -668,6 +905,8 @@ def describe_source(cfg: DatasetConfig) -> str:
         return f"`{cfg.name}` (`sklearn.datasets.{DATASETS[cfg.name].source}`)"
     if cfg.path is not None:
         return f"`{cfg.path}` (sha256 {(cfg.sha256 or '')[:12]}..., target `{cfg.target}`)"
+    if is_registered_spec(cfg.factory):
+        return f"arrays in memory, `data=(X, y)` (sha256 {registered_sha256(cfg.factory)[:12]}...)"
     return f"factory `{cfg.factory}`"
 
 

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.batched import train_one
 from tuner.config import PrunerConfig, SamplerConfig, StudyConfig
-from tuner.datasets import SplitData
+from tuner.datasets import SplitData, is_registered_spec, registered_sha256
 from tuner.engine import TrainResult, resolve_device
 from tuner.errors import ConfigError, StorageError, TunerError
 from tuner.models import study_split
@@ -280,6 +280,16 @@ def check_settings(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> N
                     f"{new[key][:12]}..., was {old[key][:12]}...); its trials were trained on "
                     f"the old data. Restore the file, or give the study a new [study] name, or "
                     f"use another --storage."
+                )
+            if old.get(key) != new.get(key) and section == "dataset" and key == "factory" \
+                    and is_registered_spec(old.get(key)) and is_registered_spec(new.get(key)):
+                raise ConfigError(  # tuner.tune(data=(X, y)) with other arrays
+                    f"{cfg.path}: data=(X, y) differs from the arrays the study '{cfg.name}' in "
+                    f"{redact_url(storage_url)} was started with (sha256 "
+                    f"{registered_sha256(new[key])[:12]}..., was "
+                    f"{registered_sha256(old[key])[:12]}...); its trials were trained on the "
+                    f"other data. Pass the same arrays, or give the study a new [study] name, "
+                    f"or use another storage."
                 )
             if old.get(key) != new.get(key):
                 raise ConfigError(

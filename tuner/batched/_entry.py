@@ -78,23 +78,27 @@ class Engine:
     why: str
 
 
-def model_kind(cfg: StudyConfig) -> str:
-    """The study's model kind: 'factory' for a user's model (``[model] factory``), else the
-    ``[model] name`` ('mlp', ...)."""
-    return "factory" if getattr(cfg.model, "factory", None) else cfg.model.name
+def model_kind(cfg: StudyConfig, builder: Builder | None = None) -> str:
+    """The study's model kind: 'factory' for a user's model (``[model] factory``, or a
+    ``builder`` given instead of ``[model]``), else the ``[model] name`` ('mlp', ...)."""
+    if builder is not None or getattr(cfg.model, "factory", None):
+        return "factory"
+    return cfg.model.name
 
 
-def functional_min_k(cfg: StudyConfig, device: torch.device | None = None) -> int | None:
+def functional_min_k(
+    cfg: StudyConfig, device: torch.device | None = None, builder: Builder | None = None
+) -> int | None:
     """The smallest K from which the functional engine beats one trial at a time for the
-    study's model kind on ``device`` (default: ``[training] device``), or None: never."""
+    model kind (:func:`model_kind`) on ``device`` (default: ``[training] device``), or None:
+    never."""
     if device is None:
         from tuner.engine import resolve_device
 
         device = resolve_device(cfg.training.device)
     if device.type != "cpu":
         return ACCELERATOR_MIN_K
-    kind = model_kind(cfg)
-    return FUNCTIONAL_MIN_K.get(kind, FUNCTIONAL_MIN_K["factory"])
+    return FUNCTIONAL_MIN_K.get(model_kind(cfg, builder), FUNCTIONAL_MIN_K["factory"])
 
 
 def _stacked_reason(cfg: StudyConfig, builder: Builder | None) -> str | None:
@@ -132,7 +136,7 @@ def autograd_reason(
     reason = _stacked_reason(cfg, builder)
     if reason is None:
         return None
-    min_k = functional_min_k(cfg, device)
+    min_k = functional_min_k(cfg, device, builder)
     if min_k is None:
         return (f"{reason}, and lockstep with torch.func was slower than one trial at a time "
                 f"for this model kind (bench/bench_models.py)")

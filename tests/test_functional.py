@@ -1,0 +1,315 @@
+"""The functional engine (torch.func lockstep of any nn.Module) computes what one-at-a-time
+training computes, and the engine routing sends each model kind to the right engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import optuna
+import pytest
+import torch
+from test_batched import assert_same_run, params_for
+from torch import nn
+
+from tuner.batched import (
+    FUNCTIONAL_MIN_K,
+    BatchedTrainer,
+    FunctionalTrainer,
+    FunctionalUnsupported,
+    OneAtATimeTrainer,
+    autograd_reason,
+    choose_engine,
+    functional_min_k,
+    make_trainer,
+    train_one,
+)
+from tuner.config import StudyConfig
+from tuner.datasets import SplitData, load_split
+from tuner.engine import TrainResult, train
+from tuner.schedules import SCHEDULES
+from tuner.space import OPTIMIZERS, TrialParams
+
+CPU = torch.device("cpu")
+
+
+def small_cnn(n_features: int, n_outputs: int) -> nn.Module:
+    """The issue's CNN: (B, 64) as (B, 1, 8, 8) -> two conv blocks -> Linear."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, n_outputs),
+    )
+
+
+def batch_norm_mlp(n_features: int, n_outputs: int) -> nn.Module:
+    """A model with buffers (BatchNorm's running statistics, updated by the forward pass)."""
+    return nn.Sequential(
+        nn.Linear(n_features, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, n_outputs)
+    )
+
+
+class DataDependent(nn.Module):
+    """A forward pass with Python control flow on a tensor's value: vmap cannot run it."""
+
+    def __init__(self, n_features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
+        return out if out.sum() > 0 else -out
+
+
+def lockstep(
+    cfg: StudyConfig,
+    data: SplitData,
+    runs: list[tuple[TrialParams, int]],
+    builder: Callable[[int, int], nn.Module] | None = None,
+    on_epoch: list | None = None,
+) -> list[TrainResult]:
+    trainer = FunctionalTrainer(cfg, data, builder=builder)
+    callbacks = on_epoch or [None] * len(runs)
+    members = [trainer.add(p, s, cb) for (p, s), cb in zip(runs, callbacks, strict=True)]
+    while trainer.members:
+        trainer.run_epoch()
+    return [m.result for m in members]
+
+
+def assert_matches_engine(cfg, data, runs, builder=None, results=None) -> None:  # noqa: ANN001
+    results = results or lockstep(cfg, data, runs, builder)
+    for (params, seed), result in zip(runs, results, strict=True):
+        assert_same_run(train(cfg, data, params, seed, builder=builder), result)
+
+
+def digits_cfg(tiny_cfg: Callable[..., StudyConfig], **overrides) -> StudyConfig:  # noqa: ANN003
+    # 3 digit classes (about 540 images of 8x8), 5 steps of 64 rows per epoch
+    return tiny_cfg(dataset={"name": "digits", "n_class": 3}, training={"epochs": 2,
+                    "batch_size": 64}, **overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivalence with tuner.engine.train, member by member.
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_functional_mlp_matches_one_at_a_time(
+    tiny_cfg: Callable[..., StudyConfig], optimizer: str, schedule: str
+) -> None:
+    # the study's MLP (dropout 0), 3 epochs of 6 steps, the last one partial
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [(params_for(optimizer, schedule), 3), (params_for("adam", "cosine", lr=1e-2), 4)]
+    results = lockstep(cfg, data, runs)
+    assert_matches_engine(cfg, data, runs, results=results)
+    assert results[0].status == "complete" and len(results[0].lrs) == 18
+
+
+def test_functional_cnn_matches_one_at_a_time(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = digits_cfg(tiny_cfg)
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [
+        (params_for("adam", "cosine"), 0),
+        (params_for("sgd", "warmup_cosine"), 1),
+        (params_for("rmsprop", "one_cycle"), 2),
+        (params_for("adamw", "plateau"), 3),
+    ]
+    assert_matches_engine(cfg, data, runs, small_cnn)
+
+
+def test_functional_model_with_buffers_matches_one_at_a_time(
+    tiny_cfg: Callable[..., StudyConfig],
+) -> None:
+    # each member's BatchNorm running statistics are its own; validation uses them
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [(params_for("adam", "step"), 0), (params_for("sgd", "exponential"), 1)]
+    assert_matches_engine(cfg, data, runs, batch_norm_mlp)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "loss"])
+def test_functional_regression_matches_one_at_a_time(
+    tiny_cfg: Callable[..., StudyConfig], metric: str
+) -> None:
+    cfg = tiny_cfg(dataset={"name": "diabetes"}, objective={"metric": metric})
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [(params_for("sgd", "plateau", lr=0.01), 0), (params_for("adamw", "one_cycle"), 1)]
+    assert_matches_engine(cfg, data, runs)
+
+
+def test_members_leave_at_their_own_epoch(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    calm = (params_for("adam", "constant"), 0)
+    pruned = (params_for("sgd", "cosine"), 1)
+    wild = (params_for("sgd", "constant", lr=1e4), 2)
+    results = lockstep(cfg, data, [calm, pruned, wild], on_epoch=[
+        None, lambda r: r.epoch == 2, None])
+    assert [r.status for r in results] == ["complete", "pruned", "diverged"]
+    assert [r.epochs for r in results] == [3, 2, 1]
+    assert results[2].steps < 6 and results[2].steps == results[2].divergence.step
+    assert results[1].test_metric is None
+    for run, result in zip([calm, wild], [results[0], results[2]], strict=True):
+        assert_same_run(train(cfg, data, *run), result)
+    alone = train(cfg, data, *pruned, on_epoch=lambda r: r.epoch == 2)
+    assert_same_run(alone, results[1])
+
+
+def test_members_join_at_epoch_boundaries(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = digits_cfg(tiny_cfg)
+    data = load_split(cfg.dataset, cfg.split)
+    trainer = FunctionalTrainer(cfg, data, builder=small_cnn)
+    first = trainer.add(params_for("rmsprop", "exponential"), 0)
+    trainer.run_epoch()
+    late = trainer.add(params_for("sgd", "step"), 1)
+    ended: list = []
+    while trainer.members:
+        ended += trainer.run_epoch()
+    assert ended == [first, late]
+    assert_same_run(train(cfg, data, params_for("rmsprop", "exponential"), 0, builder=small_cnn),
+                    first.result)
+    assert_same_run(train(cfg, data, params_for("sgd", "step"), 1, builder=small_cnn),
+                    late.result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout: each member its own masks, reproducibly.
+
+
+def test_members_draw_their_own_dropout_masks(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    params = params_for("adam", "constant")
+    for dropout in (0.0, 0.3):
+        cfg = tiny_cfg(model={"dropout": dropout})
+        data = load_split(cfg.dataset, cfg.split)
+        # the same configuration and seed twice: the same weights and mini-batches
+        twins = lockstep(cfg, data, [(params, 5), (params, 5)])
+        same = [h.train_loss for h in twins[0].history] == [h.train_loss for h in twins[1].history]
+        assert same == (dropout == 0.0)  # only their dropout masks can tell them apart
+    other_seed = lockstep(cfg, data, [(params, 5), (params, 6)])
+    assert other_seed[0].history[0].train_loss != other_seed[1].history[0].train_loss
+
+
+def test_dropout_runs_are_reproducible(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = tiny_cfg(model={"dropout": 0.3})
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [(params_for("adam", "cosine"), 0), (params_for("sgd", "step"), 1)]
+
+    def run(disturb: int) -> list[TrainResult]:
+        trainer = FunctionalTrainer(cfg, data)
+        members = [trainer.add(p, s) for p, s in runs]
+        while trainer.members:
+            torch.rand(disturb)  # the caller draws from torch's generator between epochs
+            state = torch.get_rng_state()
+            trainer.run_epoch()
+            assert torch.equal(torch.get_rng_state(), state)  # and finds it as it left it
+        return [replace(m.result, seconds=0.0) for m in members]
+
+    first = run(0)
+    assert run(5) == first
+    assert first[0].history[0].train_loss != first[1].history[0].train_loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Models torch.func cannot run, and builders that do not build one architecture.
+
+
+def test_a_model_vmap_cannot_run_is_refused_up_front_and_trains_one_at_a_time(
+    tiny_cfg: Callable[..., StudyConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    with pytest.raises(FunctionalUnsupported, match="torch.func cannot train the model"):
+        FunctionalTrainer(cfg, data, builder=DataDependent)
+    trainer = make_trainer(cfg, data, CPU, batch_trials=4, builder=DataDependent)
+    assert isinstance(trainer, OneAtATimeTrainer)
+    assert "trials run one at a time: torch.func cannot" in caplog.text
+    member = trainer.add(params_for("adam", "constant"), 0)
+    trainer.run_epoch()
+    alone = train(cfg, data, params_for("adam", "constant"), 0, builder=DataDependent)
+    assert replace(member.result, seconds=0.0) == replace(alone, seconds=0.0)
+
+
+def test_a_builder_must_build_one_architecture(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    widths = iter([8, 8, 9])  # the template, the first member, then another width
+
+    def builder(n_features: int, n_outputs: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(n_features, next(widths)), nn.ReLU())
+
+    trainer = FunctionalTrainer(cfg, data, builder=builder)
+    trainer.add(params_for("adam", "constant"), 0)
+    with pytest.raises(ValueError, match="the builder made parameters"):
+        trainer.add(params_for("adam", "constant"), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing: one decision (autograd_reason / choose_engine), per model kind.
+
+
+def test_routing_per_model_kind(
+    tiny_cfg: Callable[..., StudyConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, with_dropout = tiny_cfg(), tiny_cfg(model={"dropout": 0.2})
+    data = load_split(cfg.dataset, cfg.split)
+    min_k = functional_min_k(with_dropout, CPU)
+    assert min_k is not None and min_k > 1  # one at a time wins alone (bench_models)
+    # the built-in MLP without dropout: the stacked engine at every K
+    for k in (1, min_k):
+        assert choose_engine(cfg, batch_trials=k, device=CPU).name == "stacked"
+        assert isinstance(make_trainer(cfg, data, CPU, batch_trials=k), BatchedTrainer)
+    # anything else (dropout, a builder's model): torch.func lockstep from min_k trials on
+    for chosen, builder in ((with_dropout, None), (cfg, batch_norm_mlp)):
+        below = choose_engine(chosen, batch_trials=min_k - 1, device=CPU, builder=builder)
+        assert below.name == "autograd" and f"from {min_k} trials" in below.why
+        assert autograd_reason(chosen, batch_trials=min_k - 1, device=CPU, builder=builder)
+        assert autograd_reason(chosen, batch_trials=min_k, device=CPU, builder=builder) is None
+        engine = choose_engine(chosen, batch_trials=min_k, device=CPU, builder=builder)
+        assert engine.name == "functional" and "stacked engine cannot" in engine.why
+        trainer = make_trainer(chosen, data, CPU, batch_trials=min_k, builder=builder)
+        assert type(trainer) is FunctionalTrainer
+        assert isinstance(make_trainer(chosen, data, CPU, batch_trials=1, builder=builder),
+                          OneAtATimeTrainer)
+    # asking for the autograd engine, or for the trained module, still wins
+    assert choose_engine(with_dropout, batch_trials=8, stacked=False).name == "autograd"
+    assert choose_engine(with_dropout, batch_trials=8, keep_model=True).name == "autograd"
+    # a model kind plugs in with one entry: lockstep never pays off for it here
+    monkeypatch.setitem(FUNCTIONAL_MIN_K, "mlp", None)
+    reason = autograd_reason(with_dropout, batch_trials=8, device=CPU)
+    assert reason is not None and "slower than one trial at a time" in reason
+    # a builder's model is a user's model: the "factory" kind
+    monkeypatch.setitem(FUNCTIONAL_MIN_K, "factory", 2)
+    assert choose_engine(cfg, batch_trials=2, device=CPU, builder=small_cnn).name == "functional"
+    # on an accelerator lockstep shares the kernel launches: from 2 trials
+    assert functional_min_k(with_dropout, torch.device("cuda")) == 2
+
+
+def test_train_one_with_a_builder_is_the_engine_run(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = digits_cfg(tiny_cfg)
+    data = load_split(cfg.dataset, cfg.split)
+    params = params_for("adamw", "warmup_cosine")
+    alone = train(cfg, data, params, 3, builder=small_cnn)
+    ran = train_one(cfg, data, params, 3, builder=small_cnn)
+    assert replace(ran, seconds=0.0) == replace(alone, seconds=0.0)
+
+
+def test_a_dropout_study_trains_in_torch_func_lockstep(
+    tiny_cfg: Callable[..., StudyConfig],
+) -> None:
+    from tuner.lifecycle import ObjectiveWork, run_lifecycle
+    from tuner.study import make_objective
+
+    cfg = tiny_cfg(model={"dropout": 0.2})
+    k = functional_min_k(cfg, CPU)
+    objective = make_objective(cfg)
+    work = ObjectiveWork(objective, k)
+    assert type(work.trainer) is FunctionalTrainer and work.capacity == k
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    seen: list[int] = []
+    objective.on_result = lambda trial, result: seen.append(len(result.history))
+    assert run_lifecycle(study, work, target=k + 2) == k + 2
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert len(seen) == k + 2 and all(1 <= n <= cfg.training.epochs for n in seen)

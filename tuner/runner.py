@@ -196,5 +196,5 @@ def _resolve_batch_trials(
         return 1
     how = {"stacked": "as one stacked model", "functional": "in lockstep with torch.func"}
     count = f"{k} at a time" if k > 1 else "one at a time"
-    console.print(f"[dim]Trials run {count} {how[engine.name]}: {engine.why}.[/dim]")
+    console.print(f"[dim]Trials run {count} {how[engine.name]} ({engine.why}).[/dim]")
     return k

@@ -72,7 +72,8 @@ ACCELERATOR_MIN_K = 2
 @dataclass(frozen=True)
 class Engine:
     """The engine that trains a study's trials: ``name`` 'stacked', 'functional' or 'autograd';
-    ``why`` one line for the run's first lines (the reason for 'autograd')."""
+    ``why`` one line for the run's first lines (for 'functional' and 'autograd': why not the
+    stacked engine, and for 'autograd' why not the functional one either)."""
 
     name: str
     why: str
@@ -163,7 +164,7 @@ def choose_engine(
     stacked_reason = _stacked_reason(cfg, builder)
     if stacked_reason is None:
         return Engine("stacked", "the MLP's backward pass written out")
-    return Engine("functional", f"the stacked engine cannot: {stacked_reason}")
+    return Engine("functional", stacked_reason)
 
 
 class OneAtATimeTrainer:

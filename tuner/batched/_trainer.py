@@ -34,8 +34,9 @@ Divergence is checked on every step's loss, read back once per epoch (one device
 epoch, not per step): a diverged member's result ends at the offending step, as in the engine;
 its row keeps computing (harmlessly: rows never mix) until the epoch ends.
 
-Supported: the ``mlp`` model without dropout (dropout would need per-member masks; such studies
-run one trial at a time, see :func:`batch_unsupported_reason`).
+Supported: the ``mlp`` model without dropout (:func:`batch_unsupported_reason`). Other models
+train in lockstep with ``torch.func`` (:class:`~tuner.batched.FunctionalTrainer`, a subclass
+with another step and forward pass) or one at a time: :func:`tuner.batched.autograd_reason`.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
     if cfg.model.name != "mlp":
         return f'model "{cfg.model.name}" has no batched form (only "mlp" has)'
     if cfg.model.dropout > 0:
-        return "dropout > 0 (batched members would need their own dropout masks)"
+        return "dropout > 0, which the stacked engine does not implement"
     if cfg.model.activation not in ACTIVATION_GRADS:
         return f'activation "{cfg.model.activation}" has no batched derivative'
     return None

@@ -178,27 +178,68 @@ def test_members_join_at_epoch_boundaries(tiny_cfg: Callable[..., StudyConfig]) 
 # Dropout: each member its own masks, reproducibly.
 
 
-def test_members_draw_their_own_dropout_masks(tiny_cfg: Callable[..., StudyConfig]) -> None:
-    params = params_for("adam", "constant")
-    for dropout in (0.0, 0.3):
-        cfg = tiny_cfg(model={"dropout": dropout})
-        data = load_split(cfg.dataset, cfg.split)
-        # the same configuration and seed twice: the same weights and mini-batches
-        twins = lockstep(cfg, data, [(params, 5), (params, 5)])
-        same = [h.train_loss for h in twins[0].history] == [h.train_loss for h in twins[1].history]
-        assert same == (dropout == 0.0)  # only their dropout masks can tell them apart
-    other_seed = lockstep(cfg, data, [(params, 5), (params, 6)])
-    assert other_seed[0].history[0].train_loss != other_seed[1].history[0].train_loss
+class UserDropout(nn.Module):
+    """A user's module with two nn.Dropout layers, called in another order than registered."""
+
+    def __init__(self, n_features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.late = nn.Dropout(0.2)
+        self.first = nn.Linear(n_features, 16)
+        self.early = nn.Dropout(0.4)
+        self.second = nn.Linear(16, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.late(self.early(self.first(x).relu())))
 
 
-def test_dropout_runs_are_reproducible(tiny_cfg: Callable[..., StudyConfig]) -> None:
+class FunctionalDropout(nn.Module):
+    """Dropout as a function call in forward: no module the trainer can give its masks."""
+
+    def __init__(self, n_features: int, n_outputs: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(n_features, 16)
+        self.second = nn.Linear(16, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x).relu()
+        return self.second(nn.functional.dropout(h, 0.3, self.training))
+
+
+@pytest.mark.parametrize("builder", [None, UserDropout], ids=["mlp", "user"])
+def test_dropout_members_match_one_at_a_time(
+    tiny_cfg: Callable[..., StudyConfig], builder: Callable | None
+) -> None:
+    # every nn.Dropout draws each member's masks as the one-at-a-time run draws them
+    cfg = tiny_cfg(model={"hidden": [16, 8], "dropout": 0.3})
+    data = load_split(cfg.dataset, cfg.split)
+    runs = [(params_for("adam", "cosine"), 0), (params_for("sgd", "step"), 1),
+            (params_for("rmsprop", "one_cycle"), 2)]
+    assert_matches_engine(cfg, data, runs, builder)
+
+
+def test_dropout_masks_follow_the_members_seed(tiny_cfg: Callable[..., StudyConfig]) -> None:
     cfg = tiny_cfg(model={"dropout": 0.3})
     data = load_split(cfg.dataset, cfg.split)
-    runs = [(params_for("adam", "cosine"), 0), (params_for("sgd", "step"), 1)]
+    params = params_for("adam", "constant")
+    twins = lockstep(cfg, data, [(params, 5), (params, 5)])
+    assert replace(twins[0], seconds=0.0) == replace(twins[1], seconds=0.0)
+    other_seed = lockstep(cfg, data, [(params, 5), (params, 6)])
+    assert other_seed[0].history[0].train_loss != other_seed[1].history[0].train_loss
+    # whatever runs beside it
+    assert_same_run(twins[0], other_seed[0], rtol=1e-6)
+
+
+def test_other_random_ops_draw_per_member_and_reproducibly(
+    tiny_cfg: Callable[..., StudyConfig],
+) -> None:
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+    params = params_for("adam", "cosine")
 
     def run(disturb: int) -> list[TrainResult]:
-        trainer = FunctionalTrainer(cfg, data)
-        members = [trainer.add(p, s) for p, s in runs]
+        trainer = FunctionalTrainer(cfg, data, builder=FunctionalDropout)
+        assert trainer.dropouts == []  # F.dropout: vmap's per-member draws
+        members = [trainer.add(params, 0), trainer.add(params, 0)]  # twins
         while trainer.members:
             torch.rand(disturb)  # the caller draws from torch's generator between epochs
             state = torch.get_rng_state()
@@ -207,8 +248,8 @@ def test_dropout_runs_are_reproducible(tiny_cfg: Callable[..., StudyConfig]) -> 
         return [replace(m.result, seconds=0.0) for m in members]
 
     first = run(0)
-    assert run(5) == first
-    assert first[0].history[0].train_loss != first[1].history[0].train_loss
+    assert run(5) == first  # reproducible
+    assert first[0].history[0].train_loss != first[1].history[0].train_loss  # own draws
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ dropout) is trained here, K trials in lockstep, by ``torch.func``: the K members
 the rows of one (K, P) tensor (each row the member's ``named_parameters`` flattened in order),
 the forward pass is ``vmap`` over the rows of the model run with a row's parameters through
 ``functional_call``, and one autograd backward pass of the members' summed losses gives each
-member the gradient of its own loss. ``vmap(..., randomness="different")`` gives
-every member its own dropout masks (and any other random op its own draws).
+member the gradient of its own loss.
 
 Everything else is the stacked engine's, unchanged (this trainer is a
 :class:`~tuner.batched.BatchedTrainer` with another step and forward pass):
@@ -20,11 +19,14 @@ Everything else is the stacked engine's, unchanged (this trainer is a
   SGD/Adam/AdamW kernels per member, ``torch.optim``'s RMSprop rule);
 - divergence checks, epoch ends, reports, pruning; members join and leave at epoch boundaries.
 
-So without random layers a member's run equals ``tuner.engine.train``'s at the same seed up to
-floating-point rounding (tests/test_functional.py). With dropout the masks come from torch's
-global generator, seeded at every epoch from the members' seeds and epochs (so a run is
-reproducible), drawn for the K members at once: a member's masks depend on its companions,
-unlike the one-at-a-time engine's, whose masks follow from the trial's seed alone.
+So a member's run equals ``tuner.engine.train``'s at the same seed up to floating-point
+rounding (tests/test_functional.py), dropout included: on the CPU every ``nn.Dropout`` of the
+model draws each member's mask from the member's own generator, exactly as the one-at-a-time
+run draws it (:meth:`FunctionalTrainer._masks`), so a member's masks follow from its seed alone.
+Any other random op (``F.dropout`` in a forward method, ``Dropout2d``, dropout on a GPU) draws
+per member through ``vmap(..., randomness="different")`` from torch's generator, seeded at every
+epoch from the members' seeds and epochs: reproducible, but unlike the one-at-a-time draws and
+dependent on the members alongside.
 
 Buffers (BatchNorm's running statistics) are stacked per member too, and updated in place by
 the model's forward pass as in eager training.
@@ -70,6 +72,19 @@ def study_builder(cfg: StudyConfig) -> Builder:
         return build_model(cfg.model, n_features, n_outputs)
 
     return build
+
+
+class _MaskedDropout(nn.Module):
+    """``nn.Dropout`` whose mask (already scaled by 1 / (1 - p)) the trainer passes in as the
+    buffer ``mask`` at every step (:meth:`FunctionalTrainer._masks`)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.register_buffer("mask", torch.ones(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask if self.training else x
 
 
 class FunctionalTrainer(BatchedTrainer):
@@ -124,6 +139,8 @@ class FunctionalTrainer(BatchedTrainer):
             n: b.detach().new_empty((0, *b.shape)) for n, b in self.template.named_buffers()
         }
         self._new_buffers: dict[str, torch.Tensor] | None = None
+        self._new_rng: torch.Tensor | None = None
+        self.dropouts = self._exact_dropouts()
         self.running: list[Member] = []
         self.pending: list[Member] = []
         self.flat = torch.zeros(0, sum(self.sizes), device=self.device)
@@ -138,17 +155,76 @@ class FunctionalTrainer(BatchedTrainer):
     def _rng_devices(self) -> list[torch.device]:
         return [self.device] if self.device.type == "cuda" else []
 
+    def _exact_dropouts(self) -> list[tuple[str, float, tuple[int, ...]]]:
+        """Replace the template's ``nn.Dropout`` modules by :class:`_MaskedDropout`, whose
+        masks each member draws as :func:`tuner.engine.train` does (see :meth:`_masks`).
+
+        Returns:
+            (module name, p, input shape past the batch dimension) per replaced module, in the
+            order the forward pass calls them. Empty (every random op left to ``vmap``'s
+            per-member draws) off the CPU (where torch's dropout kernel draws otherwise), or
+            when a dropout is not called exactly once per forward pass on (rows, ...) inputs.
+        """
+        if self.device.type != "cpu":
+            return []
+        found = {name: mod for name, mod in self.template.named_modules()
+                 if type(mod) is nn.Dropout and mod.p > 0}
+        if not found:
+            return []
+        calls: list[tuple[str, tuple[int, ...]]] = []
+
+        def record(name: str) -> Callable[..., None]:
+            return lambda _mod, args: calls.append((name, tuple(args[0].shape)))
+
+        hooks = [mod.register_forward_pre_hook(record(name)) for name, mod in found.items()]
+        try:
+            with torch.random.fork_rng([]), torch.no_grad():
+                self.template.train()
+                self.template(self.data.X_train[:2])
+        except Exception:  # noqa: BLE001 - the probe says what fails, in one line
+            return []
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if sorted(n for n, _ in calls) != sorted(found) or any(s[0] != 2 for _, s in calls):
+            return []
+        for name, _ in calls:
+            parent, _, child = name.rpartition(".")
+            setattr(self.template.get_submodule(parent), child, _MaskedDropout(found[name].p))
+        return [(name, float(found[name].p), shape[1:]) for name, shape in calls]
+
+    def _masks(self, rows: int) -> dict[str, torch.Tensor]:
+        """Every running member's dropout masks for a step of ``rows`` rows: (K, rows, ...)
+        per replaced module, keyed ``<module>.mask``.
+
+        Member by member, module by module in call order, from the member's own generator
+        (torch's generator state right after its model was built, as in
+        :func:`tuner.engine.train`): ``empty_like(input).bernoulli_(1 - p).div_(1 - p)``,
+        the noise torch's CPU dropout kernel draws and multiplies the input by. So a member's
+        masks are the one-at-a-time run's, whatever members run beside it.
+        """
+        per_name: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in self.dropouts}
+        for m in self.running:
+            gen = m.dropout_gen  # type: ignore[attr-defined]
+            for name, p, rest in self.dropouts:
+                noise = torch.empty(rows, *rest).bernoulli_(1 - p, generator=gen)
+                per_name[name].append(noise.div_(1 - p))
+        return {f"{name}.mask": torch.stack(v) for name, v in per_name.items()}
+
     def _probe(self) -> None:
         """One lockstep step and forward pass of the template on two rows, whose results are
         thrown away: a model ``torch.func`` cannot transform is refused here, up front."""
         row = torch.cat([p.detach().reshape(-1) for p in self.template.parameters()])
-        buffers = {n: b.detach().clone().unsqueeze(0) for n, b in self.template.named_buffers()}
+        buffers = {n: b.detach().clone().unsqueeze(0) for n, b in self.template.named_buffers()
+                   if n in self.buffer_names}
         x, y = self.data.X_train[:2].unsqueeze(0), self.data.y_train[:2].unsqueeze(0)
+        masks = {f"{name}.mask": torch.ones(1, 2, *rest) for name, _, rest in self.dropouts}
         try:
             with torch.random.fork_rng(self._rng_devices()):
                 self.template.train()
                 flat = row.unsqueeze(0).requires_grad_(True)
-                self._losses(self._outputs(flat, buffers, x), y).sum().backward()
+                out = self._outputs(flat, {**buffers, **masks}, x)
+                self._losses(out, y).sum().backward()
                 self.template.eval()
                 with torch.no_grad():
                     self._shared_outputs(flat, buffers, x[0])
@@ -185,6 +261,7 @@ class FunctionalTrainer(BatchedTrainer):
         if layout != expected:
             raise ValueError(f"the builder made parameters {layout}, not {expected}")
         self._new_buffers = {n: b.detach().to(self.device) for n, b in model.named_buffers()}
+        self._new_rng = torch.get_rng_state()  # what the member's dropout masks draw from
         return torch.cat([p.detach().reshape(-1) for _, p in named])
 
     def add(
@@ -197,7 +274,10 @@ class FunctionalTrainer(BatchedTrainer):
         """Queue a member; it starts at the next :meth:`run_epoch`."""
         member = super().add(params, seed, on_epoch, tag)
         member.init_buffers = self._new_buffers  # type: ignore[attr-defined]
-        self._new_buffers = None
+        if self.dropouts:
+            member.dropout_gen = torch.Generator()  # type: ignore[attr-defined]
+            member.dropout_gen.set_state(self._new_rng)  # type: ignore[attr-defined]
+        self._new_buffers = self._new_rng = None
         return member
 
     def _reorder_state(self, index: torch.Tensor, pending: list[Member]) -> None:
@@ -220,7 +300,8 @@ class FunctionalTrainer(BatchedTrainer):
             pass, which measured faster here than ``vmap(grad(...))``.
         """
         flat = self.flat.detach().requires_grad_(True)
-        losses = self._losses(self._outputs(flat, self.buffers, x), y)
+        buffers = {**self.buffers, **self._masks(x.shape[1])} if self.dropouts else self.buffers
+        losses = self._losses(self._outputs(flat, buffers, x), y)
         (self.flat.grad,) = torch.autograd.grad(losses.sum(), flat)
         return losses.detach()
 

@@ -313,6 +313,12 @@ def test_routing_per_model_kind(
         assert type(trainer) is FunctionalTrainer
         assert isinstance(make_trainer(chosen, data, CPU, batch_trials=1, builder=builder),
                           OneAtATimeTrainer)
+    # a model kind of the registry (the CNN) routes by its own entry
+    cnn = replace(cfg, model=replace(cfg.model, name="cnn"))
+    assert functional_min_k(cnn, CPU) == FUNCTIONAL_MIN_K["cnn"]
+    k_cnn = FUNCTIONAL_MIN_K["cnn"]
+    assert choose_engine(cnn, batch_trials=k_cnn, device=CPU).name == "functional"
+    assert choose_engine(cnn, batch_trials=k_cnn - 1, device=CPU).name == "autograd"
     # asking for the autograd engine, or for the trained module, still wins
     assert choose_engine(with_dropout, batch_trials=8, stacked=False).name == "autograd"
     assert choose_engine(with_dropout, batch_trials=8, keep_model=True).name == "autograd"

@@ -360,3 +360,27 @@ def test_a_dropout_study_trains_in_torch_func_lockstep(
     states = {t.state for t in study.trials}
     assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     assert len(seen) == k + 2 and all(1 <= n <= cfg.training.epochs for n in seen)
+
+
+def test_a_dropout_study_in_lockstep_gives_the_one_at_a_time_values(
+    tiny_cfg: Callable[..., StudyConfig],
+) -> None:
+    from tuner.batched_runner import run_batched
+    from tuner.study import make_objective
+
+    cfg = tiny_cfg(model={"dropout": 0.2})  # no pruner: every trial runs its epochs
+    values = {}
+    for batch in (1, functional_min_k(cfg, CPU)):
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1)
+        )
+        run_batched(study, make_objective(cfg), target=5, batch_trials=batch)
+        values[batch] = {t.number: t.user_attrs["val_loss"] for t in study.trials}
+    one, lockstep_values = values.values()
+    assert lockstep_values.keys() == one.keys() and len(one) == 5
+    compared = 0
+    for number, loss in one.items():
+        if isinstance(loss, float):  # a diverged trial records no validation loss
+            assert lockstep_values[number] == pytest.approx(loss, rel=1e-4)
+            compared += 1
+    assert compared >= 3

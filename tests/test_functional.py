@@ -331,6 +331,9 @@ def test_routing_per_model_kind(
     assert choose_engine(cfg, batch_trials=2, device=CPU, builder=small_cnn).name == "functional"
     # on an accelerator lockstep shares the kernel launches: from 2 trials
     assert functional_min_k(with_dropout, torch.device("cuda")) == 2
+    # the configured device decides, without being checked (an export on a machine without it)
+    on_gpu = replace(with_dropout, training=replace(with_dropout.training, device="cuda:1"))
+    assert functional_min_k(on_gpu) == 2 and autograd_reason(on_gpu)
 
 
 def test_train_one_with_a_builder_is_the_engine_run(tiny_cfg: Callable[..., StudyConfig]) -> None:

@@ -95,10 +95,10 @@ def functional_min_k(
     """The smallest K from which the functional engine beats one trial at a time for the
     model kind (:func:`model_kind`) on ``device`` (default: ``[training] device``), or None:
     never."""
-    if device is None:
-        from tuner.engine import resolve_device
-
-        device = resolve_device(cfg.training.device)
+    if device is None:  # the configured device's type, not checked here (the run checks it)
+        name = cfg.training.device
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(auto if name == "auto" else name)
     if device.type != "cpu":
         return ACCELERATOR_MIN_K
     return FUNCTIONAL_MIN_K.get(model_kind(cfg, builder), FUNCTIONAL_MIN_K["factory"])

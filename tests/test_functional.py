@@ -272,6 +272,19 @@ def test_a_model_vmap_cannot_run_is_refused_up_front_and_trains_one_at_a_time(
     assert replace(member.result, seconds=0.0) == replace(alone, seconds=0.0)
 
 
+def test_frozen_parameters_are_refused(tiny_cfg: Callable[..., StudyConfig]) -> None:
+    cfg = tiny_cfg()
+    data = load_split(cfg.dataset, cfg.split)
+
+    def frozen_first_layer(n_features: int, n_outputs: int) -> nn.Module:
+        model = nn.Sequential(nn.Linear(n_features, 8), nn.ReLU(), nn.Linear(8, n_outputs))
+        model[0].requires_grad_(False)
+        return model
+
+    with pytest.raises(FunctionalUnsupported, match=r"\['0.weight', '0.bias'\] are frozen"):
+        FunctionalTrainer(cfg, data, builder=frozen_first_layer)
+
+
 def test_a_builder_must_build_one_architecture(tiny_cfg: Callable[..., StudyConfig]) -> None:
     cfg = tiny_cfg()
     data = load_split(cfg.dataset, cfg.split)

@@ -102,7 +102,7 @@ class FunctionalTrainer(BatchedTrainer):
     Raises:
         FunctionalUnsupported: the model's forward and backward passes cannot be run under
             ``vmap`` (checked once, on two training rows, at construction), or a parameter
-            is not float32.
+            is not float32 or is frozen.
     """
 
     def __init__(
@@ -131,6 +131,9 @@ class FunctionalTrainer(BatchedTrainer):
         bad = [n for n, p in named if p.dtype != torch.float32]
         if bad:
             raise FunctionalUnsupported(f"parameters {bad} are not float32")
+        frozen = [n for n, p in named if not p.requires_grad]
+        if frozen:  # torch.optim leaves them alone; the stacked rows would all be updated
+            raise FunctionalUnsupported(f"parameters {frozen} are frozen (requires_grad False)")
         self.names = [n for n, _ in named]
         self.shapes = [tuple(p.shape) for _, p in named]
         self.sizes = [p.numel() for _, p in named]

@@ -183,8 +183,8 @@ def _resolve_batch_trials(
     device: torch.device | None = None,
 ) -> int:
     """Batched trials by default (in each worker process too) where a lockstep engine trains
-    the model (:func:`tuner.batched.choose_engine`), one at a time elsewhere; prints which
-    engine trains (the run's first lines)."""
+    the model (:func:`tuner.batched.choose_engine`), one at a time elsewhere; says so in the
+    run's first lines unless the engine is the stacked one (the default, for the MLP)."""
     k = requested if requested is not None else DEFAULT_BATCH_TRIALS
     engine = choose_engine(cfg, batch_trials=k, device=device)
     if engine.name == "autograd":
@@ -194,7 +194,8 @@ def _resolve_batch_trials(
         elif requested is None:  # the default would batch: say why it does not
             console.print(f"[dim]Trials run one at a time: {engine.why}.[/dim]")
         return 1
-    how = {"stacked": "as one stacked model", "functional": "in lockstep with torch.func"}
-    count = f"{k} at a time" if k > 1 else "one at a time"
-    console.print(f"[dim]Trials run {count} {how[engine.name]} ({engine.why}).[/dim]")
+    if engine.name == "functional":  # the stacked engine, the default, goes without saying
+        count = f"{k} at a time" if k > 1 else "one at a time"
+        console.print(f"[dim]Trials run {count} in lockstep with torch.func "
+                      f"({engine.why}).[/dim]")
     return k

@@ -421,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
                    help="train K trials in lockstep as one batched model, in each worker with "
                    "--workers (default 4: stacked for an MLP without dropout, torch.func for "
-                   "other models where K trials in lockstep are faster; the run's first line "
-                   "says which); 1 = one trial at a time")
+                   "other models where K trials in lockstep are faster, which the run's first "
+                   "line says); 1 = one trial at a time")
     t.add_argument("--mlflow", action="store_true",
                    help="log every finished trial to MLflow (needs pip install -e .[mlflow]) in "
                    "the folder mlruns next to the study file (also [tracking] mlflow = true)")

@@ -354,18 +354,29 @@ def test_engine_deferred_divergence_check_gives_the_same_result(
         assert later.divergence == now.divergence
 
 
-def test_only_batchable_models_are_batched(tiny_cfg: Callable[..., StudyConfig]) -> None:
+def test_only_batchable_models_are_batched(
+    tiny_cfg: Callable[..., StudyConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rich.console import Console
+
+    from tuner.batched import FUNCTIONAL_MIN_K
 
     assert batch_unsupported_reason(tiny_cfg()) is None
     with_dropout = tiny_cfg(model={"dropout": 0.2})
     assert "dropout" in (batch_unsupported_reason(with_dropout) or "")
     console = Console(record=True, width=200)
-    assert _resolve_batch_trials(with_dropout, 4, 1, console) == 1
-    assert "one at a time" in console.export_text()
+    # below the K from which torch.func lockstep pays off, such a model runs one at a time
+    assert _resolve_batch_trials(with_dropout, 2, 1, console) == 1
+    assert "--batch-trials 2 ignored" in console.export_text()
+    # from there on, in lockstep (tests/test_functional.py)
+    assert _resolve_batch_trials(with_dropout, 4, 1, console) == 4
+    assert "Trials run 4 at a time in lockstep with torch.func" in console.export_text()
+    monkeypatch.setitem(FUNCTIONAL_MIN_K, "mlp", None)  # a kind lockstep never pays off for
     assert _resolve_batch_trials(with_dropout, None, 1, console) == 1  # the default says why
     assert "Trials run one at a time: dropout" in console.export_text()
     assert _resolve_batch_trials(tiny_cfg(), None, 1, console) == DEFAULT_BATCH_TRIALS > 1
+    assert console.export_text() == ""  # the stacked default goes without saying (export_text
+    # returns what was printed since the last call)
     assert _resolve_batch_trials(tiny_cfg(), 1, 1, console) == 1
     # each worker process batches its trials too (--workers N --batch-trials K compose)
     assert _resolve_batch_trials(tiny_cfg(), None, 2, console) == DEFAULT_BATCH_TRIALS

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner.batched import batch_unsupported_reason
+from tuner.batched import choose_engine
 from tuner.lifecycle import ObjectiveWork, run_lifecycle
 from tuner.study import Objective
 from tuner.workers import Interrupts
@@ -52,12 +52,13 @@ def run_batched(
         The number of trials this process finished.
 
     Raises:
-        ValueError: ``batch_trials`` > 1 and the study's model cannot be batched
-            (see ``batch_unsupported_reason``).
+        ValueError: ``batch_trials`` > 1 and no lockstep engine trains the study's model
+            (see ``tuner.batched.autograd_reason``).
     """
-    reason = batch_unsupported_reason(objective.cfg)
-    if batch_trials > 1 and reason is not None:
-        raise ValueError(f"cannot batch trials: {reason}")
+    engine = choose_engine(objective.cfg, stacked=objective.fast, batch_trials=batch_trials,
+                           device=objective.device)
+    if batch_trials > 1 and engine.name == "autograd":
+        raise ValueError(f"cannot batch trials: {engine.why}")
     deadline = None if timeout is None else time.monotonic() + timeout
     return run_lifecycle(
         study, ObjectiveWork(objective, batch_trials), target, deadline=deadline,

@@ -334,8 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "each unless --threads is given)")
     t.add_argument("--batch-trials", type=_positive_int, metavar="K",
                    help="train K trials in lockstep as one batched model, in each worker with "
-                   "--workers (default 4 where the model can be batched: an MLP without "
-                   "dropout); 1 = one trial at a time")
+                   "--workers (default 4: stacked for an MLP without dropout, torch.func for "
+                   "other models where K trials in lockstep are faster, which the run's first "
+                   "line says); 1 = one trial at a time")
     t.add_argument("--mlflow", action="store_true",
                    help="log every finished trial to MLflow (needs pip install -e .[mlflow]) in "
                    "the folder mlruns next to the study file (also [tracking] mlflow = true)")

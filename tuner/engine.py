@@ -218,6 +218,7 @@ def train(
     device: torch.device | None = None,
     check_every_step: bool | None = None,
     keep_model: bool = False,
+    builder: Callable[[int, int], torch.nn.Module] | None = None,
 ) -> TrainResult:
     """Train a fresh model with one configuration.
 
@@ -233,6 +234,8 @@ def train(
             the queue). Either way every step's loss is checked, and a diverged run's result
             ends at the offending step; deferring only spends the rest of that epoch's compute.
         keep_model: put the trained model in ``result.model`` (a complete run only).
+        builder: ``(n_features, n_outputs) -> nn.Module`` building the model instead of the
+            study's ``[model]`` (called after ``torch.manual_seed(seed)``).
 
     Returns:
         A :class:`TrainResult`; a diverged run stops at the offending optimizer step.
@@ -245,7 +248,10 @@ def train(
         data = data.to(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = build_model(cfg.model, data.n_features, data.n_outputs).to(device)
+    if builder is None:
+        model = build_model(cfg.model, data.n_features, data.n_outputs).to(device)
+    else:
+        model = builder(data.n_features, data.n_outputs).to(device)
     optimizer = build_fast_optimizer(model.parameters(), params.optimizer_spec())
     n_rows = len(data.X_train)
     batch = cfg.training.batch_size

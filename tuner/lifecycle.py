@@ -43,7 +43,13 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.batched import BatchedTrainer, Member, OneAtATimeTrainer, make_trainer
+from tuner.batched import (
+    BatchedTrainer,
+    FunctionalTrainer,
+    Member,
+    OneAtATimeTrainer,
+    make_trainer,
+)
 from tuner.engine import EpochReport
 from tuner.interrupts import Interrupts
 from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial
@@ -91,15 +97,17 @@ class ObjectiveWork:
     """The study's trials (:class:`tuner.study.Objective`), ``batch_trials`` in lockstep.
 
     Where :func:`tuner.batched.make_trainer` chooses the autograd engine, trials run one at a
-    time, whatever ``batch_trials`` says.
+    time, whatever ``batch_trials`` says (the stacked and functional engines run them in
+    lockstep).
     """
 
     def __init__(self, objective: Objective, batch_trials: int = 1) -> None:
         if batch_trials < 1:
             raise ValueError(f"batch_trials must be >= 1, got {batch_trials}")
         self.objective = objective
-        self.trainer: BatchedTrainer | OneAtATimeTrainer = make_trainer(
-            objective.cfg, objective.data, objective.device, stacked=objective.fast
+        self.trainer: BatchedTrainer | FunctionalTrainer | OneAtATimeTrainer = make_trainer(
+            objective.cfg, objective.data, objective.device, stacked=objective.fast,
+            batch_trials=batch_trials,
         )
         self.capacity = batch_trials if isinstance(self.trainer, BatchedTrainer) else 1
 

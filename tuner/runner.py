@@ -10,7 +10,7 @@ import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
-from tuner.batched import DEFAULT_BATCH_TRIALS, batch_unsupported_reason
+from tuner.batched import DEFAULT_BATCH_TRIALS, choose_engine
 from tuner.config import StudyConfig
 from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
@@ -120,7 +120,7 @@ def run_tune(
     started = time.perf_counter()
     console = console or Console(stderr=True)
     interrupted, notes = False, []
-    batch_trials = _resolve_batch_trials(cfg, batch_trials, workers, console)
+    batch_trials = _resolve_batch_trials(cfg, batch_trials, workers, console, objective.device)
 
     # optuna-dashboard: the study's note and figures, and why each stopped trial stopped,
     # while the study runs (at most 5 % of its time, see LiveRefresh) and at the end
@@ -182,16 +182,23 @@ def _closed_by_interrupts(study: optuna.Study) -> int:
 
 
 def _resolve_batch_trials(
-    cfg: StudyConfig, requested: int | None, workers: int, console: Console
+    cfg: StudyConfig, requested: int | None, workers: int, console: Console,
+    device: torch.device | None = None,
 ) -> int:
-    """Batched trials by default (in each worker process too); one at a time where the model
-    cannot be batched."""
-    reason = batch_unsupported_reason(cfg)
-    if reason is None:
-        return requested if requested is not None else DEFAULT_BATCH_TRIALS
-    if requested is not None and requested > 1:
-        console.print(f"[yellow]--batch-trials {requested} ignored: {reason}; "
-                      f"trials run one at a time.[/yellow]")
-    elif requested is None:  # the default would batch: say why it does not
-        console.print(f"[dim]Trials run one at a time: {reason}.[/dim]")
-    return 1
+    """Batched trials by default (in each worker process too) where a lockstep engine trains
+    the model (:func:`tuner.batched.choose_engine`), one at a time elsewhere; says so in the
+    run's first lines unless the engine is the stacked one (the default, for the MLP)."""
+    k = requested if requested is not None else DEFAULT_BATCH_TRIALS
+    engine = choose_engine(cfg, batch_trials=k, device=device)
+    if engine.name == "autograd":
+        if requested is not None and requested > 1:
+            console.print(f"[yellow]--batch-trials {requested} ignored: {engine.why}; "
+                          f"trials run one at a time.[/yellow]")
+        elif requested is None:  # the default would batch: say why it does not
+            console.print(f"[dim]Trials run one at a time: {engine.why}.[/dim]")
+        return 1
+    if engine.name == "functional":  # the stacked engine, the default, goes without saying
+        count = f"{k} at a time" if k > 1 else "one at a time"
+        console.print(f"[dim]Trials run {count} in lockstep with torch.func "
+                      f"({engine.why}).[/dim]")
+    return k

@@ -34,8 +34,9 @@ Divergence is checked on every step's loss, read back once per epoch (one device
 epoch, not per step): a diverged member's result ends at the offending step, as in the engine;
 its row keeps computing (harmlessly: rows never mix) until the epoch ends.
 
-Supported: the ``mlp`` model without dropout (dropout would need per-member masks; such studies
-run one trial at a time, see :func:`batch_unsupported_reason`).
+Supported: the ``mlp`` model without dropout (:func:`batch_unsupported_reason`). Other models
+train in lockstep with ``torch.func`` (:class:`~tuner.batched.FunctionalTrainer`, a subclass
+with another step and forward pass) or one at a time: :func:`tuner.batched.autograd_reason`.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def batch_unsupported_reason(cfg: StudyConfig) -> str | None:
     if cfg.model.name != "mlp":
         return f'model "{cfg.model.name}" has no batched form (only "mlp" has)'
     if cfg.model.dropout > 0:
-        return "dropout > 0 (batched members would need their own dropout masks)"
+        return "dropout > 0, which the stacked engine does not implement"
     if cfg.model.activation not in ACTIVATION_GRADS:
         return f'activation "{cfg.model.activation}" has no batched derivative'
     return None
@@ -224,7 +225,7 @@ class BatchedTrainer:
         # exactly what tuner.engine.train does before its first step, in the same order
         torch.manual_seed(seed)
         m.generator = torch.Generator().manual_seed(seed)
-        model = build_model(self.cfg.model, self.data.n_features, self.data.n_outputs)
+        model = self._build()
         m.init_row = self._row_of(model).to(self.device)
         m.optimizer = build_optimizer([torch.zeros(1, requires_grad=True)], params.optimizer_spec())
         m.hyper = MemberHyper.from_optimizer(m.optimizer)
@@ -238,6 +239,15 @@ class BatchedTrainer:
         m.guard = DivergenceGuard(self.cfg.divergence.factor)
         self.pending.append(m)
         return m
+
+    def _build(self) -> nn.Module:
+        """A fresh model of the study (after the member's ``torch.manual_seed``)."""
+        return build_model(self.cfg.model, self.data.n_features, self.data.n_outputs)
+
+    def _reorder_state(self, index: torch.Tensor, pending: list[Member]) -> None:
+        """Rearrange per-row state beyond the parameters as :meth:`_layout` rearranges the rows
+        (row i of the new stack is row ``index[i]`` of the old rows followed by ``pending``'s).
+        None here; subclasses with such state override it."""
 
     def _row_of(self, model: nn.Module) -> torch.Tensor:
         linears = [mod for mod in model.modules() if isinstance(mod, nn.Linear)]
@@ -263,6 +273,7 @@ class BatchedTrainer:
         index = [rows.get(id(m), pending_index.get(id(m))) for m in members]
         index_t = torch.tensor(index, dtype=torch.long, device=self.device)
         flat = source[index_t]
+        self._reorder_state(index_t, self.pending)
         flat.grad = torch.zeros_like(flat)  # filled by _train_step, read by the optimizer
         old_rows = [rows.get(id(m)) for m in members]
         self.optimizer = self.optimizer.select(flat, old_rows, [m.hyper for m in members])

@@ -81,7 +81,8 @@ def test_a_registered_model_trains_with_the_engine_its_reason_names(
     reason = batch_unsupported_reason(cfg)
     assert (reason is None) == (name == "mlp")
     if reason is not None:
-        assert f'model "{name}"' in reason and autograd_reason(cfg) == reason
+        # one trial at a time (K = 1): the reason, and why not lockstep with torch.func either
+        assert f'model "{name}"' in reason and autograd_reason(cfg).startswith(reason)
     data = study_split(cfg)
     result = train_one(cfg, data, PARAMS, seed=0)
     assert result.status == "complete" and result.epochs == 2
@@ -267,8 +268,8 @@ def test_a_factory_study_tunes_exports_loads_back_and_retrains_from_the_cli(
     assert main(["tune", str(study), "--n-trials", "3", "--no-progress", "--confirm-top", "1",
                  "--confirm-seeds", "2"]) == 0
     captured = capsys.readouterr()
-    assert 'Trials run one at a time: a factory model ("example_model:build")' in \
-        " ".join(captured.err.split())  # the engine and why, before the trials
+    assert ('Trials run 4 at a time in lockstep with torch.func (a factory model '
+            '("example_model:build")') in " ".join(captured.err.split())  # engine and why
     assert "3 trials finished" in captured.out
     assert main(["export", str(study)]) == 0
     export = tmp_path / "example_data_custom_model.best.json"
@@ -302,8 +303,9 @@ def test_a_cnn_study_tunes_with_batch_trials_and_workers_exports_and_retrains(
     path.write_text("".join(lines))
     assert main(["tune", str(path), "--no-progress", "--no-confirm", "--batch-trials", "3"]) == 0
     out = " ".join(capsys.readouterr().err.split())
-    assert ('--batch-trials 3 ignored: model "cnn" has no batched form (only "mlp" has); '
-            "trials run one at a time.") in out
+    assert ('--batch-trials 3 ignored: model "cnn" has no batched form (only "mlp" has), and '
+            "lockstep with torch.func pays off from 8 trials at a time; trials run one at a "
+            "time.") in out
     assert main(["tune", str(path), "--no-progress", "--no-confirm", "--workers", "2",
                  "--n-trials", "4"]) == 0
     assert "2 trials finished" in capsys.readouterr().out  # 2 more, by 2 worker processes
@@ -326,15 +328,20 @@ def tuner_study(folder: Path) -> Any:
     return optuna.load_study(study_name="c", storage=f"sqlite:///{folder / 'tuner.db'}")
 
 
-def test_batch_trials_fall_back_for_cnn_and_factory_models(tmp_path: Path) -> None:
+def test_batch_trials_follow_the_engine_of_cnn_and_factory_models(tmp_path: Path) -> None:
+    """No stacked form: lockstep with torch.func from FUNCTIONAL_MIN_K of the model kind (the
+    CNN from 8, a factory model from 4: bench/bench_models.py), one at a time below."""
     mod = write_module(tmp_path, "models_route")
-    console = Console(record=True, width=300)
-    for model, words in (({"name": "cnn"}, 'model "cnn" has no batched form'),
-                         ({"factory": f"{mod}:build"}, "a factory model")):
+    for model, words, min_k in (({"name": "cnn"}, 'model "cnn" has no batched form', 8),
+                                ({"factory": f"{mod}:build"}, "a factory model", 4)):
         cfg = model_cfg(tmp_path, model)
-        assert _resolve_batch_trials(cfg, 4, 1, console) == 1
-        assert _resolve_batch_trials(cfg, None, 2, console) == 1  # each worker: one at a time
-        assert words in console.export_text()
+        console = Console(record=True, width=300)
+        assert _resolve_batch_trials(cfg, min_k - 1, 1, console) == 1
+        assert f"ignored: {words}" in console.export_text()
+        console = Console(record=True, width=300)
+        assert _resolve_batch_trials(cfg, min_k, 2, console) == min_k  # in each worker too
+        assert f"Trials run {min_k} at a time in lockstep with torch.func ({words}" in \
+            console.export_text()
 
 
 def test_a_retrain_checks_the_model_first_and_writes_nothing_if_it_is_bad(

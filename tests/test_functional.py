@@ -392,6 +392,9 @@ def test_a_dropout_study_in_lockstep_gives_the_one_at_a_time_values(
         )
         run_batched(study, make_objective(cfg), target=5, batch_trials=batch)
         values[batch] = {t.number: t.user_attrs["val_loss"] for t in study.trials}
+        # each trial records what trained it (the export's loop.engine)
+        assert {t.user_attrs["engine"] for t in study.trials} == {
+            "torch" if batch == 1 else "functional"}
     one, lockstep_values = values.values()
     assert lockstep_values.keys() == one.keys() and len(one) == 5
     compared = 0

@@ -277,7 +277,7 @@ def test_a_factory_study_tunes_exports_loads_back_and_retrains_from_the_cli(
     assert record["model"] == {"factory": "example_model:build",
                                "kwargs": {"hidden": 64, "dropout": 0.1},
                                "folder": str(tmp_path)}
-    assert "layers" not in record and record["loop"]["engine"] == "torch"
+    assert "layers" not in record and record["loop"]["engine"] == "functional"  # 4 in lockstep
     # the export is found from elsewhere: the module comes from the recorded study folder
     moved = tmp_path / "elsewhere"
     moved.mkdir()

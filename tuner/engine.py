@@ -91,6 +91,8 @@ class TrainResult:
         test_metric / test_loss: held-out test split, for a complete run only.
         seconds: wall-clock seconds of the run.
         model: the trained model, when :func:`train` was asked to keep it (else None).
+        engine: what trained it: 'torch' (:func:`train`, autograd and ``torch.optim``),
+            'stacked' or 'functional' (:mod:`tuner.batched`, trials in lockstep).
     """
 
     status: str
@@ -104,6 +106,7 @@ class TrainResult:
     test_loss: float | None = None
     seconds: float = 0.0
     model: torch.nn.Module | None = field(default=None, repr=False)
+    engine: str = "torch"
 
     @property
     def val_metric(self) -> float | None:

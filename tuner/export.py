@@ -83,6 +83,7 @@ __all__ = [
     "build_export",
     "data_section",
     "layers_section",
+    "loop_engines",
     "loop_section",
     "dumps_export",
     "plain",
@@ -154,7 +155,10 @@ LOOP_PROCEDURE = [
     "with autograd and torch.optim as above, and this procedure reproduces value exactly; "
     "engine 'stacked': tuner's batched engine trained it (an MLP without dropout: the same "
     "weights, batch order and learning rates, the arithmetic in another order), and this "
-    "procedure agrees with value up to floating-point rounding",
+    "procedure agrees with value up to floating-point rounding; engine 'functional': trials "
+    "trained in lockstep with torch.func (the same weights, batch order, learning rates and "
+    "dropout masks, the arithmetic in another order), and this procedure agrees with value up "
+    "to floating-point rounding",
 ]
 
 
@@ -188,17 +192,28 @@ def layers_section(model: Any, n_features: int, n_outputs: int) -> list[dict[str
     return model_layers(model, n_features, n_outputs)
 
 
-def loop_section(optimizer_class: str, cfg: StudyConfig) -> dict[str, Any]:
-    """The export's ``loop``: the training procedure, the engine that trained the study's
-    trials ('stacked' where :func:`tuner.batched.autograd_reason` allows it, else
-    'torch') and the optimizer's extra keyword arguments (``fused=True`` where torch has a
-    fused kernel, as :func:`tuner.engine.train` uses it: it rounds differently in the last
-    bits)."""
+def loop_engines(cfg: StudyConfig) -> tuple[str, ...]:
+    """The engines that can train the study's trials, the default first: ('stacked',) where
+    the stacked engine takes the model, else ('torch', 'functional') (one at a time, or in
+    lockstep with torch.func from a number of trials at a time)."""
     from tuner.batched import autograd_reason
 
+    return ("stacked",) if autograd_reason(cfg, batch_trials=1) is None else (
+        "torch", "functional")
+
+
+def loop_section(
+    optimizer_class: str, cfg: StudyConfig, engine: str | None = None
+) -> dict[str, Any]:
+    """The export's ``loop``: the training procedure, the engine that trained the trial
+    (``engine``: its recorded user attribute ``engine``; default for a trial that has none, from
+    before it was recorded: the first of :func:`loop_engines`) and the optimizer's extra
+    keyword arguments (``fused=True`` where torch has a fused kernel, as
+    :func:`tuner.engine.train` uses it: it rounds differently in the last bits)."""
+    engines = loop_engines(cfg)
     return {
         "procedure": LOOP_PROCEDURE,
-        "engine": "torch" if autograd_reason(cfg) is not None else "stacked",
+        "engine": engine if engine in engines else engines[0],
         "optimizer_kwargs": {"fused": True} if optimizer_class in FUSED_CLASSES else {},
     }
 
@@ -313,7 +328,8 @@ def build_export(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> dic
         "scheduler": params.scheduler_spec(total, spe, mode),
         "data": data_section(cfg, data),
         "layers": layers_section(cfg.model, data.n_features, data.n_outputs),
-        "loop": loop_section(params.optimizer_spec()["class"], cfg),
+        "loop": loop_section(params.optimizer_spec()["class"], cfg,
+                             trial.user_attrs.get("engine")),
     }
     if out["layers"] is None:  # a factory model: its code is not data
         del out["layers"]

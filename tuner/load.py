@@ -180,7 +180,7 @@ DATA_KEYS: dict[str, tuple[bool, Constraint]] = {
 }
 LOOP_KEYS: dict[str, tuple[bool, Constraint]] = {
     "procedure": DATA_KEYS["procedure"],
-    "engine": (True, OneOf("torch", "stacked")),
+    "engine": (True, OneOf("torch", "stacked", "functional")),
     "optimizer_kwargs": (True, _mapping("extra torch.optim keyword arguments")),
 }
 REQUIRED_KEYS = tuple(k for k, (required, _) in EXPORT_KEYS.items() if required)
@@ -354,7 +354,7 @@ def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
                    expected: dict[str, Any]) -> dict[str, str]:
     """Check the format-2 keys ``data``, ``layers``, ``loop``: types, and (into ``expected``)
     what is derived from the settings; returns why each derived key must be so."""
-    from tuner.export import layers_section, loop_section
+    from tuner.export import layers_section, loop_engines, loop_section
     from tuner.space import TrialParams
 
     why: dict[str, str] = {}
@@ -391,11 +391,12 @@ def _check_rebuild(where: str, data: Mapping[str, Any], cfg: StudyConfig,
     if "loop" in data:
         _check_keys(where, data["loop"], LOOP_KEYS, "loop.")
         cls = TrialParams.from_optuna_params(data["params"]).optimizer_spec()["class"]
-        loop = loop_section(cls, cfg)
+        loop = loop_section(cls, cfg, data["loop"].get("engine"))
         expected["loop.optimizer_kwargs"] = loop["optimizer_kwargs"]
         expected["loop.engine"] = loop["engine"]
         why["loop.optimizer_kwargs"] = "written from params.optimizer"
-        why["loop.engine"] = "written from [model]: 'stacked' where tuner batches the model"
+        why["loop.engine"] = (f"written from [model] and the trial's engine: one of "
+                              f"{', '.join(loop_engines(cfg))}")
     return why
 
 

@@ -354,6 +354,7 @@ def record_result(trial: optuna.trial.BaseTrial, result: TrainResult, seed: int)
         "epochs_run": result.epochs,
         "steps": result.steps,
         "seconds": round(result.seconds, 4),
+        "engine": result.engine,
         "val_metric": _finite_or_str(result.val_metric),
         "val_loss": _finite_or_str(result.val_loss),
     }

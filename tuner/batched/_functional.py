@@ -105,6 +105,8 @@ class FunctionalTrainer(BatchedTrainer):
             is not float32 or is frozen.
     """
 
+    ENGINE = "functional"
+
     def __init__(
         self,
         cfg: StudyConfig,

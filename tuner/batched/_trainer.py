@@ -187,6 +187,9 @@ class BatchedTrainer:
         ValueError: the model cannot be batched.
     """
 
+    ENGINE = "stacked"
+    """The name a trial's result records (``TrainResult.engine``, the export's loop.engine)."""
+
     def __init__(self, cfg: StudyConfig, data: SplitData, device: torch.device | None = None):
         reason = batch_unsupported_reason(cfg)
         if reason is not None:
@@ -222,6 +225,7 @@ class BatchedTrainer:
     ) -> Member:
         """Queue a member; it starts at the next :meth:`run_epoch`."""
         m = Member(params, seed, on_epoch, tag)
+        m.result.engine = self.ENGINE
         # exactly what tuner.engine.train does before its first step, in the same order
         torch.manual_seed(seed)
         m.generator = torch.Generator().manual_seed(seed)

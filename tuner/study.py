@@ -124,6 +124,60 @@ def _tpe(s: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     )
 
 
+def _independent_tpe(s: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The independent sampler of ``gp`` and ``cmaes``: univariate TPE (each parameter on its
+    own, from the trials that have it), so the parameters they do not model are still learnt
+    rather than drawn at random; its first ``n_startup_trials`` finished trials are random."""
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=s.n_startup_trials, constant_liar=True
+    )
+
+
+def _gp(s: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    # GPSampler models the parameters every COMPLETE trial has (Optuna's intersection search
+    # space: lr, weight_decay and the categorical optimizer and schedule, which it handles
+    # natively); the conditional ones (optimizer.momentum/nesterov, schedule.*) and every
+    # parameter of its first n_startup_trials COMPLETE trials go to the independent sampler.
+    # That fallback is by design here, so Optuna's per-parameter warning is off.
+    return optuna.samplers.GPSampler(
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        independent_sampler=_independent_tpe(s, seed),
+        warn_independent_sampling=False,
+    )
+
+
+class UnconditionalCmaEsSampler(optuna.samplers.CmaEsSampler):
+    """Optuna's CMA-ES on the float parameters that every trial of tuner's space has.
+
+    CMA-ES models only float and int parameters of Optuna's intersection search space (the
+    parameters all COMPLETE trials share), and cannot change its dimension once started: a
+    conditional parameter in that intersection at the start (``optimizer.momentum`` while only
+    SGD trials have completed) makes it fall back to the independent sampler for the rest of
+    the study when the first other trial completes. tuner's conditional parameters are the
+    namespaced ones (``optimizer.*``, ``schedule.*``, see :mod:`tuner.space`), so they are left
+    out from the start: CMA-ES models ``lr`` and ``weight_decay`` (log-scaled, as sampled).
+    """
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, Any]:
+        space = super().infer_relative_search_space(study, trial)
+        return {name: d for name, d in space.items() if "." not in name}
+
+
+def _cmaes(s: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return UnconditionalCmaEsSampler(
+        seed=seed,
+        n_startup_trials=s.n_startup_trials,
+        independent_sampler=_independent_tpe(s, seed),  # optimizer, schedule, conditionals
+        warn_independent_sampling=False,  # that fallback is by design (see above)
+        # a pruned trial counts with its last validation value: with successive halving most
+        # trials are pruned, and CMA-ES would otherwise wait for a population of COMPLETE ones
+        consider_pruned_trials=True,
+    )
+
+
 SAMPLERS: dict[str, SamplerSpec] = {
     s.name: s
     for s in (
@@ -132,6 +186,9 @@ SAMPLERS: dict[str, SamplerSpec] = {
                     "independent uniform draws"),
         SamplerSpec("qmc", lambda s, seed: TrialIndexedQMCSampler(seed=seed),
                     "unscrambled Sobol points, point n - 1 for trial n"),
+        SamplerSpec("gp", _gp, "Gaussian-process Bayesian optimization (logEI; qLogEI with "
+                    "running trials)"),
+        SamplerSpec("cmaes", _cmaes, "CMA-ES on lr and weight decay, univariate TPE for the rest"),
     )
 }
 """``[sampler] name`` -> its :class:`SamplerSpec` (config's choices; tests/test_study.py checks

@@ -288,3 +288,11 @@ def test_cmaes_keeps_modelling_when_the_first_trials_share_a_conditional_paramet
     assert plain[-1] is None  # Optuna's own: no CMA-ES after the first Adam trials
     ours = generations(UnconditionalCmaEsSampler(seed=0, n_startup_trials=2))
     assert None not in ours[2:] and ours[-1] >= 3  # CMA-ES to the end, generation after generation
+
+
+def test_qmc_draws_the_conditional_parameters_quietly(tiny_cfg, sqlite_url, caplog) -> None:
+    cfg = tiny_cfg(sampler={"name": "qmc"}, model={"hidden": [4]}, training={"epochs": 1})
+    with caplog.at_level("WARNING", logger="optuna"):
+        outcome = run_tune(cfg, sqlite_url, n_trials=6, progress=False, batch_trials=1)
+    assert any(k.startswith("schedule.") for t in outcome.study.trials for k in t.params)
+    assert not [r for r in caplog.records if "independent" in r.getMessage()]

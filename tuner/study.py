@@ -184,7 +184,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("tpe", _tpe, "multivariate, grouped TPE with the constant liar"),
         SamplerSpec("random", lambda s, seed: optuna.samplers.RandomSampler(seed=seed),
                     "independent uniform draws"),
-        SamplerSpec("qmc", lambda s, seed: TrialIndexedQMCSampler(seed=seed),
+        SamplerSpec("qmc", lambda s, seed: TrialIndexedQMCSampler(
+                        seed=seed, warn_independent_sampling=False),  # conditionals: random
                     "unscrambled Sobol points, point n - 1 for trial n"),
         SamplerSpec("gp", _gp, "Gaussian-process Bayesian optimization (logEI; qLogEI with "
                     "running trials)"),

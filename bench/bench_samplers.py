@@ -44,6 +44,9 @@ from tuner.study import make_objective, make_pruner, make_sampler  # noqa: E402
 SAMPLERS = ("tpe", "gp", "cmaes", "qmc", "random")
 SEEDS = int(os.environ.get("TUNER_BENCH_SEEDS", "10"))
 ARM_SEEDS_FROM = 100  # the arms' seeds differ from the mark's random searches
+# the system attribute a trial gets when the model (not the start-up/independent sampler)
+# proposed its point
+MODEL_ATTR = {"gp": "gp:relative_params:0", "cmaes": "cma:generation"}
 SAMPLER_CALLS = ("infer_relative_search_space", "sample_relative", "sample_independent",
                  "before_trial", "after_trial")
 
@@ -65,9 +68,10 @@ def timed(sampler: optuna.samplers.BaseSampler) -> list[float]:
     return spent
 
 
-def run(sampler: str | None, seed: int) -> tuple[list[tuple[int, float, float]], float]:
-    """One run to the budget: its (epochs consumed, best, seconds) curve and the seconds spent
-    sampling. ``sampler`` None: the mark's random search without pruning."""
+def run(sampler: str | None, seed: int) -> tuple[list[tuple[int, float, float]], float, str]:
+    """One run to the budget: its (epochs consumed, best, seconds) curve, the seconds spent
+    sampling, and "m/n" trials whose point the model proposed (gp, cmaes; else "").
+    ``sampler`` None: the mark's random search without pruning."""
     overrides: dict[str, Any] = {"study": {"seed": seed}, "objective": {"metric": "loss"}}
     if sampler is None:
         overrides |= {"sampler": {"name": "random"}, "pruner": {"name": "none"}}
@@ -92,7 +96,10 @@ def run(sampler: str | None, seed: int) -> tuple[list[tuple[int, float, float]],
                     on_trial=record)
     except BudgetSpent:
         pass
-    return curve, spent[0]
+    trials = study.get_trials(deepcopy=False)
+    attr = MODEL_ATTR.get(sampler or "")
+    modelled = f"{sum(attr in t.system_attrs for t in trials)}/{len(trials)}" if attr else ""
+    return curve, spent[0], modelled
 
 
 def gp_seconds_per_trial(counts: tuple[int, ...] = (40, 100)) -> dict[int, float]:
@@ -129,9 +136,10 @@ def main() -> None:
     target = statistics.median(marks)
     rows = []
     for name in SAMPLERS:
-        reached, finals, sampling = [], [], []
+        reached, finals, sampling, modelled = [], [], [], []
         for i in range(SEEDS):
-            curve, spent = run(name, ARM_SEEDS_FROM + i)
+            curve, spent, by_model = run(name, ARM_SEEDS_FROM + i)
+            modelled.append(by_model)
             hit = reach(curve, target)
             reached.append(float(hit[0]) if hit else float("inf"))
             finals.append(best_at(curve, BUDGET))
@@ -142,7 +150,7 @@ def main() -> None:
         rows.append([
             f"`{name}`", fmt(q2), f"{fmt(q1)} - {fmt(q3)}", f"{n_hit}/{SEEDS}",
             f"{statistics.median(finals):.4f}", f"{sum(f < target for f in finals)}/{SEEDS}",
-            f"{statistics.median(sampling):.2f}",
+            f"{statistics.median(sampling):.2f}", ", ".join(modelled) or "-",
         ])
     gp = gp_seconds_per_trial()
     runtime = time.perf_counter() - started
@@ -158,11 +166,15 @@ factor 4, divergence pruning, {DEFAULT_BATCH_TRIALS} trials in lockstep) until i
 {BUDGET} epochs (every epoch of every trial), seeds {ARM_SEEDS_FROM}..{ARM_SEEDS_FROM + SEEDS - 1}.
 Epochs to the mark: median and interquartile range over seeds, a seed that never reached it
 counting as worst. Sampling seconds: the sampler's own calls, summed over a run (median over
-seeds; the whole run trains {BUDGET} epochs besides).
+seeds; the whole run trains {BUDGET} epochs besides). The last column: of a run's trials, those
+whose point GPSampler or CMA-ES proposed (the others came from the start-up / independent
+sampler: GPSampler waits for `n_startup_trials` COMPLETE trials, and successive halving lets few
+trials complete; CMA-ES counts pruned trials too).
 
 {md_table(
     ["sampler", "epochs to the mark (median)", "IQR", "seeds that reach it",
-     f"median best after {BUDGET}", "better than the mark", "sampling s per run"],
+     f"median best after {BUDGET}", "better than the mark", "sampling s per run",
+     "trials the model proposed, per seed"],
     rows,
 )}
 

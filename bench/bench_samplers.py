@@ -150,7 +150,7 @@ def main() -> None:
         rows.append([
             f"`{name}`", fmt(q2), f"{fmt(q1)} - {fmt(q3)}", f"{n_hit}/{SEEDS}",
             f"{statistics.median(finals):.4f}", f"{sum(f < target for f in finals)}/{SEEDS}",
-            f"{statistics.median(sampling):.2f}", ", ".join(modelled) or "-",
+            f"{statistics.median(sampling):.2f}", ", ".join(modelled) if any(modelled) else "-",
         ])
     gp = gp_seconds_per_trial()
     runtime = time.perf_counter() - started
@@ -168,8 +168,8 @@ Epochs to the mark: median and interquartile range over seeds, a seed that never
 counting as worst. Sampling seconds: the sampler's own calls, summed over a run (median over
 seeds; the whole run trains {BUDGET} epochs besides). The last column: of a run's trials, those
 whose point GPSampler or CMA-ES proposed (the others came from the start-up / independent
-sampler: GPSampler waits for `n_startup_trials` COMPLETE trials, and successive halving lets few
-trials complete; CMA-ES counts pruned trials too).
+sampler: both wait for `n_startup_trials` finished trials with a value; tuner's GPSampler and
+CMA-ES count a pruned trial at its last value, since successive halving lets few complete).
 
 {md_table(
     ["sampler", "epochs to the mark (median)", "IQR", "seeds that reach it",

@@ -195,7 +195,7 @@ def test_the_sampler_and_pruner_registries_are_the_configs_choices() -> None:
 @pytest.mark.parametrize(
     "name, cls",
     [("tpe", "TPESampler"), ("random", "RandomSampler"), ("qmc", "TrialIndexedQMCSampler"),
-     ("gp", "GPSampler"), ("cmaes", "UnconditionalCmaEsSampler")],
+     ("gp", "PrunedAwareGPSampler"), ("cmaes", "UnconditionalCmaEsSampler")],
 )
 def test_every_sampler_is_built_seeded(tiny_cfg, name: str, cls: str) -> None:
     from tuner.study import make_sampler
@@ -296,3 +296,18 @@ def test_qmc_draws_the_conditional_parameters_quietly(tiny_cfg, sqlite_url, capl
         outcome = run_tune(cfg, sqlite_url, n_trials=6, progress=False, batch_trials=1)
     assert any(k.startswith("schedule.") for t in outcome.study.trials for k in t.params)
     assert not [r for r in caplog.records if "independent" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name", sorted(MODELLED))
+def test_gp_and_cmaes_learn_from_pruned_trials(tiny_cfg, sqlite_url, name) -> None:
+    """With a pruner most trials end PRUNED: the model starts after n_startup_trials finished
+    trials with a value, not after as many COMPLETE ones (Optuna's GPSampler would wait)."""
+    cfg = tiny_cfg(sampler={"name": name, "n_startup_trials": 4}, model={"hidden": [4]},
+                   training={"epochs": 4}, space={"lr": [1e-5, 1.0]},
+                   pruner={"name": "successive_halving", "reduction_factor": 4})
+    outcome = run_tune(cfg, sqlite_url, n_trials=14, progress=False, batch_trials=1)
+    trials = outcome.study.get_trials(deepcopy=False)
+    first = next(t.number for t in trials if MODELLED[name][0] in t.system_attrs)
+    before = trials[:first]  # all finished when trial `first` was sampled (one at a time)
+    assert len([t for t in before if t.intermediate_values]) >= 4  # it waited for 4 ...
+    assert len([t for t in before if t.state == TrialState.COMPLETE]) < 4  # ... pruned or not

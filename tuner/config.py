@@ -437,7 +437,7 @@ class SamplerConfig:
     )
     n_startup_trials: int = _field(
         10, Int(0),
-        "tpe, gp, cmaes: random trials before the model is used (gp: COMPLETE trials).",
+        "tpe, gp, cmaes: finished trials before the model is used (the first are random).",
     )
 
 

@@ -15,7 +15,8 @@ A second table: GPSampler's sampling time per trial at 40 and 100 trials on the 
 (cheap synthetic objective, no training; the mean of the 5 trials up to that count).
 
 Usage: ``python bench/bench_samplers.py --out bench/out/samplers.md``; TUNER_BENCH_SEEDS
-(default 10) sets the seeds per arm.
+(default 10) sets the seeds per arm, TUNER_BENCH_JOBS (default 2) the runs at once (one process
+each, with TUNER_BENCH_THREADS torch threads).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from tuner.study import make_objective, make_pruner, make_sampler  # noqa: E402
 
 SAMPLERS = ("tpe", "gp", "cmaes", "qmc", "random")
 SEEDS = int(os.environ.get("TUNER_BENCH_SEEDS", "10"))
+JOBS = int(os.environ.get("TUNER_BENCH_JOBS", "2"))  # runs at once, one process each
 ARM_SEEDS_FROM = 100  # the arms' seeds differ from the mark's random searches
 # the system attribute a trial gets when the model (not the start-up/independent sampler)
 # proposed its point
@@ -132,13 +135,19 @@ def main() -> None:
     set_threads()
     load_before = load_text()
     started = time.perf_counter()
-    marks = [best_at(run(None, seed)[0], BUDGET) for seed in range(SEEDS)]
+    jobs = [(None, seed) for seed in range(SEEDS)]
+    jobs += [(name, ARM_SEEDS_FROM + i) for name in SAMPLERS for i in range(SEEDS)]
+    samplers, seeds = [j[0] for j in jobs], [j[1] for j in jobs]
+    # runs are independent: one per core, each with TUNER_BENCH_THREADS torch threads
+    with ProcessPoolExecutor(JOBS, initializer=set_threads) as pool:
+        results = dict(zip(jobs, pool.map(run, samplers, seeds), strict=True))
+    marks = [best_at(results[(None, seed)][0], BUDGET) for seed in range(SEEDS)]
     target = statistics.median(marks)
     rows = []
     for name in SAMPLERS:
         reached, finals, sampling, modelled = [], [], [], []
         for i in range(SEEDS):
-            curve, spent, by_model = run(name, ARM_SEEDS_FROM + i)
+            curve, spent, by_model = results[(name, ARM_SEEDS_FROM + i)]
             modelled.append(by_model)
             hit = reach(curve, target)
             reached.append(float(hit[0]) if hit else float("inf"))
@@ -181,7 +190,8 @@ CMA-ES count a pruned trial at its last value, since successive halving lets few
 GPSampler's sampling time per trial (same space, synthetic objective, no training): at 40
 trials {gp[40]:.3f} s, at 100 trials {gp[100]:.3f} s.
 
-Runtime of this section: {runtime:.0f} s. Load: {load_before} before, {load_text()} after.
+Runtime of this section: {runtime:.0f} s ({JOBS} runs at once, TUNER_BENCH_JOBS).
+Load: {load_before} before, {load_text()} after.
 {threads_text()}. Command: `python bench/bench_samplers.py --out bench/out/samplers.md` (or
 `make bench BENCH=samplers`; `TUNER_BENCH_SEEDS=3` for a quick run).
 """

@@ -13,7 +13,8 @@ validation loss is not just luck on the validation split). No confirmation runs 
 the best trial with new seeds would cost more than the search itself here).
 
 Usage: ``python bench/bench_pruning.py --out bench/out/pruning.md``; TUNER_BENCH_SEEDS
-(default 10) sets the seeds per setting, TUNER_BENCH_EPOCHS (default 600) the budget.
+(default 10) sets the seeds per setting, TUNER_BENCH_EPOCHS (default 600) the budget,
+TUNER_BENCH_JOBS (default 2) the runs at once (one process each).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from tuner.study import best_trial, make_objective, make_pruner, make_sampler  #
 
 SEEDS = int(os.environ.get("TUNER_BENCH_SEEDS", "10"))
 BUDGET = int(os.environ.get("TUNER_BENCH_EPOCHS", "600"))
+JOBS = int(os.environ.get("TUNER_BENCH_JOBS", "2"))  # runs at once, one process each
 SETTINGS = [(rf, mr) for mr in (1, 2) for rf in (2, 3, 4)]  # (reduction_factor, min_resource)
 
 
@@ -89,7 +92,11 @@ def main() -> None:
     set_threads()
     load_before = load_text()
     started = time.perf_counter()
-    results = {s: [run(*s, seed) for seed in range(SEEDS)] for s in SETTINGS}
+    jobs = [(rf, mr, seed) for rf, mr in SETTINGS for seed in range(SEEDS)]
+    # runs are independent: one per core, each with TUNER_BENCH_THREADS torch threads
+    with ProcessPoolExecutor(JOBS, initializer=set_threads) as pool:
+        done = list(pool.map(run, *([j[k] for j in jobs] for k in range(3))))
+    results = {s: [done[jobs.index((*s, seed))] for seed in range(SEEDS)] for s in SETTINGS}
     # rank the settings on every seed (seed i: the same TPE seed and trial seeds everywhere)
     ranks = np.array([rankdata([results[s][i]["best"] for s in SETTINGS]) for i in range(SEEDS)])
     rows = []
@@ -127,7 +134,8 @@ not confirmed (a confirmation retrains the best with new seeds: more than the se
     rows,
 )}
 
-Runtime of this section: {runtime:.0f} s. Load: {load_before} before, {load_text()} after.
+Runtime of this section: {runtime:.0f} s ({JOBS} runs at once, TUNER_BENCH_JOBS).
+Load: {load_before} before, {load_text()} after.
 {threads_text()}. Command: `python bench/bench_pruning.py --out bench/out/pruning.md` (or
 `make bench BENCH=pruning`; `TUNER_BENCH_SEEDS=3` for a quick run).
 """

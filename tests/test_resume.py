@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from tuner.runner import run_tune
 from tuner.study import make_sampler, open_study, resume_seed
 
-SAMPLERS = ["tpe", "random", "qmc"]
+SAMPLERS = ["tpe", "random", "qmc", "gp", "cmaes"]
 
 
 def _cfg(tiny_cfg, sampler: str):

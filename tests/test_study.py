@@ -194,7 +194,8 @@ def test_the_sampler_and_pruner_registries_are_the_configs_choices() -> None:
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("tpe", "TPESampler"), ("random", "RandomSampler"), ("qmc", "TrialIndexedQMCSampler")],
+    [("tpe", "TPESampler"), ("random", "RandomSampler"), ("qmc", "TrialIndexedQMCSampler"),
+     ("gp", "PrunedAwareGPSampler"), ("cmaes", "UnconditionalCmaEsSampler")],
 )
 def test_every_sampler_is_built_seeded(tiny_cfg, name: str, cls: str) -> None:
     from tuner.study import make_sampler
@@ -204,8 +205,10 @@ def test_every_sampler_is_built_seeded(tiny_cfg, name: str, cls: str) -> None:
     for _ in range(2):
         study = optuna.create_study(sampler=make_sampler(cfg, seed=7))
         assert type(study.sampler).__name__ == cls
-        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-        draws.append([t.params["x"] for t in study.trials])
+        # past tiny_cfg's 2 start-up trials: the model's own draws are seeded too
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1),
+                       n_trials=4)
+        draws.append([(t.params["x"], t.params["y"]) for t in study.trials])
     assert draws[0] == draws[1]  # the same seed, the same points
 
 
@@ -223,3 +226,88 @@ def test_every_pruner_is_built_from_its_section(tiny_cfg, name: str, cls: str) -
     trial = study.ask()
     trial.report(1.0, 1)
     assert trial.should_prune() is False  # one trial alone is never pruned
+
+
+# what gp and cmaes model of tuner's space, and what they leave to their independent sampler
+MODELLED = {
+    "gp": ("gp:relative_params:0", {"lr", "optimizer", "weight_decay", "schedule"}),
+    "cmaes": ("cma:generation", {"lr", "weight_decay"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELLED))
+@pytest.mark.parametrize("batch_trials", [1, 3], ids=["one-at-a-time", "batched"])
+def test_gp_and_cmaes_model_the_unconditional_parameters_quietly(
+    tiny_cfg, sqlite_url, caplog, name, batch_trials
+) -> None:
+    import json
+
+    cfg = tiny_cfg(sampler={"name": name, "n_startup_trials": 3}, model={"hidden": [4]},
+                   training={"epochs": 2}, space={"lr": [1e-3, 0.1]})
+    with caplog.at_level("WARNING", logger="optuna"):
+        outcome = run_tune(cfg, sqlite_url, n_trials=10, progress=False,
+                           batch_trials=batch_trials)
+    trials = outcome.study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 10
+    modelled = [t for t in trials if MODELLED[name][0] in t.system_attrs]
+    assert modelled, "the model never took over from the start-up sampler"
+    assert all(t.number >= 3 for t in modelled)  # none before n_startup_trials
+    if name == "gp":  # the point it proposed: exactly the unconditional parameters
+        for t in modelled:
+            assert set(json.loads(t.system_attrs["gp:relative_params:0"])) == MODELLED[name][1]
+    # the conditional parameters are still drawn, by the independent sampler
+    assert all(any(k.startswith("schedule.") for k in t.params)
+               for t in trials if t.params["schedule"] != "constant")
+    # falling back for them is by design: no warning per parameter and trial
+    assert not [r for r in caplog.records if "independent" in r.getMessage()]
+
+
+def test_cmaes_keeps_modelling_when_the_first_trials_share_a_conditional_parameter() -> None:
+    """SGD trials only up to CMA-ES's first update put optimizer.momentum into Optuna's
+    intersection search space, and CMA-ES keeps the dimension it started with: Optuna's
+    CmaEsSampler then falls back to its independent sampler for good at the first Adam trial
+    (checked below, so that this test notices if Optuna changes). tuner's leaves the
+    conditional parameters out from the start and goes on."""
+    from tuner.study import UnconditionalCmaEsSampler
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        if trial.suggest_categorical("optimizer", ["sgd", "adam"]) == "sgd":
+            trial.suggest_float("optimizer.momentum", 0.8, 0.99)
+        return abs(lr - 0.01)
+
+    def generations(sampler: optuna.samplers.BaseSampler) -> list:
+        study = optuna.create_study(sampler=sampler)
+        for opt in ["sgd"] * 12 + ["adam"] * 12:  # start-up + more than one population: SGD
+            study.enqueue_trial({"optimizer": opt})
+        study.optimize(objective, n_trials=24)
+        return [t.system_attrs.get("cma:generation") for t in study.trials]
+
+    plain = generations(optuna.samplers.CmaEsSampler(
+        seed=0, n_startup_trials=2, warn_independent_sampling=False))
+    assert plain[-1] is None  # Optuna's own: no CMA-ES after the first Adam trials
+    ours = generations(UnconditionalCmaEsSampler(seed=0, n_startup_trials=2))
+    assert None not in ours[2:] and ours[-1] >= 3  # CMA-ES to the end, generation after generation
+
+
+def test_qmc_draws_the_conditional_parameters_quietly(tiny_cfg, sqlite_url, caplog) -> None:
+    cfg = tiny_cfg(sampler={"name": "qmc"}, model={"hidden": [4]}, training={"epochs": 1})
+    with caplog.at_level("WARNING", logger="optuna"):
+        outcome = run_tune(cfg, sqlite_url, n_trials=6, progress=False, batch_trials=1)
+    assert any(k.startswith("schedule.") for t in outcome.study.trials for k in t.params)
+    assert not [r for r in caplog.records if "independent" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name", sorted(MODELLED))
+def test_gp_and_cmaes_learn_from_pruned_trials(tiny_cfg, sqlite_url, name) -> None:
+    """With a pruner most trials end PRUNED: the model starts after n_startup_trials finished
+    trials with a value, not after as many COMPLETE ones (Optuna's GPSampler would wait)."""
+    cfg = tiny_cfg(sampler={"name": name, "n_startup_trials": 4}, model={"hidden": [4]},
+                   training={"epochs": 4}, space={"lr": [1e-5, 1.0]},
+                   pruner={"name": "successive_halving", "reduction_factor": 4})
+    outcome = run_tune(cfg, sqlite_url, n_trials=14, progress=False, batch_trials=1)
+    trials = outcome.study.get_trials(deepcopy=False)
+    first = next(t.number for t in trials if MODELLED[name][0] in t.system_attrs)
+    before = trials[:first]  # all finished when trial `first` was sampled (one at a time)
+    assert len([t for t in before if t.intermediate_values]) >= 4  # it waited for 4 ...
+    assert len([t for t in before if t.state == TrialState.COMPLETE]) < 4  # ... pruned or not

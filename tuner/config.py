@@ -500,8 +500,13 @@ class SpaceConfig:
 class SamplerConfig:
     """``[sampler]``: the Optuna sampler (seeded with ``[study] seed``)."""
 
-    name: str = _field("tpe", OneOf("tpe", "random", "qmc"), "Optuna sampler.")
-    n_startup_trials: int = _field(10, Int(0), "Random trials before TPE models the space.")
+    name: str = _field(
+        "tpe", OneOf("tpe", "random", "qmc", "gp", "cmaes"), "Optuna sampler (see Samplers)."
+    )
+    n_startup_trials: int = _field(
+        10, Int(0),
+        "tpe, gp, cmaes: finished trials before the model is used (the first are random).",
+    )
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ def run_study(path: Path, n_seeds: int) -> dict[str, Any]:
     for arm, params in [*fixed.items(), ("grid", grid_params)]:
         scored = [score(results[(arm, s)], fallback) for s in seeds]
         out["arms"][arm] = {
-            "config": params.describe().replace(" | ", "; ").replace("  ", " ") + (
+            "config": " ".join(params.describe().split()).replace(" | ", "; ") + (
                 f" (best of {GRID_POINTS} lrs {lo:g}..{hi:g} on validation)" if arm == "grid"
                 else ""),
             "values": [v for v, _ in scored],
@@ -382,7 +382,8 @@ def main() -> int:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {p.stem: pool.submit(run_study, p, args.seeds) for p in files}
+        # the heavier studies (listed last) first, so that the processes end together
+        futures = {p.stem: pool.submit(run_study, p, args.seeds) for p in reversed(files)}
         results = []
         for p in files:
             r = futures[p.stem].result()

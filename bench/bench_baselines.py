@@ -15,8 +15,8 @@ For each study file (the shipped ones in ``STUDY_ORDER`` that exist, then any ot
 - ``sklearn MLP``: ``MLPClassifier()`` / ``MLPRegressor()`` with scikit-learn's defaults
   (``random_state`` = the seed) on the same scaled split (its own epochs: up to 200);
 - ``grid``: Adam, constant, ``GRID_POINTS`` learning rates log-spaced over the study's
-  ``[space] lr`` bounds, each trained once (one selection seed), the best validation metric
-  chosen, then retrained on the evaluation seeds.
+  ``[space] lr`` bounds ([1e-4, 1] for ``lr = "auto"``), each trained once (one selection
+  seed), the best validation metric chosen, then retrained on the evaluation seeds.
 
 Every torch arm trains through tuner's engine entry point (:func:`tuner.batched.make_trainer`)
 with a :class:`tuner.space.TrialParams`, exactly as a trial would, on the same evaluation seeds
@@ -357,8 +357,8 @@ batch order, the same for every arm), on each study's own split, model, epochs a
 - **sklearn MLP**: `MLPClassifier()` / `MLPRegressor()` with scikit-learn's defaults on the same
   standardized split (its own architecture and epochs; `random_state` = the seed);
 - **grid**: Adam, constant, {GRID_POINTS} learning rates log-spaced over the study's `[space] lr`
-  bounds, one run each (seed {GRID_SEED}), the best validation metric chosen, then retrained on
-  the evaluation seeds.
+  bounds ([1e-4, 1] where `lr = "auto"`), one run each (seed {GRID_SEED}), the best validation
+  metric chosen, then retrained on the evaluation seeds.
 
 The torch arms train through tuner's engine entry point (`tuner.batched.make_trainer`) with a
 `TrialParams`, as trials do; the evaluation runs have no divergence stop but a non-finite loss

@@ -88,7 +88,9 @@ def test_resume_seed_keeps_a_fresh_seed_and_moves_on_with_the_trial_count():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", SAMPLERS)
+# not gp: two workers asking at once may both get the GP's own choice, a corner of the space
+# (lr and weight decay at their upper bounds), which is the model's proposal, not a replay
+@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "gp"])
 def test_resume_with_workers_samples_new_points(tmp_path: Path, sampler: str) -> None:
     data = tiny_study_dict(sampler={"name": sampler}, training={"epochs": 2},
                            model={"hidden": [4]})

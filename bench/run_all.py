@@ -59,13 +59,15 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="run just bench_<ONLY>.py, keep the other sections")
+    parser.add_argument("--only", help="run just bench_<ONLY>.py (a comma-separated list: "
+                        "those), keep the other sections")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     OUT.mkdir(parents=True, exist_ok=True)
     scripts = sorted((ROOT / "bench").glob("bench_*.py"))
     for script in scripts:
         name = script.stem.removeprefix("bench_")
-        if args.only and name != args.only:
+        if only and name not in only:
             continue
         print(f"== {script.name}", flush=True)
         subprocess.run(
@@ -78,7 +80,7 @@ def main() -> int:
     for script in scripts:
         name = script.stem.removeprefix("bench_")
         out = OUT / f"{name}.md"
-        ran_now = not args.only or name == args.only
+        ran_now = not only or name in only
         if out.exists() and (ran_now or name not in previous):
             date = today if ran_now else dt.date.fromtimestamp(out.stat().st_mtime).isoformat()
             section = out.read_text().strip()
@@ -90,9 +92,10 @@ def main() -> int:
             older.append(f"`{name}` ({date})")
         body.append(f"<!-- bench:{name} {date} -->\n{section}")
     rerun = (
-        f"Only `{args.only}` ran in this run (`make bench BENCH={args.only}`); the other sections "
+        f"Only {', '.join(f'`{n}`' for n in sorted(only))} ran in this run "
+        f"(`make bench BENCH={args.only}`); the other sections "
         f"are kept from earlier runs: {', '.join(older)}. "
-        if args.only and older else ""
+        if only and older else ""
     )
     text = (
         "# Benchmarks\n\n"

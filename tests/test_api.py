@@ -135,7 +135,8 @@ def test_missing_values_are_refused_with_the_column_and_count(tmp_path: Path) ->
 
 def test_mismatched_lengths_and_text_features_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"X has shape \(150, 4\) and y \(149,\); X must be "
-                                          r"\(n_samples, n_features >= 1\) with one row per y"):
+                                          r"\(n_samples >= 1, n_features >= 1\) with one row "
+                                          r"per y"):
         tuner.tune(config(), data=(IRIS_X, IRIS_Y[:-1]), progress=False)
     X = IRIS_X.astype(object)
     X[4, 1] = "tall"
@@ -145,9 +146,28 @@ def test_mismatched_lengths_and_text_features_are_refused() -> None:
         tuner.tune(config(), data=IRIS_X, progress=False)  # type: ignore[arg-type]
 
 
+def test_empty_complex_and_single_class_data_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"X has shape \(0, 4\) and y \(0,\); X must be "
+                                          r"\(n_samples >= 1"):
+        tuner.tune(config(), data=(IRIS_X[:0], IRIS_Y[:0]), progress=False)
+    with pytest.raises(ConfigError, match="X holds complex numbers; features must be real"):
+        tuner.tune(config(), data=(IRIS_X.astype(complex), IRIS_Y), progress=False)
+    with pytest.raises(ConfigError, match="every row has the label 0; classification needs at "
+                                          "least 2 classes"):
+        tuner.tune(config(dataset={"task": "classification"}),
+                   data=(IRIS_X, np.zeros(150, dtype=int)), progress=False)
+
+
 def small_net(n_features: int, n_outputs: int, width: int = 8) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(n_features, width), torch.nn.Tanh(),
                                torch.nn.Linear(width, n_outputs))
+
+
+def test_a_built_model_instead_of_its_function_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"model = Sequential\(\.\.\.\) is a built model; "
+                                          r"pass the function that builds one"):
+        tuner.tune(config(dataset={"task": "classification"}), data=(IRIS_X, IRIS_Y),
+                   model=small_net(4, 3), progress=False)
 
 
 def test_model_callable_with_kwargs_from_the_config() -> None:

@@ -178,6 +178,38 @@ def bad_forward(n_features, n_outputs):
 
 def too_wide(n_features, n_outputs):
     return torch.nn.Linear(n_features, n_outputs + 2)
+
+VALUE = 3
+
+def batch_norm(n_features, n_outputs):
+    return torch.nn.Sequential(torch.nn.Linear(n_features, 8), torch.nn.BatchNorm1d(8),
+                               torch.nn.Linear(8, n_outputs))
+
+def all_frozen(n_features, n_outputs):
+    model = torch.nn.Linear(n_features, n_outputs)
+    model.requires_grad_(False)
+    return model
+
+class Detached(torch.nn.Linear):
+    def forward(self, x):
+        return super().forward(x).detach()
+
+def detached(n_features, n_outputs):
+    return Detached(n_features, n_outputs)
+
+class NoParameters(torch.nn.Module):
+    def forward(self, x):
+        return x[:, :3] * 2.0
+
+def no_parameters(n_features, n_outputs):
+    return NoParameters()
+
+class Integers(torch.nn.Linear):
+    def forward(self, x):
+        return super().forward(x).long()
+
+def integer_output(n_features, n_outputs):
+    return Integers(n_features, n_outputs)
 '''
 
 
@@ -215,6 +247,7 @@ def test_a_factory_model_is_built_with_its_kwargs_from_the_study_folder(tmp_path
 BAD_FACTORIES = [  # (function or module:function, words in the one line)
     ("models_nomod:build", ["no module 'models_nomod' in"]),
     ("nothing_here", ["has no function 'nothing_here'"]),
+    ("VALUE", ["holds a int, not a function, as 'VALUE'"]),
     ("raises", ["raises(4, 3) raised ValueError: no such layer"]),
     ("not_a_module", ["not_a_module(4, 3) returned list; it must return a torch.nn.Module"]),
     ("bad_forward", ["forward pass on a batch of training data (shape (16, 4)) raised "
@@ -222,7 +255,7 @@ BAD_FACTORIES = [  # (function or module:function, words in the one line)
     ("too_wide", ["to shape (16, 5); it must return a tensor of shape (batch, n_outputs) = "
                   "(16, 3) (3 classes)"]),
 ]
-BAD_IDS = ["module-not-found", "attribute-missing", "factory-raises", "not-a-module",
+BAD_IDS = ["module-not-found", "attribute-missing", "not-callable", "factory-raises", "not-a-module",
            "forward-fails", "wrong-width"]
 
 
@@ -254,6 +287,31 @@ def test_a_bad_factory_stops_the_command_in_one_line_before_anything_is_written(
     assert all(w in err[0] for w in words), err[0]
     assert "Traceback" not in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no study, no page
+
+
+@pytest.mark.parametrize(("func", "words"), [
+    ("batch_norm", ["a training step (forward and backward pass) on 1 rows of training data "
+                    "(the epoch's last, smaller batch) raised ValueError: Expected more than 1 "
+                    "value per channel"]),
+    ("all_frozen", ["has no trainable parameter (none with requires_grad=True)"]),
+    ("no_parameters", ["has no trainable parameter"]),
+    ("detached", ["output does not depend on any trainable parameter"]),
+    ("integer_output", ["returns a tensor of dtype torch.int64; it must return floating-point"]),
+])
+def test_a_model_that_cannot_train_is_refused_before_the_first_trial(
+    func: str, words: list[str], tmp_path: Path
+) -> None:
+    """Caught by one training step, not only a forward pass: the 90 training rows of the tiny
+    iris split in batches of 89 leave a last batch of 1 row, which BatchNorm refuses in
+    training mode."""
+    mod = write_module(tmp_path, f"models_step_{func}")
+    cfg = model_cfg(tmp_path, {"factory": f"{mod}:{func}"},
+                    training={"epochs": 1, "batch_size": 89})
+    with pytest.raises(ConfigError) as err:
+        study_split(cfg)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f'{cfg.path}: [model] factory = "{mod}:{func}"')
+    assert all(w in str(err.value) for w in words), str(err.value)
 
 
 def test_a_factory_study_tunes_exports_loads_back_and_retrains_from_the_cli(

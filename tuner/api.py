@@ -327,11 +327,25 @@ def _data_section(data: Any, task: Any, objective: Any, where: str) -> dict[str,
     return section
 
 
+def _is_module(obj: Any) -> bool:
+    """True for a ``torch.nn.Module`` instance (torch is imported only if it already is)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def _model_section(model: Any, given: Any) -> dict[str, Any]:
     """The ``[model]`` table of ``model=callable``: its registered spec, and the config's
     ``[model] kwargs`` table (the callable's keyword arguments) if it has one."""
     from tuner.models import register_model_factory
 
+    if _is_module(model):
+        raise ConfigError(
+            f"model = {type(model).__name__}(...) is a built model; pass the function that "
+            f"builds one, model=fn with fn(n_features, n_outputs, **kwargs) -> torch.nn.Module "
+            f"(each trial needs fresh weights)."
+        )
     section: dict[str, Any] = {"factory": register_model_factory(model)}
     if isinstance(given, Mapping) and "kwargs" in given:
         section["kwargs"] = given["kwargs"]

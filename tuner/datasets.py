@@ -578,8 +578,10 @@ def import_callable(ref: str, folder: str, what: str) -> Callable:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
+            hint = (f" (a module is named without '.py': '{module_name.removesuffix('.py')}')"
+                    if module_name.endswith(".py") else "")
             raise ConfigError(f"{what}: no module '{module_name}' in {folder} or on the "
-                              "Python path.") from None
+                              f"Python path{hint}.") from None
         raise ConfigError(f"{what}: importing '{module_name}' failed: "
                           f"{one_line(exc)}") from None
     except Exception as exc:  # the user's module may raise anything while importing
@@ -590,8 +592,10 @@ def import_callable(ref: str, folder: str, what: str) -> Callable:
         sys.dont_write_bytecode = no_pyc
     func = getattr(module, func_name, None)
     if not callable(func):
+        found = ("has no function" if func is None
+                 else f"holds a {type(func).__name__}, not a function, as")
         raise ConfigError(f"{what}: module '{module_name}' ({getattr(module, '__file__', '')}) "
-                          f"has no function '{func_name}'.")
+                          f"{found} '{func_name}'.")
     return func
 
 
@@ -624,8 +628,11 @@ def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str,
     column by its name in ``columns`` where given, else by its index)."""
     import numpy as np
 
+    raw = np.asarray(X)
+    if raw.dtype.kind == "c":  # a cast to float64 would drop the imaginary part, silently
+        raise ConfigError(f"{what}: X holds complex numbers; features must be real numbers.")
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(f"{what}: X is not numeric; features must be numbers.") from None
     y = np.asarray(y)
@@ -634,9 +641,9 @@ def _check_arrays(cfg: DatasetConfig, X: object, y: object, what: str,
     if y.ndim != 1:
         raise ConfigError(f"{what}: y has shape {y.shape}; tuner trains single-target models, "
                           "so y must be (n_samples,) (multi-output data is not supported).")
-    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] == 0:
+    if X.ndim != 2 or X.shape[0] != len(y) or X.shape[1] == 0 or len(y) == 0:
         raise ConfigError(f"{what}: X has shape {X.shape} and y {y.shape}; X must be "
-                          "(n_samples, n_features >= 1) with one row per y.")
+                          "(n_samples >= 1, n_features >= 1) with one row per y.")
     bad = np.isnan(X).sum(axis=0)
     if bad.any():
         col = int(np.argmax(bad > 0))
@@ -771,6 +778,8 @@ def _user_arrays(X: object, y: object) -> tuple[np.ndarray, np.ndarray, tuple[st
             X = X.to_numpy(dtype=object)  # type: ignore[attr-defined]
     if hasattr(y, "to_numpy"):  # a pandas Series
         y = y.to_numpy(dtype=object)  # type: ignore[attr-defined]
+    if np.asarray(X).dtype.kind == "c":  # float64 would drop the imaginary part, silently
+        raise ConfigError(f"{DATA_ARG}: X holds complex numbers; features must be real numbers.")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
@@ -1012,6 +1021,12 @@ def _make_split(dataset: DatasetConfig, split: SplitConfig) -> SplitData:
     X = np.asarray(X, dtype=np.float64)
     task = dataset_task(dataset)
     classification = task == "classification"
+    if classification and len(np.unique(y)) < 2:
+        raise ConfigError(
+            f"dataset {_label(dataset)}: every row has the label {np.unique(y)[0].item()!r}; "
+            f"classification needs at least 2 classes (for a numeric target, use "
+            f'task = "regression").'
+        )
     stratify = y if classification else None
     holdout, test_part = split_kwargs(split)
     try:

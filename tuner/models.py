@@ -332,14 +332,18 @@ def check_model(cfg: StudyConfig, data: SplitData) -> None:
 
     Builds the model on the real shapes (``data.n_features``, ``data.n_outputs``) and runs a
     forward pass on the first mini-batch of training rows (``[training] batch_size`` rows at
-    most, on the CPU, without gradients); the output must be a tensor of shape
-    (rows, n_outputs). A model configuration that passed once is not checked again in this
-    process.
+    most, on the CPU, without gradients); the output must be a floating-point tensor of shape
+    (rows, n_outputs). Then one training step's forward and backward pass, on that batch and on
+    the epoch's last, smaller batch where there is one (``n_train % batch_size`` rows: a
+    BatchNorm layer refuses a batch of 1 in training mode), must run and reach a trainable
+    parameter. A model configuration that passed once is not checked again in this process.
 
     Raises:
         ConfigError: one line naming ``[model] factory`` (or ``name``): the factory cannot be
             imported, raises, or returns no ``torch.nn.Module``; a cnn's image shape does not
-            fit; the forward pass raises; the output has the wrong shape.
+            fit; the model has no trainable parameter; the forward or backward pass raises;
+            the output has the wrong shape or is not floating point, or does not depend on
+            any trainable parameter.
     """
     import torch
 
@@ -350,27 +354,70 @@ def check_model(cfg: StudyConfig, data: SplitData) -> None:
         return
     what = _factory_what(cfg.model) if cfg.model.factory else f'[model] name = "{cfg.model.name}"'
     with torch.random.fork_rng(devices=[]):  # the check leaves the seeded RNG as it was
-        model = build_model(cfg.model, data.n_features, data.n_outputs)
+        model = build_model(cfg.model, data.n_features, data.n_outputs).to("cpu").train()
         x = data.X_train[: cfg.training.batch_size].cpu()
         try:
             with torch.no_grad():
-                out = model.to("cpu").train()(x)
+                out = model(x)
         except Exception as exc:  # the user's forward(): one line
             raise ConfigError(
                 f"{what}: the forward pass on a batch of training data (shape "
                 f"{tuple(x.shape)}) raised {one_line(exc)}"
             ) from None
-    want = (len(x), data.n_outputs)
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-    if shape != want:
-        got = f"shape {shape}" if shape is not None else f"a {type(out).__name__}"
-        outputs = (f"{data.n_outputs} classes" if data.task == "classification"
-                   else "1 regression target")
-        raise ConfigError(
-            f"{what}: the model maps a batch of training data (shape {tuple(x.shape)}) to {got}; "
-            f"it must return a tensor of shape (batch, n_outputs) = {want} ({outputs})."
-        )
+        want = (len(x), data.n_outputs)
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        if shape != want:
+            got = f"shape {shape}" if shape is not None else f"a {type(out).__name__}"
+            outputs = (f"{data.n_outputs} classes" if data.task == "classification"
+                       else "1 regression target")
+            raise ConfigError(
+                f"{what}: the model maps a batch of training data (shape {tuple(x.shape)}) to "
+                f"{got}; it must return a tensor of shape (batch, n_outputs) = {want} "
+                f"({outputs})."
+            )
+        if not out.is_floating_point():
+            raise ConfigError(
+                f"{what}: the model returns a tensor of dtype {out.dtype}; it must return "
+                f"floating-point values (logits or regression values), e.g. float32."
+            )
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(
+                f"{what}: the model has no trainable parameter (none with requires_grad=True): "
+                f"a learning rate has nothing to train."
+            )
+        _check_training_step(model, data, cfg.training.batch_size, what)
     _CHECKED.add(key)
+
+
+def _check_training_step(model: nn.Module, data: SplitData, batch_size: int, what: str) -> None:
+    """One forward and backward pass in training mode on the first batch and on the epoch's
+    last, smaller batch (where there is one); ConfigError in one line if either fails."""
+    from tuner.datasets import one_line
+
+    n_train = len(data.X_train)
+    sizes = [min(batch_size, n_train)]
+    if n_train > batch_size and n_train % batch_size:
+        sizes.append(n_train % batch_size)
+    for rows in sizes:
+        x = data.X_train[:rows].cpu()
+        try:
+            out = model(x)
+            if not out.requires_grad:
+                raise ConfigError(
+                    f"{what}: the model's output does not depend on any trainable parameter "
+                    f"(no gradient reaches them: a detach(), or every parameter frozen on "
+                    f"the way); a learning rate has nothing to train."
+                )
+            out.float().sum().backward()
+        except ConfigError:
+            raise
+        except Exception as exc:
+            last = " (the epoch's last, smaller batch)" if rows != sizes[0] else ""
+            raise ConfigError(
+                f"{what}: a training step (forward and backward pass) on {rows} rows of "
+                f"training data{last} raised {one_line(exc)}"
+            ) from None
+        model.zero_grad(set_to_none=True)
 
 
 def check_spawnable(cfg: StudyConfig) -> None:

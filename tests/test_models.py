@@ -255,7 +255,8 @@ BAD_FACTORIES = [  # (function or module:function, words in the one line)
     ("too_wide", ["to shape (16, 5); it must return a tensor of shape (batch, n_outputs) = "
                   "(16, 3) (3 classes)"]),
 ]
-BAD_IDS = ["module-not-found", "attribute-missing", "not-callable", "factory-raises", "not-a-module",
+BAD_IDS = ["module-not-found", "attribute-missing", "not-callable", "factory-raises",
+           "not-a-module",
            "forward-fails", "wrong-width"]
 
 

@@ -564,12 +564,16 @@ def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(tmp_path: Path) -> None:
+def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """--workers 2 --batch-trials 3: two processes, each three trials in lockstep (issue 12)."""
     study_file = _study_file(tmp_path, "compose")
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    code, _, err = _finish(_tune(study_file, "--workers", "2", "--batch-trials", "3",
-                                 "--n-trials", "13", url=url))
+    monkeypatch.chdir(tmp_path)  # `tuner tune` called here; its workers are processes
+    code = main(["tune", str(study_file), "--no-progress", "--no-confirm", "--workers", "2",
+                 "--batch-trials", "3", "--n-trials", "13"])
+    err = capfd.readouterr().err  # the workers' stderr too
     assert code == 0, err
     assert "Traceback" not in err
     study = _assert_exact(url, "compose", 13)

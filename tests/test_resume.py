@@ -7,9 +7,6 @@ same sequence of runs on a fresh storage must give the same trials again.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 from conftest import tiny_study_dict
 from optuna.trial import TrialState
 
+from tuner.cli import main
 from tuner.runner import run_tune
 from tuner.study import make_sampler, open_study, resume_seed
 
@@ -90,8 +88,11 @@ def test_resume_seed_keeps_a_fresh_seed_and_moves_on_with_the_trial_count():
 @pytest.mark.slow
 # not gp: two workers asking at once may both get the GP's own choice, a corner of the space
 # (lr and weight decay at their upper bounds), which is the model's proposal, not a replay
+# (README: Samplers)
 @pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "gp"])
-def test_resume_with_workers_samples_new_points(tmp_path: Path, sampler: str) -> None:
+def test_resume_with_workers_samples_new_points(
+    tmp_path: Path, sampler: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     data = tiny_study_dict(sampler={"name": sampler}, training={"epochs": 2},
                            model={"hidden": [4]})
     if sampler == "tpe":
@@ -102,14 +103,11 @@ def test_resume_with_workers_samples_new_points(tmp_path: Path, sampler: str) ->
         lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
     study_file = tmp_path / "w.toml"
     study_file.write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    monkeypatch.chdir(tmp_path)
     for n in (3, 6):
-        done = subprocess.run(
-            [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-progress",
-             "--no-confirm", "--workers", "2", "--n-trials", str(n)],
-            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=240,
-        )
-        assert done.returncode == 0, done.stderr
+        # `tuner tune` called here: its two worker processes are what samples (and seeds)
+        assert main(["tune", str(study_file), "--no-progress", "--no-confirm", "--workers",
+                     "2", "--n-trials", str(n)]) == 0, capsys.readouterr().err
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     sets = {tuple(sorted(t.params.items())) for t in finished}

@@ -23,6 +23,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,9 +162,16 @@ def test_tune_on_a_full_disk_is_one_line_and_the_next_run_closes_what_it_left(
     assert all("died" in t.user_attrs["failed_reason"] for t in after if t.number in left)
 
 
-def test_a_busy_sqlite_file_is_retried_not_fatal(tmp_path: Path) -> None:
+def test_a_busy_sqlite_file_is_retried_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SQLITE_BUSY ("database is locked") is another process's write: the operation runs again
     within the retry budget; only a file that stays locked past it is one line."""
+    import optuna.storages._rdb.storage as rdb
+
+    # optuna's own retries of a new trial (5, with random 0-2 s sleeps) go at once: what waits
+    # out the lock is tuner's back-off
+    monkeypatch.setattr(rdb, "time", types.SimpleNamespace(sleep=lambda _s: None))
     db = tmp_path / "busy.db"
     storage = make_storage(f"sqlite:///{db}")
     study = optuna.create_study(storage=storage, study_name="busy")

@@ -16,6 +16,7 @@ from _trust import toml_text
 from conftest import IN_CI, tiny_study_dict
 from optuna.trial import TrialState
 
+from tuner.cli import main
 from tuner.config import load_study_config
 from tuner.errors import ConfigError
 from tuner.storage import make_storage
@@ -60,6 +61,15 @@ def _tune(study_file: Path, *args: str, pre: str = "") -> subprocess.CompletedPr
          *args],
         cwd=study_file.parent, capture_output=True, text=True, env=env, timeout=300,
     )
+
+
+def _tune_here(study_file: Path, *args: str, capsys: pytest.CaptureFixture[str],
+               monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """`tuner tune` called in this process (worker processes still spawn): exit code, output."""
+    monkeypatch.chdir(study_file.parent)
+    code = main(["tune", str(study_file), "--no-progress", "--no-confirm", *args])
+    out, err = capsys.readouterr()
+    return code, out + err
 
 
 def _told(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
@@ -140,22 +150,25 @@ def _check_store(
     pytest.param(["--workers", "2"], ("diverged", "complete"), id="workers"),
 ])
 def test_every_finished_trial_is_logged_to_mlflow(
-    tmp_path: Path, mode: list[str], outcomes: tuple[str, ...]
+    tmp_path: Path, mode: list[str], outcomes: tuple[str, ...], capsys, monkeypatch
 ) -> None:
     study_file = _study_file(tmp_path)
-    done = _tune(study_file, "--mlflow", *mode)
-    assert done.returncode == 0, done.stderr
-    assert "MLflow: runs logged to sqlite:///" in done.stdout + done.stderr
+    code, output = _tune_here(study_file, "--mlflow", *mode, capsys=capsys,
+                              monkeypatch=monkeypatch)
+    assert code == 0, output
+    assert "MLflow: runs logged to sqlite:///" in output
     _check_store(tmp_path, "iris_mlflow", outcomes=outcomes)
 
 
 @pytest.mark.slow
-def test_a_resumed_study_logs_only_its_new_trials_and_moves_the_best_tag(tmp_path: Path) -> None:
+def test_a_resumed_study_logs_only_its_new_trials_and_moves_the_best_tag(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     study_file = _study_file(tmp_path, tracking={"mlflow": True})  # the study-file key
-    first = _tune(study_file, "--n-trials", "4")
-    assert first.returncode == 0, first.stderr
-    second = _tune(study_file, "--n-trials", "8")
-    assert second.returncode == 0, second.stderr
+    for n in ("4", "8"):
+        code, output = _tune_here(study_file, "--n-trials", n, capsys=capsys,
+                                  monkeypatch=monkeypatch)
+        assert code == 0, output
     # one run per trial over both commands, one best
     _check_store(tmp_path, "iris_mlflow", one_command=False)
 

@@ -330,20 +330,43 @@ def _study_file(tmp_path: Path, name: str, **overrides: Any) -> Path:
     return path
 
 
+# `tuner tune` whose trials wait at their second epoch until a file exists (tests/_gated_tune.py)
+GATED_TUNE = Path(__file__).with_name("_gated_tune.py")
+
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind() -> Any:
+    """A test that fails while its `tuner tune` runs does not leave it running (or stopped)."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _tune(
-    study_file: Path, *args: str, url: str | None = None, new_session: bool = False
+    study_file: Path, *args: str, url: str | None = None, new_session: bool = False,
+    gate: Path | None = None,
 ) -> subprocess.Popen[str]:
     if url is not None:
         make_storage(url)  # create the tables first: the test reads the storage while it runs
     # one torch thread: the machines running the suite are shared, and spinning intra-op
     # threads on busy cores make a tiny trial a hundred times slower
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tuner", "tune", str(study_file), "--no-progress", "--no-confirm",
+    command = ["-m", "tuner"]
+    if gate is not None:
+        command, env["TUNER_TEST_GATE"] = [str(GATED_TUNE)], str(gate)
+    proc = subprocess.Popen(
+        [sys.executable, *command, "tune", str(study_file), "--no-progress", "--no-confirm",
          *args],
         cwd=study_file.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env, start_new_session=new_session,
     )
+    _started.append(proc)
+    return proc
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
@@ -437,11 +460,10 @@ def test_sigkill_mid_trial_then_rerun_reaches_the_target(
     tmp_path: Path, file_url: str, batch: str
 ) -> None:
     name = "kill"
-    # trials long enough that none ends between being seen training and the kill
-    study_file = _study_file(tmp_path, name, **{**SLOW_TRIALS, "training": {
-        "epochs": 600, "batch_size": 8}})
+    study_file = _study_file(tmp_path, name, space=SLOW_TRIALS["space"])
+    # its trials wait at their second epoch: none ends between being seen training and the kill
     proc = _tune(study_file, "--storage", file_url, "--n-trials", "3", "--heartbeat", "1",
-                 "--batch-trials", batch, url=file_url)
+                 "--batch-trials", batch, url=file_url, gate=tmp_path / "never")
     victims = _wait_for_running(file_url, name, count=int(batch))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -468,11 +490,13 @@ def test_sigkill_mid_trial_then_rerun_reaches_the_target(
 @pytest.mark.slow
 def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
     """SIGKILL one of two workers: the other re-runs its trial; the run still ends exact."""
-    study_file = _study_file(tmp_path, "survive", **SLOW_TRIALS)
+    study_file = _study_file(tmp_path, "survive", space=SLOW_TRIALS["space"])
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    proc = _tune(study_file, "--workers", "2", "--n-trials", "3", url=url)
+    gate = tmp_path / "gate"  # the trials wait at their second epoch until it exists
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "3", url=url, gate=gate)
     victim = _wait_for_running(url, "survive")[0]
     os.kill(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
+    gate.touch()
     code, out, err = _finish(proc)
     assert code == 0, err
     assert "was killed by SIGKILL" in out
@@ -540,12 +564,16 @@ def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(tmp_path: Path) -> None:
+def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """--workers 2 --batch-trials 3: two processes, each three trials in lockstep (issue 12)."""
     study_file = _study_file(tmp_path, "compose")
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    code, _, err = _finish(_tune(study_file, "--workers", "2", "--batch-trials", "3",
-                                 "--n-trials", "13", url=url))
+    monkeypatch.chdir(tmp_path)  # `tuner tune` called here; its workers are processes
+    code = main(["tune", str(study_file), "--no-progress", "--no-confirm", "--workers", "2",
+                 "--batch-trials", "3", "--n-trials", "13"])
+    err = capfd.readouterr().err  # the workers' stderr too
     assert code == 0, err
     assert "Traceback" not in err
     study = _assert_exact(url, "compose", 13)
@@ -556,11 +584,11 @@ def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(tmp_path: Pat
 def test_a_stopped_worker_drops_its_reaped_trials_and_goes_on(tmp_path: Path) -> None:
     """SIGSTOP past the grace period, reaped by another process, SIGCONT (issue 11.7)."""
     name = "stopped"
-    study_file = _study_file(tmp_path, name, **{**SLOW_TRIALS, "training": {
-        "epochs": 300, "batch_size": 8}})
+    study_file = _study_file(tmp_path, name, space=SLOW_TRIALS["space"])
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    gate = tmp_path / "gate"  # the two trials wait at their second epoch until it exists
     proc = _tune(study_file, "--heartbeat", "1", "--batch-trials", "2", "--n-trials", "4",
-                 url=url)
+                 url=url, gate=gate)
     _wait_for_running(url, name, count=2)
     proc.send_signal(signal.SIGSTOP)
     reaper = optuna.load_study(study_name=name,
@@ -573,6 +601,7 @@ def test_a_stopped_worker_drops_its_reaped_trials_and_goes_on(tmp_path: Path) ->
             time.sleep(0.25)
     finally:
         proc.send_signal(signal.SIGCONT)
+        gate.touch()  # the reaped trials report their next epoch: they are dropped
     code, _, err = _finish(proc)
     assert reaped and code == 0, err
     assert "Traceback" not in err

@@ -121,8 +121,30 @@ def test_the_private_optuna_names_tuner_uses_still_exist() -> None:
     for model in (models.TrialUserAttributeModel, models.TrialSystemAttributeModel):
         assert {"trial_id", "key", "value_json"} <= set(model.__table__.columns.keys())
     for name in ("_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
-                 "_get_stale_trial_ids", "_get_prepared_new_trial"):
+                 "_get_stale_trial_ids", "_get_prepared_new_trial",
+                 "_set_trial_attr_without_commit", "_set_trial_value_without_commit",
+                 "check_trial_is_updatable"):
         assert callable(getattr(RDBStorage, name)), name
+    # tuner.storage_guard's one-transaction writes (write_trial, trial_state_counts,
+    # set_study_system_attrs) build these rows themselves
+    columns = {
+        models.TrialModel: {"trial_id", "study_id", "number", "state", "datetime_complete"},
+        models.TrialParamModel: {"trial_id", "param_name", "param_value", "distribution_json"},
+        models.TrialIntermediateValueModel: {"trial_id", "step", "intermediate_value",
+                                             "intermediate_value_type"},
+        models.StudySystemAttributeModel: {"study_id", "key", "value_json"},
+    }
+    for model, names in columns.items():
+        assert names <= set(model.__table__.columns.keys()), model
+    assert callable(models.TrialIntermediateValueModel.intermediate_value_to_stored_repr)
+    assert callable(models.StudyModel.find_or_raise_by_id)
+    # tuner.shared_reads overrides these of optuna's cache
+    from optuna.storages._cached_storage import _CachedStorage
+
+    for name in ("_read_trials_from_remote_storage", "_add_trials_to_cache"):
+        assert callable(getattr(_CachedStorage, name)), name
+    assert list(inspect.signature(_CachedStorage._add_trials_to_cache).parameters) == [
+        "self", "study_id", "trials"]
     sample_id = inspect.signature(optuna.samplers.QMCSampler._find_sample_id)
     assert list(sample_id.parameters) == ["self", "study", "search_space"]
     # called positionally: (body, trial_id), (trial_id), (system_attrs, trial_id)

@@ -25,7 +25,12 @@ Uses that are not a clean function boundary stay where they are, listed here (ea
 - ``tuner/storage_guard.py`` ``GuardedRDBStorage``: overrides ``RDBStorage`` internals
   (``_create_new_trial``, ``_set_trial_param``, ``_get_trials``, ``_get_best_trial_id``,
   ``_get_stale_trial_ids``, ``_get_prepared_new_trial``) and logs of
-  ``optuna.storages._rdb.storage``;
+  ``optuna.storages._rdb.storage``; its one-transaction writes (``write_trial``,
+  ``trial_state_counts``, ``set_study_system_attrs``) build rows of
+  ``optuna.storages._rdb.models`` and call ``_set_trial_attr_without_commit``,
+  ``_set_trial_value_without_commit``, ``check_trial_is_updatable``;
+- ``tuner/shared_reads.py`` ``SharedReadStorage``: subclasses ``_CachedStorage`` and overrides
+  ``_read_trials_from_remote_storage`` and ``_add_trials_to_cache``;
 - ``tuner/reaping.py`` (stale-trial reaping): ``study._storage``, ``study._study_id``,
   ``RDBStorage._get_stale_trial_ids``; ``tuner/lifecycle.py``: ``study._storage``;
 - ``tuner/dashboard_notes.py``: ``optuna_dashboard._note`` (``get_note_from_system_attrs``,

@@ -39,6 +39,7 @@ from tuner import figures
 from tuner._private import dashboard_module
 from tuner.config import GENERATOR_KEYS, StudyConfig
 from tuner.datasets import DATASETS, SplitData, describe_source, load_split
+from tuner.storage import set_study_system_attrs
 from tuner.study import completed, trial_kind, trial_series
 from tuner.summary import nonfinite_line, state_counts
 
@@ -368,16 +369,17 @@ def _save_new_trial_notes(study: optuna.Study, cfg: StudyConfig) -> list[int]:
     storage, study_id = study._storage, study._study_id
     attrs = storage.get_study_system_attrs(study_id)
     written: list[int] = []
+    new: dict[str, object] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
         if get_note_from_system_attrs(attrs, t._trial_id)["version"] > 0:
             continue  # written before, by tuner or by a person (even if emptied since)
         body = trial_note(t, cfg)
         if body is None:
             continue
-        storage.set_study_system_attr(study_id, note_ver_key(t._trial_id), 1)
-        for key, chunk in split_body(body, t._trial_id).items():
-            storage.set_study_system_attr(study_id, key, chunk)
+        new[note_ver_key(t._trial_id)] = 1
+        new.update(split_body(body, t._trial_id))
         written.append(t.number)
+    set_study_system_attrs(study, new)  # one transaction, not one per chunk
     return written
 
 
@@ -463,12 +465,13 @@ class LiveRefresh:
         start = self.clock()
         refresh_study_notes(self.study, self.cfg, self.data)
         self.count += 1
-        return self.clock() - start
+        cost = self.clock() - start
+        self.next_at = self.clock() + max(self.min_interval_s, self.COST_FACTOR * cost)
+        return cost
 
     def __call__(self) -> bool:
         """Refresh if it is time (see the class doc); True if it did."""
         if self.next_at is not None and self.clock() < self.next_at:
             return False
-        cost = self.refresh()
-        self.next_at = self.clock() + max(self.min_interval_s, self.COST_FACTOR * cost)
+        self.refresh()
         return True

@@ -52,8 +52,8 @@ from tuner.batched import (
 )
 from tuner.engine import EpochReport
 from tuner.interrupts import Interrupts
-from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial
-from tuner.shared_reads import shared_reads
+from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial, owner_attrs
+from tuner.shared_reads import create_trials_with, flush, shared_reads
 from tuner.space import suggest_params
 from tuner.study import Objective, record_result
 from tuner.trial_count import POLL_S, target_covered
@@ -211,6 +211,8 @@ def run_lifecycle(
         if interrupts is None:
             interrupts = stack.enter_context(Interrupts())
         beats = stack.enter_context(Heartbeats(study))
+        create_trials_with(study, owner_attrs)  # each trial is stored with its owner
+        stack.callback(create_trials_with, study, None)
         try:
             while True:
                 interrupts.check()
@@ -243,6 +245,10 @@ def run_lifecycle(
                         break
                     with shared_reads(study):
                         work.start(trial, _reporter(slot, interrupts))
+                    try:  # its parameters and owner, for the dashboard and other workers
+                        flush(study, trial)
+                    except UpdateFinishedTrialError as exc:
+                        slot.dropped = str(exc)
                 if not live:
                     if wait and not _past(deadline):
                         with interrupts.interruptible():
@@ -286,9 +292,9 @@ def _close_live(study: optuna.Study, live: dict[int, _Slot], beats: Heartbeats,
     for slot in live.values():
         beats.remove(slot.trial)
         if not storage_failed:
-            with contextlib.suppress(UpdateFinishedTrialError):
+            with contextlib.suppress(UpdateFinishedTrialError):  # finished by another process
                 slot.trial.set_user_attr(REASON_ATTR, reason)
-            study.tell(slot.trial, state=TrialState.FAIL, skip_if_finished=True)
+                study.tell(slot.trial, state=TrialState.FAIL, skip_if_finished=True)
             continue
         with retry_budget(0):  # the reason may not fit on a full disk; the state change may
             with contextlib.suppress(Exception):

@@ -28,6 +28,7 @@ __all__ = [
     "Heartbeats",
     "RetryStaleTrial",
     "claim_trial",
+    "owner_attrs",
     "fail_running_trials",
     "heartbeat_kwargs",
     "reap_stale_trials",
@@ -241,14 +242,25 @@ def fail_running_trials(
     return done
 
 
+def owner_attrs() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (user, system) attributes that mark a trial as this process's: ``worker``
+    (``host:pid``, for people) and the owner :func:`reap_stale_trials` checks."""
+    return {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"}, {OWNER_ATTR: _owner()}
+
+
 def claim_trial(trial: optuna.Trial) -> None:
     """Mark ``trial`` as this process's, so that :func:`reap_stale_trials` can tell when its
-    owner is gone (the ``worker`` user attribute says ``host:pid`` for people)."""
-    set_trial_attrs(
-        trial,
-        {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}"},
-        system_attrs={OWNER_ATTR: _owner()},
-    )
+    owner is gone; at once, so that no failure after it can leave the trial RUNNING without
+    an owner. A trial created with :func:`owner_attrs` (``tuner.shared_reads``'
+    ``create_trials_with``, in the transaction that created it) is left as it is."""
+    from tuner.shared_reads import flush
+
+    user, system = owner_attrs()
+    stored = trial.storage.get_trial_system_attrs(trial._trial_id)  # a cached copy here
+    if stored.get(OWNER_ATTR) == system[OWNER_ATTR]:
+        return
+    set_trial_attrs(trial, user, system_attrs=system)
+    flush(trial.study, trial)
 
 
 class Heartbeats:

@@ -15,15 +15,35 @@ writes; trials of other processes are stale by at most ``max_age``, which the sa
 pruner tolerate (a worker already samples while others train). A state change (``tell``)
 ends the reuse: the next read is fresh. Outside :func:`shared_reads` every read is fresh, as
 in Optuna: exact counts (the study's target, ``tuner.workers.target_covered``) are read there.
+
+**Writes behind.** Optuna writes each suggested parameter, each reported epoch and each
+attribute of a trial in a transaction of its own: two dozen per short trial, which on a SQLite
+file cost more than training it. On tuner's ``GuardedRDBStorage`` the writes to a trial this
+process runs (it created the trial, or took it from the queue) are kept here and written
+together, in one transaction (``GuardedRDBStorage.write_trial``):
+
+- with the trial's end (``tell``): the buffered rows and the state change commit together, so
+  a finished trial is never stored without its parameters, values or attributes;
+- when :func:`flush` is called (tuner's lifecycle does so once a trial has its parameters, so
+  that other processes and the dashboard see them, and the owner attribute, at once);
+- on any write at least :data:`FLUSH_S` seconds after the trial's previous transaction: a
+  long trial's progress reaches the dashboard and other workers' pruners about once a second.
+
+This process reads its own trials with every buffered write applied. What a kill (SIGKILL,
+power loss) loses is at most the last second of a running trial's reports; that trial is
+reaped and re-queued as before. Writes to trials of other processes (reaping) are not delayed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import math
+import threading
 import time
-from collections.abc import Container, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -31,10 +51,15 @@ from optuna import distributions
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["MAX_AGE_S", "SharedReadStorage", "shared_reads", "wrap"]
+__all__ = [
+    "FLUSH_S", "MAX_AGE_S", "SharedReadStorage", "create_trials_with", "flush", "shared_reads",
+    "wrap",
+]
 
 MAX_AGE_S = 0.5
 """Seconds a read is reused inside :func:`shared_reads` (``tuner.workers.POLL_S``)."""
+FLUSH_S = 1.0
+"""Seconds after which a write to a running trial goes to the storage with those before it."""
 
 
 class SharedReadStorage(_CachedStorage):
@@ -50,6 +75,17 @@ class SharedReadStorage(_CachedStorage):
         self._max_age = MAX_AGE_S
         self._read_at: dict[int, float] = {}  # study id -> time.monotonic() of its last read
         self.remote_reads = 0  # reads of the study's trials (for tests and benchmarks)
+        # writes behind (module docstring): on tuner's guarded storage only
+        self._behind = callable(getattr(backend, "write_trial", None))
+        self._own: dict[int, float] = {}  # trial id -> time.monotonic() of its last write
+        self._pending: dict[int, list[tuple[str, Any, Any]]] = {}
+        self.transactions = 0  # write transactions of trials of this process (benchmarks)
+        # the buffer is shared with a thread that writes what waited FLUSH_S (_flush_loop);
+        # lock order: _write_lock, then Optuna's _lock
+        self._write_lock = threading.RLock()
+        self._flusher: threading.Thread | None = None
+        # (user, system) attributes every trial created here starts with (create_trials_with)
+        self.new_trial_attrs: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
     def get_all_trials(
         self,
@@ -71,6 +107,11 @@ class SharedReadStorage(_CachedStorage):
             return copy.deepcopy(trials) if deepcopy else trials
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
+        if trial_id in self._own:  # every write to it went through here: the cache is whole
+            with self._lock:
+                where = self._trial_id_to_study_id_and_number.get(trial_id)
+                if where is not None:
+                    return self._studies[where[0]].trials[where[1]]
         # inside shared_reads, an unfinished trial too comes from a fresh enough read (the
         # pruner reads the reporting trial's system attributes at every should_prune)
         if self._sharing:
@@ -94,28 +135,98 @@ class SharedReadStorage(_CachedStorage):
     # -- writes: through to the cached copy, or (state) the next read is fresh -------------
 
     def _update_cached(self, trial_id: int, field: str, key: Any, value: Any) -> None:
+        kind = {"param": "param", "intermediate_values": "value", "_user_attrs": "user",
+                "_system_attrs": "system"}[field]
         with self._lock:
             where = self._trial_id_to_study_id_and_number.get(trial_id)
             if where is None:
                 return
-            study_id, number = where
-            trials = self._studies[study_id].trials
-            old = trials.get(number)
+            trials = self._studies[where[0]].trials
+            old = trials.get(where[1])
             if old is None or old.state.is_finished():
                 return
-            new = copy.copy(old)  # callers may hold the old object: never change it
-            for name in ("_params", "_distributions", "_user_attrs", "_system_attrs"):
-                setattr(new, name, dict(getattr(old, name)))
-            new.intermediate_values = dict(old.intermediate_values)
-            if field == "intermediate_values":
-                new.intermediate_values[key] = value
-            elif field == "param":
-                internal, distribution = value
-                new._params[key] = distribution.to_external_repr(internal)
-                new._distributions[key] = distribution
-            else:
-                getattr(new, field)[key] = value
-            trials[number] = new
+            trials[where[1]] = _applied(old, [(kind, key, value)])
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None and self.new_trial_attrs is not None:
+            user, system = self.new_trial_attrs()
+            template_trial = FrozenTrial(
+                number=-1, state=TrialState.RUNNING, value=None,
+                datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
+                distributions={}, user_attrs=user, system_attrs=system, intermediate_values={},
+                trial_id=-1)
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if self._behind and (template_trial is None or template_trial.state == TrialState.RUNNING):
+            self._own[trial_id] = time.monotonic()
+        return trial_id
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        with self._write_lock:  # no buffered write is committed between the read and its use
+            super()._read_trials_from_remote_storage(study_id)
+
+    def _add_trials_to_cache(self, study_id: int, trials: list[FrozenTrial]) -> None:
+        # a fresh read of a trial of ours lacks what is still buffered: apply it again
+        with self._write_lock:
+            if self._pending:
+                trials = [_applied(t, self._pending[t._trial_id])
+                          if t._trial_id in self._pending and not t.state.is_finished() else t
+                          for t in trials]
+            super()._add_trials_to_cache(study_id, trials)
+
+    def _buffer(self, trial_id: int, kind: str, key: Any, value: Any) -> bool:
+        """Keep a write to a trial of ours (False: not ours, write it now)."""
+        with self._write_lock:
+            if trial_id not in self._own:
+                return False
+            self._pending.setdefault(trial_id, []).append((kind, key, value))
+            field = {"param": "param", "value": "intermediate_values", "user": "_user_attrs",
+                     "system": "_system_attrs"}[kind]
+            self._update_cached(trial_id, field, key, value)
+            if time.monotonic() - self._own[trial_id] >= FLUSH_S:
+                self._write(trial_id, None, None)
+            elif self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=_flush_loop, args=(weakref.ref(self),),
+                                                 name="tuner-flush", daemon=True)
+                self._flusher.start()
+        return True
+
+    def flush(self, trial_id: int | None = None) -> None:
+        """Write the buffered writes of one trial of ours (None: of all), one transaction
+        each. Raises UpdateFinishedTrialError if another process has finished the trial."""
+        with self._write_lock:
+            for tid in [trial_id] if trial_id is not None else list(self._pending):
+                if tid in self._own:
+                    self._write(tid, None, None)
+
+    def flush_due(self) -> None:
+        """Write the buffers that waited :data:`FLUSH_S` seconds (the flush thread's call);
+        a failure is left for the trial's own thread to meet at its next write."""
+        with self._write_lock:
+            now = time.monotonic()
+            for tid in [t for t in self._pending if now - self._own.get(t, now) >= FLUSH_S]:
+                with contextlib.suppress(Exception):
+                    self._write(tid, None, None)
+
+    def _write(self, trial_id: int, state: TrialState | None,
+               values: Sequence[float] | None) -> Any:
+        with self._write_lock:
+            ops = self._pending.get(trial_id, [])
+            if not ops and state is None:
+                return None
+            try:
+                done = self._backend.write_trial(  # type: ignore[attr-defined]
+                    trial_id, ops, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # finished by another process: its writes are moot
+                self._own.pop(trial_id, None)
+                self._pending.pop(trial_id, None)
+                raise
+            # on any other failure the buffer stays, for the next attempt (a retry, or FAIL)
+            self._pending.pop(trial_id, None)
+            self.transactions += 1
+            if trial_id in self._own:
+                self._own[trial_id] = time.monotonic()
+            return done
 
     def set_trial_param(
         self,
@@ -124,31 +235,125 @@ class SharedReadStorage(_CachedStorage):
         param_value_internal: float,
         distribution: distributions.BaseDistribution,
     ) -> None:
+        if trial_id in self._own:
+            with self._lock:
+                study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+                known = self._studies[study_id].param_distribution.get(param_name)
+            if known is not None:  # else Optuna's call looks it up in the study, once
+                distributions.check_distribution_compatibility(known, distribution)
+                self._buffer(trial_id, "param", param_name, (param_value_internal, distribution))
+                return
+            self.flush(trial_id)  # in order: what is buffered goes first
         super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
         self._update_cached(trial_id, "param", param_name, (param_value_internal, distribution))
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-        self._update_cached(trial_id, "intermediate_values", step, intermediate_value)
+        if not self._buffer(trial_id, "value", step, intermediate_value):
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            self._update_cached(trial_id, "intermediate_values", step, intermediate_value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        super().set_trial_user_attr(trial_id, key, value)
-        self._update_cached(trial_id, "_user_attrs", key, value)
+        if not self._buffer(trial_id, "user", key, value):
+            super().set_trial_user_attr(trial_id, key, value)
+            self._update_cached(trial_id, "_user_attrs", key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        super().set_trial_system_attr(trial_id, key, value)
-        self._update_cached(trial_id, "_system_attrs", key, value)
+        if not self._buffer(trial_id, "system", key, value):
+            super().set_trial_system_attr(trial_id, key, value)
+            self._update_cached(trial_id, "_system_attrs", key, value)
+
+    def set_trial_attrs(self, trial_id: int, user_attrs: dict[str, Any],
+                        system_attrs: dict[str, Any]) -> bool:
+        """Buffer several attributes of a trial of ours (``tuner.storage.set_trial_attrs``);
+        False (nothing done) if the trial is not ours."""
+        with self._write_lock:
+            if trial_id not in self._own:
+                return False
+            for key, value in user_attrs.items():
+                self._buffer(trial_id, "user", key, value)
+            for key, value in system_attrs.items():
+                self._buffer(trial_id, "system", key, value)
+        return True
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         self._read_at.clear()  # whatever happens, the next read is fresh
         try:
-            return super().set_trial_state_values(trial_id, state, values)
+            with self._write_lock:
+                if trial_id in self._own and state.is_finished():
+                    done = self._write(trial_id, state, values)
+                    self._own.pop(trial_id, None)
+                    self._finished_here(trial_id, state, values, done)
+                    return True
+            if trial_id in self._own:
+                self.flush(trial_id)
+            changed = super().set_trial_state_values(trial_id, state, values)
+            if changed and state == TrialState.RUNNING and self._behind:
+                # a queued trial this process takes: ours from now on, read once
+                fresh = self._backend.get_trial(trial_id)
+                with self._lock:
+                    where = self._trial_id_to_study_id_and_number.get(trial_id)
+                    if where is not None:
+                        self._studies[where[0]].trials[where[1]] = fresh
+                self._own[trial_id] = time.monotonic()
+            elif state.is_finished():
+                with self._write_lock:
+                    self._own.pop(trial_id, None)
+                    self._pending.pop(trial_id, None)
+            return changed
         finally:
             self._read_at.clear()
+
+    def _finished_here(self, trial_id: int, state: TrialState,
+                       values: Sequence[float] | None, completed: Any) -> None:
+        """The cached copy of a trial this process just finished: as stored (the next read
+        of the study replaces it with the stored one)."""
+        with self._lock:
+            where = self._trial_id_to_study_id_and_number.get(trial_id)
+            if where is None:
+                return
+            trials = self._studies[where[0]].trials
+            new = _applied(trials[where[1]], [])
+            new.state = state
+            new.values = None if values is None else [float(v) for v in values]
+            new.datetime_complete = completed
+            trials[where[1]] = new
+
+
+def _flush_loop(ref: weakref.ReferenceType[SharedReadStorage]) -> None:
+    """Every :data:`FLUSH_S` seconds, write what trials of ours buffered that long (a trial
+    paused between epochs still shows its last report); ends with the last running trial."""
+    while True:
+        time.sleep(FLUSH_S)
+        storage = ref()
+        if storage is None or not storage._own:
+            return
+        storage.flush_due()
+        del storage
+
+
+def _applied(trial: FrozenTrial, ops: Sequence[tuple[str, Any, Any]]) -> FrozenTrial:
+    """A copy of ``trial`` with buffered writes applied (``trial`` itself is not changed:
+    callers may hold it)."""
+    new = copy.copy(trial)
+    for name in ("_params", "_distributions", "_user_attrs", "_system_attrs"):
+        setattr(new, name, dict(getattr(trial, name)))
+    new.intermediate_values = dict(trial.intermediate_values)
+    for kind, key, value in ops:
+        if kind == "value":
+            new.intermediate_values[key] = value
+        elif kind == "param":
+            internal, distribution = value
+            new._params[key] = distribution.to_external_repr(internal)
+            new._distributions[key] = distribution
+        elif kind == "user":
+            new._user_attrs[key] = value
+        else:
+            new._system_attrs[key] = value
+    return new
 
 
 def wrap(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
@@ -173,3 +378,28 @@ def shared_reads(study: optuna.Study, max_age: float = MAX_AGE_S) -> Iterator[No
         yield
     finally:
         storage._sharing -= 1
+
+
+def flush(study: optuna.Study, trial: optuna.Trial | None = None) -> None:
+    """Write what this process buffered for ``trial`` (None: for all its running trials) of
+    ``study`` now, in one transaction per trial; a no-op on other storages.
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: another process has finished the trial.
+    """
+    storage = study._storage
+    if isinstance(storage, SharedReadStorage):
+        storage.flush(None if trial is None else trial._trial_id)
+
+
+def create_trials_with(
+    study: optuna.Study,
+    attrs: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None,
+) -> None:
+    """Every trial this process creates on ``study`` from now on (``study.ask``) starts with
+    the (user, system) attributes ``attrs()`` returns, written in the transaction that
+    creates it (tuner's owner mark: no trial is ever stored RUNNING without it); None stops
+    it. A no-op on other storages."""
+    storage = study._storage
+    if isinstance(storage, SharedReadStorage):
+        storage.new_trial_attrs = attrs

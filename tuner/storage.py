@@ -72,6 +72,7 @@ __all__ = [
     "check_shareable",
     "is_in_memory",
     "retry_budget",
+    "set_study_system_attrs",
     "set_trial_attrs",
     "StorageUnavailable",
 ]
@@ -446,6 +447,10 @@ def set_trial_attrs(
         StorageUnavailable: the storage failed (disk full, read-only, unreachable).
     """
     system_attrs = system_attrs or {}
+    behind = getattr(trial.storage, "set_trial_attrs", None)  # tuner.shared_reads: buffered
+    if behind is not None and behind(trial._trial_id, dict(user_attrs), dict(system_attrs)):
+        trial._cached_frozen_trial.user_attrs.update(user_attrs)
+        return
     backend = _sqlite_backend(getattr(trial, "storage", None))
     if backend is None:
         for key, value in user_attrs.items():
@@ -483,6 +488,24 @@ def set_trial_attrs(
         written(trial._trial_id, dict(user_attrs), dict(system_attrs))
     # what trial.set_user_attr also does: the trial object answers trial.user_attrs itself
     trial._cached_frozen_trial.user_attrs.update(user_attrs)
+
+
+def set_study_system_attrs(study: optuna.Study, attrs: Mapping[str, Any]) -> None:
+    """``study._storage.set_study_system_attr(study._study_id, key, value)`` for each key, in
+    one transaction on tuner's RDB storage (``GuardedRDBStorage.set_study_system_attrs``);
+    one call per key on other storages.
+
+    Raises:
+        StorageUnavailable: the storage failed (disk full, read-only, unreachable).
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    many = getattr(backend, "set_study_system_attrs", None)
+    if many is not None:
+        many(study._study_id, attrs)
+        return
+    for key, value in attrs.items():
+        storage.set_study_system_attr(study._study_id, key, value)
 
 
 def _sqlite_backend(

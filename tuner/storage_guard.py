@@ -22,7 +22,9 @@ earlier result counts as done.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
+import json
 import logging
 import math
 import os
@@ -30,12 +32,13 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 
 from tuner.errors import ConfigError, StorageUnavailable
 
@@ -419,6 +422,63 @@ class GuardedRDBStorage(RDBStorage):
             return False, None
         return False, None
 
+    # -- several writes in one transaction (tuner.shared_reads writes behind) ----------------
+
+    def write_trial(
+        self,
+        trial_id: int,
+        ops: Sequence[tuple[str, Any, Any]],
+        state: TrialState | None = None,
+        values: Sequence[float] | None = None,
+    ) -> datetime.datetime | None:
+        """Apply a running trial's buffered writes, then (with ``state``) finish it: one
+        transaction, the rows and checks of Optuna's ``set_trial_param``,
+        ``set_trial_intermediate_value``, ``set_trial_user_attr``, ``set_trial_system_attr``
+        and ``set_trial_state_values``.
+
+        Args:
+            trial_id: a RUNNING trial.
+            ops: ``("param", name, (internal value, distribution))``, ``("value", step,
+                float)``, ``("user", key, JSON value)`` or ``("system", key, JSON value)``, in
+                the order they were made (a later write of the same key wins).
+            state: a finished state to set last, or None (the trial stays RUNNING).
+            values: the objective values with ``state`` (COMPLETE).
+
+        Returns:
+            The trial's ``datetime_complete`` when ``state`` was set, else None.
+
+        Raises:
+            optuna.exceptions.UpdateFinishedTrialError: the trial is finished (another
+                process failed it): nothing was written.
+            StorageUnavailable: as every operation here.
+
+        Retrying is safe: parameters already stored are skipped, the other rows are upserts,
+        and a retried finish that finds its own earlier commit counts as done.
+        """
+        if state is not None and not state.is_finished():
+            raise ValueError(f"write_trial sets finished states only, got {state.name}")
+        name = "write_trial" if state is None else "set_trial_state_values"
+        def write(storage: RDBStorage, trial_id: int, state: TrialState | None,
+                  values: Sequence[float] | None) -> datetime.datetime | None:
+            return _write_trial(storage, trial_id, state, values, ops=ops)
+
+        return self._call(name, write, trial_id, state, values)  # set_trial_state_values' args
+
+    def trial_state_counts(
+        self, study_id: int, running_below: int | None = None
+    ) -> dict[TrialState, int]:
+        """The study's trials by state, in one aggregate query (no trial is read).
+
+        Args:
+            running_below: count RUNNING and WAITING trials only if numbered below this.
+        """
+        return self._call("trial_state_counts", _trial_state_counts, study_id, running_below)
+
+    def set_study_system_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
+        """``set_study_system_attr`` for every key of ``attrs``, in one transaction."""
+        if attrs:
+            self._call("set_study_system_attrs", _set_study_system_attrs, study_id, dict(attrs))
+
     def _get_prepared_new_trial(self, study_id: int, template_trial: Any, session: Any) -> Any:
         pending = getattr(_local, "pending_trial", None)
         if pending is not None and self._dedupe:
@@ -445,3 +505,131 @@ def _wrap(name: str) -> Callable[..., Any]:
 
 for _name in OPERATIONS:
     setattr(GuardedRDBStorage, _name, _wrap(_name))
+
+
+def _upsert(session: Any, model: Any, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> bool:
+    """Insert ``rows`` into ``model``, replacing ``value_json`` where ``keys`` exist already,
+    as one statement per 500 rows on SQLite and PostgreSQL; False elsewhere (nothing done)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return False
+    for start in range(0, len(rows), 500):
+        statement = insert(model).values(rows[start:start + 500])
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[getattr(model, k) for k in keys],
+            set_={"value_json": statement.excluded.value_json},
+        ))
+    return True
+
+
+def _write_trial(storage: RDBStorage, trial_id: int, state: TrialState | None,
+                 values: Sequence[float] | None, *,
+                 ops: Sequence[tuple[str, Any, Any]]) -> datetime.datetime | None:
+    import sqlalchemy
+    from optuna import distributions
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    params: dict[str, tuple[float, Any]] = {}
+    steps: dict[int, float] = {}
+    attrs: dict[str, dict[str, Any]] = {"user": {}, "system": {}}
+    for kind, key, value in ops:  # the last write of a key wins, as one call per write would
+        if kind == "param":
+            params.setdefault(key, value)  # Optuna refuses to set a parameter twice
+        elif kind == "value":
+            steps[key] = value
+        else:
+            attrs[kind][key] = value
+    with _create_scoped_session(storage.scoped_session) as session:
+        row = models.TrialModel.find_or_raise_by_id(trial_id, session,
+                                                    for_update=state is not None)
+        storage.check_trial_is_updatable(trial_id, row.state)
+        # new rows go in as one multi-row INSERT per table (Core, not one ORM object each);
+        # only this process writes a running trial of its own, so what exists is read once
+        if params:
+            model = models.TrialParamModel
+            have = {name for (name,) in session.query(model.param_name)
+                    .filter(model.trial_id == trial_id)}
+            rows = [{"trial_id": trial_id, "param_name": name, "param_value": internal,
+                     "distribution_json": distributions.distribution_to_json(distribution)}
+                    for name, (internal, distribution) in params.items() if name not in have]
+            if rows:
+                session.execute(sqlalchemy.insert(model), rows)
+        if steps:
+            model = models.TrialIntermediateValueModel
+            old = {r.step: r for r in session.query(model).filter(model.trial_id == trial_id)
+                   .filter(model.step.in_(list(steps)))}
+            rows = []
+            for step, value in steps.items():
+                stored, kind = model.intermediate_value_to_stored_repr(value)
+                if step in old:
+                    old[step].intermediate_value = stored
+                    old[step].intermediate_value_type = kind
+                else:
+                    rows.append({"trial_id": trial_id, "step": step,
+                                 "intermediate_value": stored,
+                                 "intermediate_value_type": kind})
+            if rows:
+                session.execute(sqlalchemy.insert(model), rows)
+        for kind, model in (("user", models.TrialUserAttributeModel),
+                            ("system", models.TrialSystemAttributeModel)):
+            if not attrs[kind]:
+                continue
+            old_attrs = {r.key: r for r in session.query(model).filter(
+                model.trial_id == trial_id, model.key.in_(list(attrs[kind])))}
+            rows = []
+            for key, value in attrs[kind].items():
+                if key in old_attrs:
+                    old_attrs[key].value_json = json.dumps(value)
+                else:
+                    rows.append({"trial_id": trial_id, "key": key,
+                                 "value_json": json.dumps(value)})
+            if rows:
+                session.execute(sqlalchemy.insert(model), rows)
+        if state is None:
+            return None
+        for objective, value in enumerate(values or ()):
+            storage._set_trial_value_without_commit(session, row, objective, value)
+        row.state = state
+        row.datetime_complete = datetime.datetime.now()
+        return row.datetime_complete
+
+
+def _trial_state_counts(storage: RDBStorage, study_id: int,
+                        running_below: int | None) -> dict[TrialState, int]:
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    t = models.TrialModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        query = session.query(t.state, sqlalchemy.func.count(t.trial_id)).filter(
+            t.study_id == study_id)
+        if running_below is not None:
+            query = query.filter(sqlalchemy.or_(
+                t.state.notin_([TrialState.RUNNING, TrialState.WAITING]),
+                t.number < running_below))
+        return {state: int(n) for state, n in query.group_by(t.state)}
+
+
+def _set_study_system_attrs(storage: RDBStorage, study_id: int, attrs: dict[str, Any]) -> None:
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    model = models.StudySystemAttributeModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session)
+        rows = [{"study_id": study_id, "key": k, "value_json": json.dumps(v)}
+                for k, v in attrs.items()]
+        if not _upsert(session, model, rows, ("study_id", "key")):
+            for key, value in attrs.items():
+                attribute = model.find_by_study_and_key(
+                    models.StudyModel.find_or_raise_by_id(study_id, session), key, session)
+                if attribute is None:
+                    session.add(model(study_id=study_id, key=key, value_json=json.dumps(value)))
+                else:
+                    attribute.value_json = json.dumps(value)

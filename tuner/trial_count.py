@@ -18,9 +18,22 @@ class TrialCancelled(Exception):
     """Raised by :class:`Gate` for a trial started after the study reached its target."""
 
 
+def _state_counts(study: optuna.Study, running_below: int | None = None
+                  ) -> dict[TrialState, int] | None:
+    """The study's trials by state from one aggregate query on an RDB storage (tuner's
+    ``GuardedRDBStorage.trial_state_counts``; no trial is read), else None."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    count = getattr(backend, "trial_state_counts", None)
+    return None if count is None else count(study._study_id, running_below)
+
+
 def counts(study: optuna.Study, *, reap: bool = False) -> tuple[int, int]:
     """(finished, running) trials; with ``reap``, stale trials are reaped first (one read of
     the study where none is stale, as it usually is)."""
+    by_state = None if reap else _state_counts(study)
+    if by_state is not None:
+        return (by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0),
+                by_state.get(TrialState.RUNNING, 0))
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     trials = study.get_trials(deepcopy=False, states=states)
     running = [t for t in trials if t.state == TrialState.RUNNING]
@@ -36,12 +49,17 @@ def target_covered(trial: optuna.Trial, target: int) -> str | None:
     created first, by any process) reach ``target``. Trial numbers follow creation order, so of
     several processes asking at once exactly the trials that fit are allowed to run.
     """
-    trials = trial.study.get_trials(deepcopy=False)
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    ahead = sum(
-        t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
-        for t in trials
-    )
+    by_state = _state_counts(trial.study, running_below=trial.number)
+    if by_state is not None:
+        finished = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
+        ahead = by_state.get(TrialState.RUNNING, 0) + by_state.get(TrialState.WAITING, 0)
+    else:
+        trials = trial.study.get_trials(deepcopy=False)
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        ahead = sum(
+            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
+            for t in trials
+        )
     if finished + ahead < target:
         return None
     return (

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bench_cfg, load_text, md_table, threads_text, write_section  # noqa: E402
 
 from tuner.engine import EpochReport, TrainResult  # noqa: E402
-from tuner.space import suggest_params  # noqa: E402
 from tuner.lifecycle import CallableWork, run_lifecycle  # noqa: E402
 from tuner.shared_reads import wrap  # noqa: E402
+from tuner.space import suggest_params  # noqa: E402
 from tuner.storage import make_storage  # noqa: E402
 from tuner.storage_guard import GuardedRDBStorage  # noqa: E402
 from tuner.study import make_pruner, make_sampler, record_result  # noqa: E402

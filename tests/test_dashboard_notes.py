@@ -282,10 +282,16 @@ def test_live_refresh_spends_at_most_a_twentieth_of_the_time(
 
 
 def test_tune_refreshes_the_dashboard_during_the_run(tiny_cfg, sqlite_url, monkeypatch) -> None:
-    """At the start (a new study has its note and figures at once), after the first finished
-    trial, then as LiveRefresh allows; and at the end."""
+    """At the start a new study has its note at once; the figures and trial notes follow
+    as LiveRefresh allows (here after every trial) and at the end."""
     seen: list[tuple[int, list[str]]] = []
     real = tuner.dashboard_notes.refresh_study_notes
+    notes: list[int] = []
+    real_note = tuner.dashboard_notes.refresh_study_note
+
+    def spy_note(study, cfg, data=None):  # noqa: ANN001, ANN202
+        notes.append(len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))))
+        return real_note(study, cfg, data)
 
     def spy(study, cfg, data=None):  # noqa: ANN001, ANN202
         out = real(study, cfg, data)
@@ -294,12 +300,13 @@ def test_tune_refreshes_the_dashboard_during_the_run(tiny_cfg, sqlite_url, monke
         return out
 
     monkeypatch.setattr(tuner.dashboard_notes, "refresh_study_notes", spy)
+    monkeypatch.setattr(tuner.dashboard_notes, "refresh_study_note", spy_note)
     monkeypatch.setattr(LiveRefresh, "__init__", _no_min_interval(LiveRefresh.__init__))
     cfg = tiny_cfg(study={"n_trials": 3})
     run_tune(cfg, sqlite_url, progress=False, batch_trials=1)
+    assert notes[0] == 0  # the study note before any trial
     counts = [n for n, _ in seen]
-    assert counts[0] == 0 and counts[1] == 1  # before any trial, after the first
-    assert counts[-1] == 3 and len(counts) == 5  # then every trial (no min interval), the end
+    assert counts == [1, 2, 3, 3]  # every trial (no min interval), then the end
     assert all(names == ["validation accuracy"] for _, names in seen)
 
 

@@ -323,3 +323,21 @@ def test_a_paused_trial_shows_its_last_report_within_the_flush_interval(
     assert seen == {1: 0.5}
     study.tell(trial, 1.0)
     assert _fresh_view(sqlite_url).get_trials()[-1].state == TrialState.COMPLETE
+
+
+def test_trials_are_created_with_their_owner_in_the_same_transaction(sqlite_url: str) -> None:
+    from tuner.reaping import OWNER_ATTR, owner_attrs
+    from tuner.shared_reads import create_trials_with
+
+    study = _study(sqlite_url)
+    create_trials_with(study, owner_attrs)
+    trials = [study.ask() for _ in range(3)]
+    stored = _fresh_view(sqlite_url).get_trials()
+    user, system = owner_attrs()
+    assert [t.number for t in stored] == [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.RUNNING and t.user_attrs == user
+               and t.system_attrs[OWNER_ATTR] == system[OWNER_ATTR] for t in stored)
+    create_trials_with(study, None)
+    assert _fresh_view(sqlite_url).trials[-1].system_attrs  # the earlier ones keep theirs
+    study.ask()
+    assert _fresh_view(sqlite_url).trials[-1].system_attrs == {}

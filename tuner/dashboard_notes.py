@@ -431,8 +431,8 @@ def refresh_study_notes(
 class LiveRefresh:
     """Refresh the note, figures and trial notes while a study runs, at a bounded cost.
 
-    Call :meth:`refresh` when the run starts, then the instance after every finished trial
-    (or poll): it refreshes at the first such call, then only once the time since the last
+    Call :meth:`start` when the run starts, then the instance after every finished trial
+    (or poll): it refreshes ``min_interval_s`` after the start, then only once the time since the last
     refresh is at least :data:`COST_FACTOR` times what that refresh took (and at least
     ``min_interval_s``). So refreshing takes at most 1 / (1 + COST_FACTOR) = 5 % of the run's
     wall time, however large the study grows; a small study refreshes every
@@ -459,6 +459,16 @@ class LiveRefresh:
         self.min_interval_s, self.clock = min_interval_s, clock
         self.next_at: float | None = None  # None: refresh at the next call
         self.count = 0  # refreshes so far
+
+    def start(self) -> None:
+        """At the start of a run: the study note (and the metric's name) at once; the
+        figures and trial notes at the first call ``min_interval_s`` later, or at the end (a
+        new study has no trial to plot yet, and building the figures costs a plotly import)."""
+        name = metric_name(self.cfg)
+        if self.study.metric_names != [name]:
+            self.study.set_metric_names([name])
+        refresh_study_note(self.study, self.cfg, self.data)
+        self.next_at = self.clock() + self.min_interval_s
 
     def refresh(self) -> float:
         """Refresh now (:func:`refresh_study_notes`); the seconds it took."""

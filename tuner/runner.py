@@ -128,7 +128,7 @@ def run_tune(
 
     live = LiveRefresh(study, cfg, objective.data)
     if before < target:
-        live.refresh()  # the note and (empty) figures of a new study, from the start
+        live.start()  # the study note from the start; figures once there is something
 
     with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")

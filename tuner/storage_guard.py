@@ -487,7 +487,27 @@ class GuardedRDBStorage(RDBStorage):
             row = session.get(models.TrialModel, pending)
             if row is not None and row.study_id == study_id:
                 return row  # the lost attempt's commit went through: that trial, not another
-        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        attrs_only = (template_trial is not None and template_trial.state == TrialState.RUNNING
+                      and not (template_trial.params or template_trial.intermediate_values
+                               or template_trial.values))
+        if not attrs_only:
+            trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        else:  # a new trial with its owner's attributes (tuner.shared_reads): Optuna's rows,
+            # the attributes in one multi-row INSERT per table instead of an upsert each
+            import sqlalchemy
+            from optuna.storages._rdb import models
+
+            trial = models.TrialModel(study_id=study_id, number=None, state=TrialState.RUNNING,
+                                      datetime_start=template_trial.datetime_start)
+            session.add(trial)
+            session.flush()
+            for model, attrs in ((models.TrialUserAttributeModel, template_trial.user_attrs),
+                                 (models.TrialSystemAttributeModel, template_trial.system_attrs)):
+                if attrs:
+                    session.execute(sqlalchemy.insert(model), [
+                        {"trial_id": trial.trial_id, "key": k, "value_json": json.dumps(v)}
+                        for k, v in attrs.items()])
+            trial.number = trial.count_past_trials(session)  # as Optuna numbers a trial
         _local.pending_trial = trial.trial_id
         return trial
 

@@ -432,8 +432,8 @@ class LiveRefresh:
     """Refresh the note, figures and trial notes while a study runs, at a bounded cost.
 
     Call :meth:`start` when the run starts, then the instance after every finished trial
-    (or poll): it refreshes ``min_interval_s`` after the start, then only once the time since the last
-    refresh is at least :data:`COST_FACTOR` times what that refresh took (and at least
+    (or poll): it refreshes ``min_interval_s`` after the start, then only once the time since
+    the last refresh is at least :data:`COST_FACTOR` times what that refresh took (and at least
     ``min_interval_s``). So refreshing takes at most 1 / (1 + COST_FACTOR) = 5 % of the run's
     wall time, however large the study grows; a small study refreshes every
     ``min_interval_s`` seconds.

@@ -341,3 +341,21 @@ def test_trials_are_created_with_their_owner_in_the_same_transaction(sqlite_url:
     assert _fresh_view(sqlite_url).trials[-1].system_attrs  # the earlier ones keep theirs
     study.ask()
     assert _fresh_view(sqlite_url).trials[-1].system_attrs == {}
+
+
+def test_study_attributes_in_a_block_are_written_together_or_not_at_all(
+        sqlite_url: str) -> None:
+    from tuner.shared_reads import study_attrs_together
+
+    study = _study(sqlite_url)
+    storage, sid = study._storage, study._study_id
+    with study_attrs_together(study):
+        storage.set_study_system_attr(sid, "a", 1)
+        storage.set_study_system_attr(sid, "b", [2])
+        assert storage.get_study_system_attrs(sid)["b"] == [2]  # read back here at once
+        assert "a" not in _fresh_view(sqlite_url).system_attrs  # not yet in the file
+    assert {"a": 1, "b": [2]}.items() <= _fresh_view(sqlite_url).system_attrs.items()
+    with pytest.raises(RuntimeError), study_attrs_together(study):
+        storage.set_study_system_attr(sid, "a", 3)
+        raise RuntimeError("a refresh that fails half-way")
+    assert _fresh_view(sqlite_url).system_attrs["a"] == 1  # the earlier value stays

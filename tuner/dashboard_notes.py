@@ -39,6 +39,7 @@ from tuner import figures
 from tuner._private import dashboard_module
 from tuner.config import GENERATOR_KEYS, StudyConfig
 from tuner.datasets import DATASETS, SplitData, describe_source, load_split
+from tuner.shared_reads import study_attrs_together
 from tuner.storage import set_study_system_attrs
 from tuner.study import completed, trial_kind, trial_series
 from tuner.summary import nonfinite_line, state_counts
@@ -419,12 +420,13 @@ def refresh_study_notes(
     name = metric_name(cfg)
     if study.metric_names != [name]:  # the dashboard's axes say this instead of "Objective 0"
         study.set_metric_names([name])
-    write_note = refresh_study_note(study, cfg, data)
-    for graph_id, build in FIGURE_IDS.items():
-        _plots.save_plotly_graph_object(
-            study, build(study, cfg), graph_object_id=graph_id
-        )
-    written = _save_new_trial_notes(study, cfg)
+    with study_attrs_together(study):  # a few dozen attribute chunks: one transaction
+        write_note = refresh_study_note(study, cfg, data)
+        for graph_id, build in FIGURE_IDS.items():
+            _plots.save_plotly_graph_object(
+                study, build(study, cfg), graph_object_id=graph_id
+            )
+        written = _save_new_trial_notes(study, cfg)
     return NotesRefresh(write_note, tuple(FIGURE_IDS), tuple(written))
 
 

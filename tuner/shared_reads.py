@@ -53,7 +53,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "FLUSH_S", "MAX_AGE_S", "SharedReadStorage", "create_trials_with", "flush", "shared_reads",
-    "wrap",
+    "study_attrs_together", "wrap",
 ]
 
 MAX_AGE_S = 0.5
@@ -84,6 +84,7 @@ class SharedReadStorage(_CachedStorage):
         # lock order: _write_lock, then Optuna's _lock
         self._write_lock = threading.RLock()
         self._flusher: threading.Thread | None = None
+        self._study_attrs: dict[int, dict[str, Any]] | None = None  # study_attrs_together
         # (user, system) attributes every trial created here starts with (create_trials_with)
         self.new_trial_attrs: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
@@ -146,6 +147,28 @@ class SharedReadStorage(_CachedStorage):
             if old is None or old.state.is_finished():
                 return
             trials[where[1]] = _applied(old, [(kind, key, value)])
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        if self._study_attrs is not None:  # inside study_attrs_together: at its end
+            self._study_attrs.setdefault(study_id, {})[key] = value
+            return
+        super().set_study_system_attr(study_id, key, value)
+
+    def set_study_system_attrs(self, study_id: int, attrs: dict[str, Any]) -> None:
+        """``set_study_system_attr`` for each key, in one transaction."""
+        if self._study_attrs is not None:
+            self._study_attrs.setdefault(study_id, {}).update(attrs)
+        elif self._behind:
+            self._backend.set_study_system_attrs(study_id, attrs)  # type: ignore[attr-defined]
+        else:
+            for key, value in attrs.items():
+                super().set_study_system_attr(study_id, key, value)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        attrs = super().get_study_system_attrs(study_id)
+        if self._study_attrs and study_id in self._study_attrs:
+            attrs = {**attrs, **self._study_attrs[study_id]}
+        return attrs
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is None and self.new_trial_attrs is not None:
@@ -403,3 +426,23 @@ def create_trials_with(
     storage = study._storage
     if isinstance(storage, SharedReadStorage):
         storage.new_trial_attrs = attrs
+
+
+@contextlib.contextmanager
+def study_attrs_together(study: optuna.Study) -> Iterator[None]:
+    """Within the block, the study's system attributes written (optuna-dashboard's notes and
+    figures: one attribute per chunk) are kept, read back with them applied, and written in
+    one transaction when the block ends; nothing of them is written if it raises. A no-op on
+    other storages (and when nested)."""
+    storage = study._storage
+    if not isinstance(storage, SharedReadStorage) or storage._study_attrs is not None:
+        yield
+        return
+    storage._study_attrs = {}
+    try:
+        yield
+        kept = storage._study_attrs
+    finally:
+        storage._study_attrs = None
+    for study_id, attrs in kept.items():
+        storage.set_study_system_attrs(study_id, attrs)

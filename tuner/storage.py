@@ -492,17 +492,16 @@ def set_trial_attrs(
 
 def set_study_system_attrs(study: optuna.Study, attrs: Mapping[str, Any]) -> None:
     """``study._storage.set_study_system_attr(study._study_id, key, value)`` for each key, in
-    one transaction on tuner's RDB storage (``GuardedRDBStorage.set_study_system_attrs``);
+    one transaction on tuner's RDB storage (``SharedReadStorage.set_study_system_attrs``);
     one call per key on other storages.
 
     Raises:
         StorageUnavailable: the storage failed (disk full, read-only, unreachable).
     """
     storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    many = getattr(backend, "set_study_system_attrs", None)
+    many = getattr(storage, "set_study_system_attrs", None)  # tuner.shared_reads' storage
     if many is not None:
-        many(study._study_id, attrs)
+        many(study._study_id, dict(attrs))
         return
     for key, value in attrs.items():
         storage.set_study_system_attr(study._study_id, key, value)

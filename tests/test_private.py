@@ -193,3 +193,63 @@ def test_the_light_dashboard_modules_import_only_optuna(name: str) -> None:
         for alias in (node.names if isinstance(node, ast.Import) else [None])
     }
     assert top <= {"__future__", "math", "typing", "uuid", "json", "optuna"}, top
+
+
+def test_the_head_revision_read_from_the_scripts_is_alembics(tmp_path) -> None:
+    from pathlib import Path
+
+    from optuna.storages._rdb import storage as rdb
+
+    from tuner._private import alembic_head
+
+    storage = optuna_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    assert alembic_head(Path(rdb.__file__).parent / "alembic" / "versions") == (
+        storage.get_head_version())
+
+
+def optuna_storage(url: str):  # noqa: ANN201
+    import optuna
+
+    return optuna.storages.RDBStorage(url)
+
+
+_FAST_OPEN = """
+import sys
+import optuna
+from tuner._private import skip_alembic_when_current
+assert skip_alembic_when_current()
+url = sys.argv[1]
+storage = optuna.storages.RDBStorage(url)  # a new file: stamped without alembic
+optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
+storage = optuna.storages.RDBStorage(url)  # opened again: one query, no alembic
+print("alembic" in sys.modules)
+"""
+
+
+def test_storages_open_without_alembic_and_stay_readable_by_optuna(tmp_path) -> None:
+    """The stamp is alembic's: Optuna's own version manager (with alembic) agrees afterwards,
+    and a database at an older revision still gets Optuna's message."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    url = f"sqlite:///{tmp_path / 'fast.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", _FAST_OPEN, url], env=env, text=True,
+                         capture_output=True, check=True).stdout
+    assert out.strip() == "False"  # alembic never imported
+    storage = optuna_storage(url)  # Optuna's own check, with alembic, in this process
+    assert storage.get_current_version() == storage.get_head_version()
+    with sqlite3.connect(tmp_path / "fast.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'")
+    code = _FAST_OPEN.replace('print("alembic" in sys.modules)', "")
+    failed = subprocess.run([sys.executable, "-c", code, url], env=env, text=True,
+                            capture_output=True)
+    assert failed.returncode != 0
+    assert "no longer compatible with the table schema" in failed.stderr
+    with pytest.raises(RuntimeError, match="optuna storage upgrade"):
+        optuna_storage(url)

@@ -53,7 +53,7 @@ from tuner.batched import (
 from tuner.engine import EpochReport
 from tuner.interrupts import Interrupts
 from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial, owner_attrs
-from tuner.shared_reads import create_trials_with, flush, shared_reads
+from tuner.shared_reads import create_trials_with, shared_reads
 from tuner.space import suggest_params
 from tuner.study import Objective, record_result
 from tuner.trial_count import POLL_S, target_covered
@@ -243,12 +243,8 @@ def run_lifecycle(
                         study.tell(trial, state=TrialState.FAIL)
                         del live[trial.number]
                         break
-                    with shared_reads(study):
+                    with shared_reads(study):  # its parameters: stored within FLUSH_S
                         work.start(trial, _reporter(slot, interrupts))
-                    try:  # its parameters and owner, for the dashboard and other workers
-                        flush(study, trial)
-                    except UpdateFinishedTrialError as exc:
-                        slot.dropped = str(exc)
                 if not live:
                     if wait and not _past(deadline):
                         with interrupts.interruptible():

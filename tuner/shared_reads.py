@@ -24,10 +24,14 @@ together, in one transaction (``GuardedRDBStorage.write_trial``):
 
 - with the trial's end (``tell``): the buffered rows and the state change commit together, so
   a finished trial is never stored without its parameters, values or attributes;
-- when :func:`flush` is called (tuner's lifecycle does so once a trial has its parameters, so
-  that other processes and the dashboard see them, and the owner attribute, at once);
-- on any write at least :data:`FLUSH_S` seconds after the trial's previous transaction: a
-  long trial's progress reaches the dashboard and other workers' pruners about once a second.
+- on any write at least :data:`FLUSH_S` seconds after the trial's previous transaction, and
+  from a thread for writes that waited that long (a trial busy between two reports): a
+  longer trial's parameters and progress reach the dashboard and other workers' pruners
+  about once a second;
+- when :func:`flush` is called.
+
+The owner attributes that stale-trial reaping relies on are written with the trial itself
+(:func:`create_trials_with`).
 
 This process reads its own trials with every buffered write applied. What a kill (SIGKILL,
 power loss) loses is at most the last second of a running trial's reports; that trial is

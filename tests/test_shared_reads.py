@@ -49,7 +49,7 @@ def test_own_writes_are_seen_inside_a_block(sqlite_url: str) -> None:
         assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 0.5}
 
 
-def test_other_processes_writes_are_seen_after_the_block_or_a_tell(sqlite_url: str) -> None:
+def test_other_processes_writes_are_seen_after_the_block_or_a_state_change(sqlite_url: str) -> None:
     study = _study(sqlite_url)
     other = _study(sqlite_url)  # another process's view of the same study
     mine = study.ask()
@@ -57,9 +57,13 @@ def test_other_processes_writes_are_seen_after_the_block_or_a_tell(sqlite_url: s
         assert len(study.get_trials(deepcopy=False)) == 1
         other.ask()
         assert len(study.get_trials(deepcopy=False)) == 1  # stale: the shared read
-        study.tell(mine, 1.0)  # a state change: the next read is fresh
+        study.tell(mine, 1.0)  # its own trial's end: in the shared read at once
         trials = study.get_trials(deepcopy=False)
-        assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+        assert [t.state for t in trials] == [TrialState.COMPLETE]  # the other's: not yet
+        study._storage.set_trial_state_values(  # a state change not of its own (a reaper's):
+            other.trials[1]._trial_id, TrialState.FAIL)  # the next read is fresh
+        trials = study.get_trials(deepcopy=False)
+        assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
         other.ask()
     assert len(study.get_trials(deepcopy=False)) == 3  # outside: exact
 

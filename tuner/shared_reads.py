@@ -12,8 +12,9 @@ of the study's trials less than ``max_age`` seconds old (:data:`MAX_AGE_S`) is r
 of read again. What this process writes meanwhile (parameters, intermediate values,
 attributes) is written through to the cached trials, so this process always sees its own
 writes; trials of other processes are stale by at most ``max_age``, which the sampler and the
-pruner tolerate (a worker already samples while others train). A state change (``tell``)
-ends the reuse: the next read is fresh. Outside :func:`shared_reads` every read is fresh, as
+pruner tolerate (a worker already samples while others train). A state change ends the
+reuse (the next read is fresh), except this process finishing a trial of its own: that trial's
+cached copy is then exactly what was stored. Outside :func:`shared_reads` every read is fresh, as
 in Optuna: exact counts (the study's target, ``tuner.workers.target_covered``) are read there.
 
 **Writes behind.** Optuna writes each suggested parameter, each reported epoch and each
@@ -307,14 +308,19 @@ class SharedReadStorage(_CachedStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        with self._write_lock:
+            if trial_id in self._own and state.is_finished():
+                try:
+                    done = self._write(trial_id, state, values)
+                except BaseException:
+                    self._read_at.clear()
+                    raise
+                self._own.pop(trial_id, None)
+                # the cached copy is now what was stored: a shared read stays valid
+                self._finished_here(trial_id, state, values, done)
+                return True
         self._read_at.clear()  # whatever happens, the next read is fresh
         try:
-            with self._write_lock:
-                if trial_id in self._own and state.is_finished():
-                    done = self._write(trial_id, state, values)
-                    self._own.pop(trial_id, None)
-                    self._finished_here(trial_id, state, values, done)
-                    return True
             if trial_id in self._own:
                 self.flush(trial_id)
             changed = super().set_trial_state_values(trial_id, state, values)

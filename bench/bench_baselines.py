@@ -28,9 +28,19 @@ stops a run, as in a plain loop); a run that still diverges scores as a constant
 Comparison: per study and baseline, a two-sided paired t-test over the evaluation seeds of the
 test metric (``scipy.stats.ttest_rel``), alpha 0.05 per comparison.
 
+Re-check on fresh splits: that paired test counts the noise of the training seeds on one fixed
+split, not the split's own (a row of a 270-row test split is 0.37 points of accuracy). Each
+study where tuner is called worse runs again, whole (tuner's search and confirmation, every
+baseline), with ``[split] seed`` + 1 .. + K (``--split-seeds K``, ``TUNER_BENCH_SPLITS``,
+default 10; 0: none; ``--recheck a,b`` re-checks those studies anyway), and tuner is compared
+with each baseline by a two-sided paired t-test over the splits (one value per split: its mean
+over the evaluation seeds). A study whose run took longer than ``RECHECK_MAX_SECONDS`` is not
+re-checked (said in the section).
+
 Usage: ``python bench/bench_baselines.py --out bench/out/baselines.md [--seeds N] [--jobs J]
-[--studies a,b]``; ``TUNER_BENCH_SEEDS`` (default 5) and ``TUNER_BENCH_JOBS`` (default 2:
-studies run in that many processes side by side) are the defaults of ``--seeds`` and ``--jobs``.
+[--studies a,b] [--split-seeds K] [--recheck a,b]``; ``TUNER_BENCH_SEEDS`` (default 5) and
+``TUNER_BENCH_JOBS`` (default 2: studies run in that many processes side by side) are the
+defaults of ``--seeds`` and ``--jobs``.
 """
 
 from __future__ import annotations
@@ -344,10 +354,10 @@ The table above compares the arms on one fixed split: its paired test counts the
 training seeds, but not that of the split, and a validation or test split of a few hundred
 rows moves an accuracy by a row (0.37 points on digits' 270) for reasons no configuration
 controls. So where tuner is called worse, the whole comparison runs again on {n_splits} other
-partitions of the same data ([split] seed + 1, + 2, ...; {'; '.join(seeds_text)}): each split
-its own tuner run (search and confirmation, as above) and its own baselines (LR range test,
-grid), {n_seeds} evaluation seeds each; one value per split (the mean over its seeds), tuner
-against each baseline by a two-sided paired t-test over the splits.
+partitions of the same data ([split] seed + 1, + 2, ...): each split its own tuner run (search
+and confirmation, as above) and its own baselines (LR range test, grid), {n_seeds} evaluation
+seeds each; one value per split (the mean over its seeds), tuner against each baseline by a
+two-sided paired t-test over the splits. Splits: {'; '.join(seeds_text)}.
 
 {md_table(["study", "arm", "test metric over splits", "Δ", "p", "tuner is"], rows)}
 

@@ -62,7 +62,7 @@ def test_the_recheck_pairs_by_split_and_the_target_line_reports_both(bench) -> N
     assert "**MISSED** on this split: worse than LR finder + one-cycle on b" in target
     assert "indistinguishable from or better than LR finder + one-cycle on b" in target
     assert "**worse** than sklearn MLP on b there" in target
-    assert "### Re-check on fresh splits" in text and "[split] seed 1..6" in text
+    assert "### Re-check on fresh splits" in text and "b: [split] seed 1..6" in text
 
 
 def test_no_recheck_section_when_tuner_is_never_worse(bench) -> None:

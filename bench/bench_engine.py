@@ -142,9 +142,9 @@ core, about 100 GFLOP/s, some 22 us per trial-step together; the element-wise pa
 activations and the parameters (ReLU, its derivative, the optimizer) are bound by memory
 traffic. Larger batches share the per-step dispatch further (K=16 measured 67 us per
 trial-step against 73 for K=8 and 85 for K=4) but make the sampler wait longer for results
-(section 3). The SQLite rows add the same storage writes to every variant (one transaction per
-reported epoch, suggested parameter and tell; the user attributes in one; see sections 2 and 4),
-which caps the ratio on short trials.
+(section 3). The SQLite rows add the same storage work to every variant (each trial created,
+its first heartbeat, and its parameters, reports, attributes and end in one transaction; see
+sections 2 and 4), which caps the ratio on short trials.
 {chr(10).join('- ' + n for n in notes)}
 
 Load: {load_before} before, {load_text()} after. {threads_text()}.

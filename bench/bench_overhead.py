@@ -93,13 +93,11 @@ Fastest of {REPEATS} runs each, in a fresh process per variant; overhead = tuner
 Target: overhead at most {TARGET:.0%}.
 {chr(10).join('- ' + c for c in checks)}
 
-What is left on a SQLite file is Optuna's storage: every reported epoch and every suggested
-parameter is one SQLAlchemy transaction (tuner writes a trial's dozen user attributes in one;
-section 4 measures the storage per trial), and each trial reads the study's counts to stop at
-exactly the requested number of trials; "storage" is the SQLite run's extra time over the
-in-memory one, per trial. On a short trial (digits: 20 epochs of 20 steps) it costs more than
-half as much as the training itself; the one-at-a-time engine's speed-up over the bare loop
-pays for part of it.
+What is left on a SQLite file is the storage: each trial is created in a transaction, gets its
+first heartbeat, and is written (parameters, reports, attributes, end) in one more (section 4
+measures the storage per trial), and each trial counts the study's trials with one query to
+stop at exactly the requested number; "storage" is the SQLite run's extra time over the
+in-memory one, per trial.
 
 Load: {load_before} before, {load_text()} after. {threads_text()}.
 Command: `python bench/bench_overhead.py --out bench/out/overhead.md` (or

@@ -114,6 +114,29 @@ def test_settings_stored_by_an_older_tuner_are_still_checked(tiny_cfg, sqlite_ur
     open_study(cfg, sqlite_url)  # the same settings resume
 
 
+def test_a_study_optuna_made_another_way_is_refused_before_any_trial(tiny_cfg, sqlite_url):
+    """The same name in the storage, made by plain Optuna: the other direction, or trials
+    tuner did not make, would be ranked with tuner's. One line, nothing written."""
+    from tuner.errors import ConfigError
+
+    cfg = tiny_cfg()  # accuracy: maximize
+    optuna.create_study(storage=sqlite_url, study_name=cfg.name, direction="minimize")
+    with pytest.raises(ConfigError, match="is to minimize .* is to maximize") as info:
+        run_tune(cfg, sqlite_url, n_trials=2, progress=False)
+    assert "new [study] name" in str(info.value) and "\n" not in str(info.value)
+    assert optuna.load_study(study_name=cfg.name, storage=sqlite_url).trials == []
+
+    other = tiny_cfg(study={"name": "foreign"})
+    foreign = optuna.create_study(storage=sqlite_url, study_name="foreign",
+                                  direction="maximize")
+    foreign.optimize(lambda t: t.suggest_float("foo", 0.0, 1.0), n_trials=3)
+    with pytest.raises(ConfigError, match="3 trial\\(s\\) that tuner did not make"):
+        run_tune(other, sqlite_url, n_trials=5, progress=False)
+    after = optuna.load_study(study_name="foreign", storage=sqlite_url)
+    assert len(after.trials) == 3
+    assert SETTINGS_ATTR not in after._storage.get_study_system_attrs(after._study_id)
+
+
 def test_generator_refusals_name_the_file(tiny_cfg):
     from tuner.errors import ConfigError
 

@@ -379,14 +379,32 @@ def check_settings(study: optuna.Study, cfg: StudyConfig, storage_url: str) -> N
 
     Raises:
         ConfigError: the stored settings differ; the message names the first differing key,
-            both values, and how to start a separate study. Nothing is written then.
+            both values, and how to start a separate study. Also when the study exists with
+            another direction, or with trials tuner did not make (no settings recorded).
+            Nothing is written then.
     """
     plain = cfg.to_dict()
     current = json.loads(json.dumps({k: plain[k] for k in SETTINGS_SECTIONS}))
     storage, study_id = study._storage, study._study_id
+    where = f"the study '{cfg.name}' already in {redact_url(storage_url)}"
+    directions = [d.name.lower() for d in study.directions]
+    if directions != [cfg.direction]:
+        raise ConfigError(
+            f"{cfg.path}: {where} is to {' and '.join(directions)} ({len(directions)} "
+            f"objective(s)), but [objective] {cfg.objective.metric} is to {cfg.direction}; "
+            f"its trials would be ranked the wrong way. Give the study a new [study] name, or "
+            f"use another --storage."
+        )
     stored = storage.get_study_system_attrs(study_id).get(SETTINGS_ATTR)
     stored = stored if stored is not None else study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
+        made = len(study.get_trials(deepcopy=False))
+        if made:
+            raise ConfigError(
+                f"{cfg.path}: {where} has {made} trial(s) that tuner did not make (it records "
+                f"its settings on a study it starts): they cannot be ranked with tuner's. Give "
+                f"the study a new [study] name, or use another --storage."
+            )
         storage.set_study_system_attr(study_id, SETTINGS_ATTR, current)
         return
     if stored == current:

@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM before (or after) the trials' own handling: stop as Ctrl-C does."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 the storage failed (disk full, server
     unreachable), 2 user error, 130 interrupted)."""
@@ -420,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tuner._private import FAST_OPTIMIZER_ENV
 
     os.environ.setdefault(FAST_OPTIMIZER_ENV, "1")  # this process and its workers
+    if argv is None:  # the program itself: SIGTERM (a scheduler's stop) as Ctrl-C, everywhere
+        signal.signal(signal.SIGTERM, _terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
@@ -459,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None:  # the program itself: its work and messages are done; a late Ctrl-C
             # must not turn the exit (torch, storages, workers shutting down) into a kill
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ _STORAGE_CODE = tuple(
     d for d in (_package_dir("optuna.storages"), _package_dir("sqlalchemy"),
                 _package_dir("psycopg"), _package_dir("psycopg2"))
     if d is not None
-) + (str(Path(__file__).with_name("storage.py")),)
+) + tuple(str(Path(__file__).with_name(n)) for n in ("storage.py", "storage_guard.py",
+                                                    "shared_reads.py"))
 
 
 def _in_storage_call(frame: Any) -> bool:
     """True if ``frame`` or one of its callers runs storage code (Optuna's, SQLAlchemy's,
-    a database driver's, ``tuner.storage``)."""
+    a database driver's, tuner's storage modules)."""
     while frame is not None:
         if frame.f_code.co_filename.startswith(_STORAGE_CODE):
             return True

@@ -538,6 +538,12 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
+def _worker_processes(pid: int) -> list[int]:
+    """The worker processes of `tuner tune` ``pid``: children of its worker server (a child
+    of ``pid``, like multiprocessing's resource tracker)."""
+    return [w for child in _children(pid) for w in _children(child)]
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) -> None:
     """Ctrl-C (the whole process group) while the worker processes still import (issue 11.8)."""
@@ -545,8 +551,8 @@ def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     proc = _tune(study_file, "--workers", "2", "--n-trials", "5", url=url, new_session=True)
     end = time.monotonic() + 60
-    while len(_children(proc.pid)) < 2 and time.monotonic() < end:
-        time.sleep(0.01)  # polling for the spawned workers: nothing to await across processes
+    while len(_worker_processes(proc.pid)) < 2 and time.monotonic() < end:
+        time.sleep(0.01)  # polling for the workers: nothing to await across processes
     os.killpg(proc.pid, signal.SIGINT)
     code, out, err = _finish(proc, timeout=90)
     assert code == 130, err

@@ -3,8 +3,8 @@ their second epoch until the file named by $TUNER_TEST_GATE exists.
 
 A trial seen training then cannot end before the test's signal (SIGKILL, SIGSTOP), whatever
 the machine's load, and the trials stay as short as any once the test opens the gate (or
-when it never closes one). Worker processes (spawned: they run this file again as
-``__mp_main__``) wait at the same gate.
+when it never closes one). Worker processes (forked from the worker server: they run this
+file again as ``__mp_main__``) wait at the same gate.
 """
 
 import os

@@ -298,6 +298,50 @@ def test_cleanup_all_running_marks_and_requeues(tiny_cfg, tmp_path: Path, capsys
     assert _states(_study(url, cfg.name)) == {"COMPLETE": 1, "FAIL": 1, "WAITING": 1}
 
 
+# --- the worker server: what workers are forked from --------------------------------------------
+
+_SERVER_CHECK = """
+import multiprocessing, os, signal
+from tuner import workers
+
+environ = dict(os.environ)
+workers.start_worker_server(1)  # torch threads: every core
+assert dict(os.environ) == environ and not signal.pthread_sigmask(signal.SIG_BLOCK, [])
+ctx = multiprocessing.get_context("forkserver")
+with ctx.Pool(1) as pool:  # a process forked from the server: its parent is the server
+    server = pool.apply_async(os.getppid).get(60)
+print(server, open(f"/proc/{server}/status").read(), open(f"/proc/{server}/maps").read())
+print(open(f"/proc/{server}/environ").read().replace("\\0", "\\n"))
+worker = ctx.Process(target=workers._exit_worker, args=(3,))
+worker.start()
+worker.join(60)
+print("exit", worker.exitcode)
+"""
+
+
+def test_workers_fork_from_a_one_thread_server_with_torch_loaded_and_signals_blocked() -> None:
+    """start_worker_server (issue 12), in a process with no thread settings (numpy's OpenBLAS
+    would start a thread per core): the server has torch imported and runs one thread, so that
+    forking it is safe; it blocks SIGINT/SIGTERM (each worker inherits that until its handlers
+    are installed); this process's environment and signal mask are left as they were. A
+    worker ends through _exit_worker with the status it gives."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", _SERVER_CHECK], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    server, rest = done.stdout.split(None, 1)
+    assert int(server) != os.getpid()
+    status = dict(line.split(":", 1) for line in rest.splitlines() if ":\t" in line)
+    assert int(status["Threads"]) == 1
+    # numpy's OpenBLAS starts no thread pool in it (a pool it shuts down at each fork)
+    assert "\nOPENBLAS_NUM_THREADS=1\n" in rest
+    blocked = int(status["SigBlk"], 16)
+    assert all(blocked & (1 << (s - 1)) for s in (signal.SIGINT, signal.SIGTERM))
+    assert "libtorch" in rest  # its memory maps: torch imported before forking
+    assert done.stdout.rstrip().endswith("exit 3")
+
+
 # --- end to end: real worker processes --------------------------------------------------------
 
 def _toml(data: dict[str, dict[str, Any]]) -> str:
@@ -538,6 +582,12 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
+def _worker_processes(pid: int) -> list[int]:
+    """The worker processes of `tuner tune` ``pid``: children of its worker server (a child
+    of ``pid``, like multiprocessing's resource tracker)."""
+    return [w for child in _children(pid) for w in _children(child)]
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) -> None:
     """Ctrl-C (the whole process group) while the worker processes still import (issue 11.8)."""
@@ -545,8 +595,8 @@ def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     proc = _tune(study_file, "--workers", "2", "--n-trials", "5", url=url, new_session=True)
     end = time.monotonic() + 60
-    while len(_children(proc.pid)) < 2 and time.monotonic() < end:
-        time.sleep(0.01)  # polling for the spawned workers: nothing to await across processes
+    while len(_worker_processes(proc.pid)) < 2 and time.monotonic() < end:
+        time.sleep(0.01)  # polling for the workers: nothing to await across processes
     os.killpg(proc.pid, signal.SIGINT)
     code, out, err = _finish(proc, timeout=90)
     assert code == 130, err

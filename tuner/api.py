@@ -408,7 +408,6 @@ def run_tune_command(
 
     from rich.console import Console
 
-    from tuner.runner import run_tune
     from tuner.storage import (
         STORAGE_ENV,
         check_shareable,
@@ -416,8 +415,6 @@ def run_tune_command(
         redact_url,
         resolve_storage_url,
     )
-    from tuner.study import completed
-    from tuner.summary import print_summary
 
     if options.seed is not None:
         cfg = replace(cfg, study=replace(cfg.study, seed=options.seed))
@@ -431,10 +428,10 @@ def run_tune_command(
         if local is not None:
             raise ConfigError(
                 f"{'--workers ' if cli else 'workers = '}{options.workers} cannot use {local}: "
-                f"worker processes start afresh (spawn) and do not see this process's objects; "
-                f"use one worker (batch_trials trains several trials at once), or save X and y "
-                f"to a .npz file ([dataset] path) and put the model function in a module "
-                f'([model] factory = "module:function").'
+                f"worker processes start afresh (not as copies of this process) and do not "
+                f"see its objects; use one worker (batch_trials trains several trials at "
+                f"once), or save X and y to a .npz file ([dataset] path) and put the model "
+                f'function in a module ([model] factory = "module:function").'
             )
         check_shareable(url)  # before anything starts: workers cannot share memory
     from tuner.tracking import require_mlflow, resolve_tracking, tracking_summary
@@ -445,6 +442,15 @@ def run_tune_command(
     )
     if tracking is not None:
         require_mlflow()  # one line naming the extra, before anything starts
+    if options.workers > 1:  # it imports torch for the workers while this process loads
+        from tuner.workers import start_worker_server
+
+        start_worker_server(options.workers, options.threads)
+
+    from tuner.runner import run_tune  # torch
+    from tuner.study import completed
+    from tuner.summary import print_summary
+
     again = "run the same command" if cli else "call tuner.tune again with the same arguments"
     bars = Console(quiet=True) if console.quiet else None  # None: run_tune's stderr bar
     console.print(f"study [bold]{cfg.name}[/bold] from {cfg.path} -> {redact_url(url)}")

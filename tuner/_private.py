@@ -50,11 +50,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "CHECKED_AGAINST",
     "dashboard_module",
+    "exit_process",
     "FAST_OPTIMIZER_ENV",
     "fused_update_ops",
     "alembic_head",
@@ -161,6 +162,28 @@ def skip_alembic_when_current() -> bool:
 
     rdb._VersionManager = FastVersionManager
     return True
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with status ``code`` as a normal exit would (multiprocessing's
+    finalizers, other threads joined, ``atexit`` handlers, streams flushed), without tearing
+    down every module one by one: with torch loaded that takes about 0.5 s of CPU after the
+    command's work is done (the ``tuner`` command and its worker processes). Private:
+    ``multiprocessing.util._exit_function`` and ``atexit._run_exitfuncs``."""
+    import atexit
+    import contextlib
+    import threading
+    from multiprocessing import util
+
+    util._exit_function()  # what multiprocessing runs when a process's target returns
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # tuner.storage closes its databases here (a SQLite checkpoint)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 LIGHT_DASHBOARD_MODULES = ("_note", "_custom_plot_data")

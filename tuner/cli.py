@@ -419,7 +419,21 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 the storage failed (disk full, server
-    unreachable), 2 user error, 130 interrupted)."""
+    unreachable), 2 user error, 130 interrupted).
+
+    Run as the program (``argv`` None: the ``tuner`` command, ``python -m tuner``), the
+    process then exits at once with that status (``tuner._private.exit_process``: exit
+    handlers run, databases closed, streams flushed; the 0.5 s of tearing torch's modules
+    down skipped)."""
+    code = _run(argv)
+    if argv is None:
+        from tuner._private import exit_process
+
+        exit_process(code)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     import os
 
     from tuner._private import FAST_OPTIMIZER_ENV

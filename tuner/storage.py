@@ -30,12 +30,15 @@ the study file.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
 import random
 import re
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,6 +248,7 @@ def _open_rdb(
     while True:
         try:
             storage = GuardedRDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+            _OPENED.add(storage.engine)
             if said:
                 _log.warning("storage %s: connected after %.1f s", rdb_kwargs["shown"],
                              time.monotonic() - started)
@@ -268,6 +272,19 @@ def _open_rdb(
                              retry_budget_s())
                 said = True
             time.sleep(wait)
+
+
+_OPENED: weakref.WeakSet[Any] = weakref.WeakSet()  # the engines of storages opened here
+
+
+@atexit.register
+def _close_storages() -> None:
+    """Close every database connection this process opened, at exit (also the tuner
+    command's fast exit, ``tuner._private.exit_process``): the last connection to a SQLite
+    file checkpoints its write-ahead log into the file and removes ``-wal`` and ``-shm``."""
+    for engine in list(_OPENED):
+        with contextlib.suppress(Exception):
+            engine.dispose()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

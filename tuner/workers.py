@@ -64,11 +64,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
+from tuner._private import exit_process
 from tuner.errors import StorageError, WorkerError
 from tuner.interrupts import Interrupts
 from tuner.reaping import (
@@ -245,7 +246,7 @@ def _worker_main(spec: _WorkerSpec) -> None:
     It starts with SIGINT/SIGTERM blocked (the server's mask), so that one received while it
     still loads (a Ctrl-C reaches the whole process group) waits for the handlers below: then
     it stops the worker at its first check, before any trial, with no traceback. It exits with
-    :func:`_exit_worker`."""
+    :func:`tuner._private.exit_process`."""
     import sys
 
     from tuner.errors import TunerError
@@ -278,12 +279,12 @@ def _worker_main(spec: _WorkerSpec) -> None:
             run_trials(study, objective, spec.target, timeout=timeout, on_trial=on_trial,
                        batch_trials=spec.batch_trials, interrupts=interrupts)
     except KeyboardInterrupt:
-        _exit_worker(130)
+        exit_process(130)
     except TunerError as exc:
         from tuner.errors import StorageUnavailable
 
         print(f"tuner worker {os.getpid()}: error: {exc}", file=sys.stderr)
-        _exit_worker(1 if isinstance(exc, StorageUnavailable) else 2)
+        exit_process(1 if isinstance(exc, StorageUnavailable) else 2)
     except Exception as exc:  # optuna failing while it handles a storage failure
         from tuner.storage_guard import failure_behind
 
@@ -291,28 +292,8 @@ def _worker_main(spec: _WorkerSpec) -> None:
         if failure is None:
             raise
         print(f"tuner worker {os.getpid()}: error: {failure}", file=sys.stderr)
-        _exit_worker(1)
-    _exit_worker(0)
-
-
-def _exit_worker(code: int) -> NoReturn:
-    """End this worker process with status ``code`` as a normal exit would (multiprocessing's
-    finalizers, other threads joined, ``atexit`` handlers, streams flushed), without tearing
-    down every module one by one: with torch loaded that takes about 0.5 s of CPU, and the
-    parent waits for it."""
-    import atexit
-    import sys
-    from multiprocessing import util
-
-    util._exit_function()  # what multiprocessing runs when a process's target returns
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+        exit_process(1)
+    exit_process(0)
 
 
 # What every worker imports, imported once by the worker server (start_worker_server): torch,

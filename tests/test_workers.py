@@ -532,6 +532,43 @@ def test_sigkill_mid_trial_then_rerun_reaches_the_target(
 
 
 @pytest.mark.slow
+def test_workers_close_their_trials_and_exit_when_the_command_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the command itself (`tuner tune --workers 2`): its workers, children of the
+    worker server, notice within a second, close their trials as an interrupt does and exit,
+    instead of training on unseen."""
+    name = "orphans"
+    study_file = _study_file(tmp_path, name, space=SLOW_TRIALS["space"])
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    gate = tmp_path / "gate"  # the trials wait at their second epoch until it exists
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "5000", url=url, gate=gate)
+    running = _wait_for_running(url, name, count=2)
+    pids = {int(t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]) for t in running}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gate.touch()  # let them go on: only the missing command can stop them now
+    end = time.monotonic() + 60
+    while time.monotonic() < end and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)  # processes that are not this test's children: polled
+    assert not any(_alive(pid) for pid in pids)
+    study = optuna.load_study(study_name=name, storage=make_storage(url))
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) < 5000  # stopped, not trained to the end
+    reasons = [t.user_attrs.get(REASON_ATTR) for t in study.trials if t.state == TrialState.FAIL]
+    assert all(r == "interrupted: SIGTERM" for r in reasons)  # closed as an interrupt closes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    return True
+
+
+@pytest.mark.slow
 def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
     """SIGKILL one of two workers: the other re-runs its trial; the run still ends exact."""
     study_file = _study_file(tmp_path, "survive", space=SLOW_TRIALS["space"])

@@ -238,6 +238,26 @@ class _WorkerSpec:
     batch_trials: int = 1
     tracking: Any = None  # tuner.tracking.TrackingTarget: log this worker's trials to MLflow
     environ: dict[str, str] | None = None  # the parent's os.environ when it started the worker
+    parent: int | None = None  # the pid of the tuner command that started the worker
+
+
+PARENT_POLL_S = 1.0
+"""Seconds between a worker's checks that the command that started it still runs."""
+
+
+def _watch_parent(pid: int) -> None:
+    """A worker's thread: once the tuner command that started it is gone (SIGKILL, OOM; a
+    worker is the worker server's child, so nothing else tells it), SIGTERM the worker itself,
+    which closes its trials as an interrupt does and exits, instead of training on unseen."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        except OSError:  # alive, another user's: cannot be ours
+            return
 
 
 def _worker_main(spec: _WorkerSpec) -> None:
@@ -256,6 +276,9 @@ def _worker_main(spec: _WorkerSpec) -> None:
         os.environ.update(spec.environ)
     for var in _THREAD_VARS:
         os.environ[var] = str(spec.threads)
+    if spec.parent is not None:
+        threading.Thread(target=_watch_parent, args=(spec.parent,), name="tuner-parent",
+                         daemon=True).start()
     try:
         with Interrupts() as interrupts:  # from here a signal is held, then stops the worker
             interrupts.check()
@@ -410,7 +433,7 @@ def run_workers(
             target=_worker_main,
             args=(_WorkerSpec(cfg, storage_url, target, deadline, threads, heartbeat_s,
                               cfg.study.seed + worker_index * workers + k, lr_bounds,
-                              batch_trials, tracking, environ),),
+                              batch_trials, tracking, environ, os.getpid()),),
             name=f"tuner-worker-{k}",
         )
         for k in range(workers)

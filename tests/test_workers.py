@@ -312,7 +312,7 @@ with ctx.Pool(1) as pool:  # a process forked from the server: its parent is the
     server = pool.apply_async(os.getppid).get(60)
 print(server, open(f"/proc/{server}/status").read(), open(f"/proc/{server}/maps").read())
 print(open(f"/proc/{server}/environ").read().replace("\\0", "\\n"))
-worker = ctx.Process(target=workers._exit_worker, args=(3,))
+worker = ctx.Process(target=workers.exit_process, args=(3,))
 worker.start()
 worker.join(60)
 print("exit", worker.exitcode)
@@ -324,7 +324,7 @@ def test_workers_fork_from_a_one_thread_server_with_torch_loaded_and_signals_blo
     would start a thread per core): the server has torch imported and runs one thread, so that
     forking it is safe; it blocks SIGINT/SIGTERM (each worker inherits that until its handlers
     are installed); this process's environment and signal mask are left as they were. A
-    worker ends through _exit_worker with the status it gives."""
+    worker ends through exit_process with the status it gives."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-c", _SERVER_CHECK], env=env, capture_output=True,
@@ -702,16 +702,28 @@ def test_a_stopped_worker_drops_its_reaped_trials_and_goes_on(tmp_path: Path) ->
 def test_the_program_ignores_a_late_ctrl_c_once_its_work_is_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After main() of the program returns, a Ctrl-C cannot kill the exit (issue 11.8)."""
+    """After main() of the program has done its work, a Ctrl-C cannot kill the exit (issue
+    11.8); the program then exits at once with its status (tuner._private.exit_process)."""
+    import tuner._private
+
     (tmp_path / "tiny.toml").write_text(_toml(tiny_study_dict()))
     monkeypatch.setattr(sys, "argv", ["tuner", "cleanup", str(tmp_path / "tiny.toml"),
                                       "--storage", str(tmp_path / "missing.db")])
-    handler = signal.getsignal(signal.SIGINT)
+    exits: list[tuple[int, object]] = []
+
+    def exit_process(code: int):  # noqa: ANN202 - records instead of ending the test run
+        exits.append((code, signal.getsignal(signal.SIGINT)))
+        raise SystemExit(code)
+
+    monkeypatch.setattr(tuner._private, "exit_process", exit_process)
+    handler, term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        assert main() == 2  # no such storage: one line, exit 2
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with pytest.raises(SystemExit):
+            main()
+        assert exits == [(2, signal.SIG_IGN)]  # no such storage: exit 2, Ctrl-C ignored by then
     finally:
         signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, term)
     assert main(["cleanup", str(tmp_path / "tiny.toml"), "--storage",
                  str(tmp_path / "missing.db")]) == 2  # called as a function: untouched
     assert signal.getsignal(signal.SIGINT) is handler

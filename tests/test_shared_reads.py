@@ -192,10 +192,7 @@ def test_flush_and_the_flush_interval_publish_a_running_trial(sqlite_url: str,
     import tuner.shared_reads
 
     study = _study(sqlite_url)
-    _warm(study)
-    trial = study.ask()
-    trial.suggest_float("x", 0.0, 1.0)
-    trial.report(0.5, 1)
+    trial = _running_trial(study)
     assert _fresh_view(sqlite_url).get_trials()[-1].params == {}
     flush(study, trial)
     stored = _fresh_view(sqlite_url).get_trials()[-1]
@@ -217,13 +214,19 @@ def _warm(study: optuna.Study) -> None:
     study.tell(trial, 0.0)
 
 
-def test_a_trial_another_process_finished_keeps_its_state_and_refuses_ours(
-        sqlite_url: str) -> None:
-    study = _study(sqlite_url)
+def _running_trial(study: optuna.Study) -> optuna.Trial:
+    """A running trial after the first, with "x" suggested and epoch 1 reported (buffered)."""
     _warm(study)
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
     trial.report(0.5, 1)
+    return trial
+
+
+def test_a_trial_another_process_finished_keeps_its_state_and_refuses_ours(
+        sqlite_url: str) -> None:
+    study = _study(sqlite_url)
+    trial = _running_trial(study)
     other = _fresh_view(sqlite_url)
     other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # a reaper
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
@@ -239,10 +242,7 @@ def test_a_failed_write_keeps_the_buffer_for_the_next_attempt(sqlite_url: str,
     from tuner.storage_guard import GuardedRDBStorage
 
     study = _study(sqlite_url)
-    _warm(study)
-    trial = study.ask()
-    trial.suggest_float("x", 0.0, 1.0)
-    trial.report(0.5, 1)
+    trial = _running_trial(study)
     real = GuardedRDBStorage.write_trial
     calls = []
 

@@ -15,9 +15,8 @@ from tuner.config import StudyConfig
 from tuner.engine import training_threads
 from tuner.lr_find import resolve_lr_bounds
 from tuner.models import check_spawnable
-from tuner.progress import progress_bar
+from tuner.progress import StudyTally, progress_bar
 from tuner.study import (
-    best_value,
     count_finished,
     make_objective,
     open_study,
@@ -132,6 +131,7 @@ def run_tune(
 
     with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
+        tally = StudyTally(study)
 
         def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
             if tracker is not None and trial is not None:
@@ -139,15 +139,14 @@ def run_tune(
             live()
             if not progress:  # no bar to update: spare the storage reads
                 return
-            done = count_finished(study)
-            value = best_value(study)  # among finite values only
-            best = "no complete trial yet" if value is None else f"best {value:.4g}"
+            tally.update(trial)  # this process's trials counted; the study read once a second
+            best = "no complete trial yet" if tally.best is None else f"best {tally.best:.4g}"
             if trial is None:  # polled while worker processes run
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
                 what = f"{running} running"
             else:
                 what = f"#{trial.number} {trial_kind(trial)}"
-            bar.update(task, completed=min(done, target), status=f"{what} | {best}")
+            bar.update(task, completed=min(tally.finished, target), status=f"{what} | {best}")
 
         if before < target:
             try:

@@ -13,7 +13,12 @@ For each study file (the shipped ones in ``STUDY_ORDER`` that exist, then any ot
   (:func:`tuner.lr_find.lr_range_test`, ``.suggestion()``) as the peak and torch's
   ``OneCycleLR`` defaults (pct_start 0.3, div_factor 25, final_div_factor 1e4);
 - ``sklearn MLP``: ``MLPClassifier()`` / ``MLPRegressor()`` with scikit-learn's defaults
-  (``random_state`` = the seed) on the same scaled split (its own epochs: up to 200);
+  (architecture, Adam 1e-3, ``tol`` / ``n_iter_no_change``; ``random_state`` = the seed) on
+  the same scaled split, except ``max_iter`` = the study's ``[training] epochs`` and
+  ``batch_size`` = its ``[training] batch_size``: the same budget as every other arm;
+- ``sklearn MLP (own budget)``: the same with all of scikit-learn's defaults (batch 200, up
+  to 200 epochs; the epochs it ran are recorded). Information only: not a baseline of the
+  targets (the issue fixes the budget) and not in the better / worse tally;
 - ``grid``: Adam, constant, ``GRID_POINTS`` learning rates log-spaced over the study's
   ``[space] lr`` bounds ([1e-4, 1] for ``lr = "auto"``), each trained once (one selection
   seed), the best validation metric chosen, then retrained on the evaluation seeds.
@@ -88,7 +93,12 @@ ALPHA = 0.05
 DEFAULT_SPLITS = 10
 RECHECK_MAX_SECONDS = 120.0
 SAME = 1e-6  # |tuner - baseline| below this on a seed is no difference
-ARMS = ("tuner", "Adam 1e-3", "SGD 0.1 cosine", "LR finder + one-cycle", "sklearn MLP", "grid")
+OWN_BUDGET = "sklearn MLP (own budget)"
+ARMS = ("tuner", "Adam 1e-3", "SGD 0.1 cosine", "LR finder + one-cycle", "sklearn MLP", "grid",
+        OWN_BUDGET)
+# shown with Δ and p, but on another budget than the study's: no baseline of the targets, not
+# in the tally, and no reason to re-check a study
+INFO_ARMS = (OWN_BUDGET,)
 ONE_CYCLE_DEFAULTS = {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4}
 
 
@@ -139,30 +149,70 @@ def score(result: Any, fallback: float) -> tuple[float, bool]:
     return (float(result.test_metric), False) if ok else (fallback, True)
 
 
-def sklearn_scores(data: Any, metric: str, seeds: list[int]) -> list[float]:
-    """scikit-learn's MLP with its defaults on the same scaled split, one fit per seed."""
+def sklearn_kwargs(seed: int, epochs: int | None = None,
+                   batch_size: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``MLPClassifier`` / ``MLPRegressor``: scikit-learn's defaults with
+    ``random_state`` = ``seed``, and ``max_iter`` / ``batch_size`` set where given (the study's
+    ``[training] epochs`` and ``batch_size``; None keeps sklearn's 200 and ``"auto"``)."""
+    kwargs: dict[str, Any] = {"random_state": seed}
+    if epochs is not None:
+        kwargs["max_iter"] = epochs
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    return kwargs
+
+
+def sklearn_scores(data: Any, metric: str, seeds: list[int], epochs: int | None = None,
+                   batch_size: int | None = None) -> tuple[list[float], list[int]]:
+    """scikit-learn's MLP on the same scaled split, one fit per seed, with its defaults except
+    :func:`sklearn_kwargs`; returns (test metric per seed, epochs run per seed)."""
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import log_loss
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 
     X_tr, X_te = data.X_train.numpy(), data.X_test.numpy()
-    out = []
+    out, epochs_run = [], []
     for seed in seeds:
+        kwargs = sklearn_kwargs(seed, epochs, batch_size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if data.task == "classification":
-                model = MLPClassifier(random_state=seed).fit(X_tr, data.y_train.numpy())
+                model = MLPClassifier(**kwargs).fit(X_tr, data.y_train.numpy())
                 if metric == "accuracy":
                     out.append(float((model.predict(X_te) == data.y_test.numpy()).mean()))
                 else:
                     out.append(float(log_loss(data.y_test.numpy(), model.predict_proba(X_te),
                                               labels=list(range(data.n_outputs)))))
             else:
-                model = MLPRegressor(random_state=seed).fit(X_tr, data.y_train.numpy().ravel())
+                model = MLPRegressor(**kwargs).fit(X_tr, data.y_train.numpy().ravel())
                 mse = float(np.mean((model.predict(X_te) - data.y_test.numpy().ravel()) ** 2))
                 out.append(math.sqrt(mse) * data.target_scale if metric == "rmse" else mse)
-    return out
+        epochs_run.append(int(model.n_iter_))
+    return out, epochs_run
+
+
+def sklearn_arms(data: Any, metric: str, seeds: list[int], epochs: int,
+                 batch_size: int) -> dict[str, dict[str, Any]]:
+    """The two scikit-learn arms: ``sklearn MLP`` on the study's budget (``max_iter`` =
+    ``epochs``, ``batch_size`` = ``batch_size``, the rest sklearn's defaults) and
+    :data:`OWN_BUDGET` (all of sklearn's defaults, with the mean epochs it ran)."""
+    name = "MLPClassifier()" if data.task == "classification" else "MLPRegressor()"
+    values, _ = sklearn_scores(data, metric, seeds, epochs, batch_size)
+    own, ran = sklearn_scores(data, metric, seeds)
+    mean_ran = statistics.fmean(ran)
+    return {
+        "sklearn MLP": {
+            "config": f"{name} defaults, max_iter={epochs} batch_size={batch_size} (the study's "
+                      "epochs and batch): (100,) relu, Adam 1e-3",
+            "values": values, "diverged": 0,
+        },
+        OWN_BUDGET: {
+            "config": f"{name} defaults: (100,) relu, Adam 1e-3, batch 200, up to 200 epochs, "
+                      f"ran {mean_ran:.0f} on average",
+            "values": own, "diverged": 0, "epochs_run": mean_ran,
+        },
+    }
 
 
 def run_study(path: Path, n_seeds: int, split_shift: int = 0) -> dict[str, Any]:
@@ -256,11 +306,8 @@ def run_study(path: Path, n_seeds: int, split_shift: int = 0) -> dict[str, Any]:
         }
     out["arms"]["tuner"]["config"] += f" (trial #{confirmation.winner})"
     t = time.perf_counter()
-    out["arms"]["sklearn MLP"] = {
-        "config": ("MLPClassifier()" if data.task == "classification" else "MLPRegressor()")
-        + " defaults: (100,) relu, Adam 1e-3, batch 200, up to 200 epochs",
-        "values": sklearn_scores(data, cfg.objective.metric, seeds), "diverged": 0,
-    }
+    out["arms"] |= sklearn_arms(data, cfg.objective.metric, seeds, cfg.training.epochs,
+                                cfg.training.batch_size)
     out["sklearn_seconds"] = time.perf_counter() - t
     out["seconds"] = time.perf_counter() - started
     out["cpu_seconds"] = time.process_time() - cpu_started
@@ -293,16 +340,92 @@ def fmt(metric: str, v: float) -> str:
 
 
 def worse_studies(results: list[dict[str, Any]]) -> list[str]:
-    """The studies where tuner is called worse than some baseline (in table order)."""
+    """The studies where tuner is called worse than some baseline of the targets (not an
+    :data:`INFO_ARMS` one), in table order."""
     out = []
     for r in results:
         if "skipped" in r:
             continue
         tuner = r["arms"]["tuner"]["values"]
         if any(compare(tuner, a["values"], r["direction"])["verdict"] == "worse"
-               for arm, a in r["arms"].items() if arm != "tuner" and "values" in a):
+               for arm, a in r["arms"].items()
+               if arm != "tuner" and arm not in INFO_ARMS and "values" in a):
             out.append(r["study"])
     return out
+
+
+def shown_verdict(arm: str, verdict: str) -> str:
+    """The 'tuner is' cell: a call is bold unless 'indistinguishable'; an :data:`INFO_ARMS`
+    arm's call is marked as not counted."""
+    shown = verdict if verdict == "indistinguishable" else f"**{verdict}**"
+    return f"{shown} (information, not counted)" if arm in INFO_ARMS else shown
+
+
+def target1_text(worse: list[tuple[str, str]], again: dict[str, dict[str, str]]) -> str:
+    """Target 1's line: tuner never worse than a baseline of the targets beyond noise.
+
+    ``worse``: the (study, arm) pairs called worse on the fixed split; ``again``: the re-check's
+    {study: {arm: verdict}} (paired over fresh splits). A fixed-split call that the re-check
+    of its study does not confirm is split noise; a re-check 'worse' counts as worse, and so
+    does a fixed-split one with no re-check. Met only if none is left. Both the fixed-split
+    call and the re-check's outcome are in the line. :data:`INFO_ARMS` never count."""
+    worse = [(s, a) for s, a in worse if a not in INFO_ARMS]
+    again = {s: {a: v for a, v in arms.items() if a not in INFO_ARMS}
+             for s, arms in again.items()}
+    confirmed = [(s, a) for s, a in worse if again.get(s, {}).get(a) == "worse"]
+    unchecked = [(s, a) for s, a in worse if again.get(s, {}).get(a) is None]
+    cleared = [(s, a) for s, a in worse if (s, a) not in confirmed and (s, a) not in unchecked]
+    new = [(s, a) for s, arms in again.items() for a, v in arms.items()
+           if v == "worse" and (s, a) not in worse]
+    met = not (confirmed or unchecked or new)
+    text = ("Target 1, tuner never worse than a baseline beyond noise: "
+            + ("**met**." if met else "**MISSED**.") + " On this split: "
+            + ("never worse" if not worse else "worse than "
+               + ", ".join(f"{a} on {s}" for s, a in worse)) + ".")
+    if again:
+        parts = (
+            [f"indistinguishable from or better than {a} on {s} (the call on this split is "
+             "split noise)" for s, a in cleared]
+            + [f"still **worse** than {a} on {s}" for s, a in confirmed]
+            + [f"**worse** than {a} on {s} there" for s, a in new]
+        )
+        if not parts:
+            parts = [f"never worse on {', '.join(again)}"]
+        text += " On fresh splits, split noise counted (re-check below): " + "; ".join(
+            parts) + "."
+    if unchecked:
+        text += " Not re-checked, so it stands: worse than " + ", ".join(
+            f"{a} on {s}" for s, a in unchecked) + "."
+    return text
+
+
+def info_text(calls: list[tuple[dict[str, Any], str, dict[str, Any]]],
+              again: dict[str, dict[str, str]]) -> str:
+    """The information line on :data:`INFO_ARMS` (sklearn at its own budget): where tuner is
+    behind it, on the fixed split or in the re-check; '' if no such arm ran."""
+    if not calls:
+        return ""
+    ahead = []
+    for r, arm, c in calls:
+        recheck = again.get(r["study"], {}).get(arm)
+        if c["verdict"] != "worse" and recheck != "worse":
+            continue
+        a = r["arms"][arm]
+        budget = (f"up to 200 epochs, {a['epochs_run']:.0f} run on average, vs the study's "
+                  f"{r['epochs']}" if "epochs_run" in a else f"vs the study's {r['epochs']}")
+        where = [f"on this split Δ {c['diff']:+.4f}, p {c['p']:.3g}"
+                 if c["verdict"] == "worse" else f"not on this split (p {c['p']:.3g})"]
+        if recheck is not None:
+            where.append(("ahead on fresh splits too" if c["verdict"] == "worse"
+                          else "ahead on fresh splits") + " (re-check below)"
+                         if recheck == "worse"
+                         else f"{recheck} for tuner on fresh splits (re-check below)")
+        ahead.append(f"at its own budget ({budget} epochs) {arm} is ahead of tuner on "
+                     f"{r['study']}: {'; '.join(where)}")
+    if not ahead:
+        return (f"Information, not a target: tuner is never behind {', '.join(INFO_ARMS)} "
+                "beyond noise.")
+    return "Information, not a target: " + "; ".join(ahead) + "."
 
 
 def recheck_rows(study: str, runs: list[dict[str, Any]]) -> tuple[list[list[Any]], dict]:
@@ -327,7 +450,7 @@ def recheck_rows(study: str, runs: list[dict[str, Any]]) -> tuple[list[list[Any]
             continue
         c = compare(tuner, vals, direction)
         verdicts[arm] = c["verdict"]
-        shown = c["verdict"] if c["verdict"] == "indistinguishable" else f"**{c['verdict']}**"
+        shown = shown_verdict(arm, c["verdict"])
         rows.append([study, arm, cell, f"{c['diff']:+.4f}" if metric != "rmse"
                      else f"{c['diff']:+.2f}", f"{c['p']:.3g}", shown])
     return rows, verdicts
@@ -377,6 +500,7 @@ def render(results: list[dict[str, Any]], missing: list[str], n_seeds: int, jobs
     verdicts: dict[str, list[tuple[str, str]]] = {"better": [], "worse": [],
                                                   "indistinguishable": []}
     notes: list[str] = []
+    info_calls: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
     for r in results:
         study, metric = r["study"], r["metric"]
         if "skipped" in r:
@@ -400,40 +524,33 @@ def render(results: list[dict[str, Any]], missing: list[str], n_seeds: int, jobs
                 rows.append([f"**{study}**", "**tuner**", a["config"], f"**{cell}**", "", "", ""])
                 continue
             c = compare(tuner_values, vals, r["direction"])
-            verdicts[c["verdict"]].append((study, arm))
-            shown = c["verdict"] if c["verdict"] == "indistinguishable" else f"**{c['verdict']}**"
+            if arm in INFO_ARMS:
+                info_calls.append((r, arm, c))
+            else:
+                verdicts[c["verdict"]].append((study, arm))
+            shown = shown_verdict(arm, c["verdict"])
             rows.append([study, arm, a["config"], cell, f"{c['diff']:+.4f}"
                          if metric != "rmse" else f"{c['diff']:+.2f}", f"{c['p']:.3g}", shown])
     worse = verdicts["worse"]
     recheck_text, again = render_recheck(rechecks or {}, recheck_skipped or {}, n_seeds,
                                          recheck_seconds)
-    target1_recheck = ""
-    if worse and again:
-        still = [(s, a) for s, a in worse if again.get(s, {}).get(a) == "worse"]
-        cleared = [(s, a) for s, a in worse if s in again and (s, a) not in still]
-        new = [(s, a) for s, arms in again.items() for a, v in arms.items()
-               if v == "worse" and (s, a) not in worse]
-        target1_recheck = " On fresh splits, split noise counted (re-check below): " + "; ".join(
-            [f"indistinguishable from or better than {a} on {s}" for s, a in cleared]
-            + [f"still **worse** than {a} on {s}" for s, a in still]
-            + [f"**worse** than {a} on {s} there" for s, a in new]
-        ) + "."
     harder_missed = [
         (s, a) for s, a in verdicts["worse"] + verdicts["indistinguishable"] if s in HARDER
     ]
     harder_present = [r["study"] for r in results if r["study"] in HARDER and "skipped" not in r]
     n = sum(len(v) for v in verdicts.values())
     checks = [
-        f"Comparisons: {n}; tuner better in {len(verdicts['better'])}, indistinguishable in "
+        f"Comparisons (same budget; {', '.join(INFO_ARMS)} not counted): {n}; tuner better "
+        f"in {len(verdicts['better'])}, indistinguishable in "
         f"{len(verdicts['indistinguishable'])}, worse in {len(worse)}.",
-        "Target 1, tuner never worse than a baseline beyond noise: "
-        + ("**met**." if not worse else "**MISSED** on this split: worse than "
-           + ", ".join(f"{a} on {s}" for s, a in worse) + "." + target1_recheck),
+        target1_text(worse, again),
         f"Target 2, tuner better beyond noise on the harder studies ({', '.join(HARDER)}): "
         + ("not measured (no such study ran)." if not harder_present else
            ("**met** against every baseline." if not harder_missed else "**MISSED** against "
             + ", ".join(f"{a} on {s}" for s, a in harder_missed) + ".")),
     ]
+    if info := info_text(info_calls, again):
+        checks.append(info)
     timing = ", ".join(
         f"{r['study']} {r.get('seconds', r['tune_seconds']):.0f} s, CPU "
         f"{r.get('cpu_seconds', 0):.0f} s ({r['n_trials']} trials + confirmation "
@@ -448,9 +565,8 @@ def render(results: list[dict[str, Any]], missing: list[str], n_seeds: int, jobs
             f"test; and at p < {ALPHA} about {ALPHA * n:.1f} of the {n} comparisons would be "
             "called by chance alone. The paired test over training seeds on one split does not "
             "count the split's own noise: the re-check on fresh splits below does. sklearn MLP "
-            "is the one arm on another budget (its own architecture, up to 200 epochs; every "
-            "torch arm trains the study's model for its [training] epochs), which tuner does "
-            "not tune."
+            "trains the study's epochs and batch size but its own architecture ((100,) relu), "
+            "which tuner does not tune."
         )
     missing_text = (
         f"Study files not found (skipped): {', '.join(f'`studies/{m}.toml`' for m in missing)}."
@@ -472,7 +588,14 @@ batch order, the same for every arm), on each study's own split, model, epochs a
   lr-find`, steepest descent) as the peak and `OneCycleLR`'s defaults (pct_start 0.3,
   div_factor 25, final_div_factor 1e4), as LR-finder tools recommend;
 - **sklearn MLP**: `MLPClassifier()` / `MLPRegressor()` with scikit-learn's defaults on the same
-  standardized split (its own architecture and epochs; `random_state` = the seed);
+  standardized split (its own architecture, (100,) relu, Adam 1e-3, `tol` and
+  `n_iter_no_change`; `random_state` = the seed) except `max_iter` = the study's epochs and
+  `batch_size` = its batch size, the same budget as every other arm;
+- **sklearn MLP (own budget)**: the same with all of scikit-learn's defaults (batch 200, up to
+  200 epochs, stopping when the training loss stops improving; the epochs it ran are in its
+  configuration). It is shown for information only: it is not a baseline of the targets (the
+  issue fixes the budget: same epochs and batch size) and not in the better /
+  indistinguishable / worse tally;
 - **grid**: Adam, constant, {GRID_POINTS} learning rates log-spaced over the study's `[space] lr`
   bounds ([1e-4, 1] where `lr = "auto"`), one run each (seed {GRID_SEED}), the best validation
   metric chosen, then retrained on the evaluation seeds.

@@ -447,9 +447,12 @@ def run_tune_command(
 
         start_worker_server(options.workers, options.threads)
 
+    from tuner import collector
     from tuner.runner import run_tune  # torch
     from tuner.study import completed
     from tuner.summary import print_summary
+
+    collector.settle()  # the program: collections from here on skip what was imported
 
     again = "run the same command" if cli else "call tuner.tune again with the same arguments"
     bars = Console(quiet=True) if console.quiet else None  # None: run_tune's stderr bar

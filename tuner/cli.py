@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from tuner import collector
 from tuner.errors import ConfigError, StorageUnavailable, TunerError
 
 if TYPE_CHECKING:
@@ -441,6 +442,7 @@ def _run(argv: Sequence[str] | None) -> int:
     os.environ.setdefault(FAST_OPTIMIZER_ENV, "1")  # this process and its workers
     if argv is None:  # the program itself: SIGTERM (a scheduler's stop) as Ctrl-C, everywhere
         signal.signal(signal.SIGTERM, _terminated)
+        collector.hold()  # no garbage collection while torch & co. are imported
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
@@ -450,6 +452,8 @@ def _run(argv: Sequence[str] | None) -> int:
         from tuner.engine import training_threads
 
         torch.set_num_threads(training_threads())
+    if args.command != "tune":  # tune settles once its own imports are done
+        collector.settle()
     try:
         return handler(args)
     except ConfigError as exc:

@@ -10,6 +10,7 @@ import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
+from tuner import collector
 from tuner.batched import DEFAULT_BATCH_TRIALS, choose_engine
 from tuner.config import StudyConfig
 from tuner.engine import training_threads
@@ -114,6 +115,7 @@ def run_tune(
         storage_kwargs=heartbeat_kwargs(storage_url, heartbeat_s),
     )
     reap_stale_trials(study)  # trials of killed workers: FAIL and re-queued before counting
+    collector.settle()  # the program: the storage, data and model code are frozen too
     before = count_finished(study)
     closed_before = _closed_by_interrupts(study)
     started = time.perf_counter()

@@ -269,8 +269,10 @@ def _worker_main(spec: _WorkerSpec) -> None:
     :func:`tuner._private.exit_process`."""
     import sys
 
+    from tuner import collector
     from tuner.errors import TunerError
 
+    collector.hold()  # the worker is the program too: see tuner.collector
     if spec.environ is not None:  # the parent's, as a spawned process would have it
         os.environ.clear()
         os.environ.update(spec.environ)
@@ -292,6 +294,7 @@ def _worker_main(spec: _WorkerSpec) -> None:
                 spec.cfg, spec.storage_url, sampler_seed=spec.sampler_seed,
                 storage_kwargs=heartbeat_kwargs(spec.storage_url, spec.heartbeat_s),
             )
+            collector.settle()
             timeout = None if spec.deadline is None else max(0.0, spec.deadline - time.time())
             on_trial = None
             if spec.tracking is not None:  # each worker logs the trials it tells

@@ -310,6 +310,11 @@ assert dict(os.environ) == environ and not signal.pthread_sigmask(signal.SIG_BLO
 ctx = multiprocessing.get_context("forkserver")
 with ctx.Pool(1) as pool:  # a process forked from the server: its parent is the server
     server = pool.apply_async(os.getppid).get(60)
+    preloaded = pool.apply_async(eval, (
+        "sorted({'tuner._server_preload', 'tuner.lifecycle', 'tuner.study'}"
+        " & set(__import__('sys').modules))",)).get(60)
+    collecting = pool.apply_async(eval, ("__import__('gc').isenabled()",)).get(60)
+print("preloaded", ",".join(preloaded), "collecting", collecting)
 print(server, open(f"/proc/{server}/status").read(), open(f"/proc/{server}/maps").read())
 print(open(f"/proc/{server}/environ").read().replace("\\0", "\\n"))
 worker = ctx.Process(target=workers.exit_process, args=(3,))
@@ -330,7 +335,11 @@ def test_workers_fork_from_a_one_thread_server_with_torch_loaded_and_signals_blo
     done = subprocess.run([sys.executable, "-c", _SERVER_CHECK], env=env, capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    server, rest = done.stdout.split(None, 1)
+    # tuner's modules come loaded, and the collector off until a worker has loaded its study
+    # (tuner.collector): the server ran tuner._server_preload first
+    assert "preloaded tuner._server_preload,tuner.lifecycle,tuner.study collecting False\n" \
+        in done.stdout
+    server, rest = done.stdout.split("\n", 1)[1].split(None, 1)
     assert int(server) != os.getpid()
     status = dict(line.split(":", 1) for line in rest.splitlines() if ":\t" in line)
     assert int(status["Threads"]) == 1

@@ -18,29 +18,24 @@ import gc
 __all__ = ["hold", "settle"]
 
 _program = False  # this process is the tuner program (or one of its workers)
-_held = False  # hold() turned the collector off and settle() has not turned it back on
 
 
 def hold() -> None:
     """Mark this process as the tuner program and turn the collector off until :func:`settle`.
 
-    Call it first thing in the program, before the heavy imports; every path of the program
-    must reach :func:`settle` before work that makes garbage (the command's imports done)."""
-    global _program, _held
+    Call it first thing in the program, before the heavy imports (a worker: as it starts,
+    off already, as the worker server it is forked from runs without it); every path of the
+    program must reach :func:`settle` before work that makes garbage."""
+    global _program
     _program = True
-    if gc.isenabled():
-        gc.disable()
-        _held = True
+    gc.disable()
 
 
 def settle() -> None:
-    """In the program: freeze every object alive now and turn the collector back on if
-    :func:`hold` turned it off. Calling it again later freezes what came since (the storage
-    opened, the data loaded). Elsewhere: nothing."""
-    global _held
+    """In the program: freeze every object alive now and turn the collector (back) on.
+    Calling it again later freezes what came since (the storage opened, the data loaded).
+    Elsewhere: nothing."""
     if not _program:
         return
     gc.freeze()
-    if _held:
-        _held = False
-        gc.enable()
+    gc.enable()

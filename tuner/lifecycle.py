@@ -56,7 +56,7 @@ from tuner.reaping import REASON_ATTR, Heartbeats, claim_trial, owner_attrs
 from tuner.shared_reads import create_trials_with, shared_reads
 from tuner.space import suggest_params
 from tuner.study import Objective, record_result
-from tuner.trial_count import POLL_S, target_covered
+from tuner.trial_count import POLL_S, target_covered, wait_s
 from tuner.trial_count import counts as _counts
 
 __all__ = ["CallableWork", "ObjectiveWork", "Outcome", "Work", "run_lifecycle"]
@@ -184,9 +184,9 @@ def run_lifecycle(
 ) -> int:
     """Run trials ``work.capacity`` at a time until the study has ``target`` finished trials.
 
-    Safe with any number of other processes on the same study; waits (polling every
-    :data:`tuner.workers.POLL_S` seconds) while others' running trials cover the target,
-    since one may still fail.
+    Safe with any number of other processes on the same study; waits while others' running
+    trials cover the target, since one may still fail (polling soon at first, then every
+    :data:`POLL_S` seconds: :func:`tuner.trial_count.wait_s`).
 
     Args:
         study: the study, opened with ``tuner.workers.heartbeat_kwargs`` on RDB storages.
@@ -205,6 +205,7 @@ def run_lifecycle(
         Exception: whatever the work raised; the trials in training were told FAIL first.
     """
     ran = 0
+    waits = 0  # polls so far of the current wait for other workers' trials
     next_reap = -math.inf
     live: dict[int, _Slot] = {}  # asked, not yet told, by trial number
     with contextlib.ExitStack() as stack:
@@ -248,9 +249,11 @@ def run_lifecycle(
                 if not live:
                     if wait and not _past(deadline):
                         with interrupts.interruptible():
-                            time.sleep(POLL_S)
+                            time.sleep(wait_s(waits))  # soon at first: the wait often ends
+                        waits += 1
                         continue
                     return ran
+                waits = 0
                 # the K trials' should_prune at an epoch boundary share one read
                 with interrupts.interruptible(), shared_reads(study):
                     ended = work.step()

@@ -8,10 +8,23 @@ from optuna.trial import TrialState
 
 from tuner.reaping import reap_stale_trials
 
-__all__ = ["POLL_S", "TrialCancelled", "counts", "target_covered"]
+__all__ = ["POLL_S", "TrialCancelled", "counts", "target_covered", "wait_s"]
 
 POLL_S = 0.5
 """Seconds between storage polls while waiting for other workers (and for the progress bar)."""
+
+FIRST_WAIT_S = 0.02
+"""The first of a waiting worker's polls comes this soon; each next one twice as late, up to
+:data:`POLL_S` (see :func:`wait_s`)."""
+
+
+def wait_s(polls: int) -> float:
+    """Seconds to sleep before poll number ``polls`` (0, 1, ...) of a worker waiting for other
+    workers' running trials (which cover the target, but one may still fail): 0.02, 0.04, ...,
+    then :data:`POLL_S`. A worker whose wait ends with the last trial of the study (the usual
+    case) then exits within a few hundredths of a second of it, not up to half a second
+    later, and a long wait still costs one query per ``POLL_S``."""
+    return min(POLL_S, FIRST_WAIT_S * 2.0 ** polls)
 
 
 class TrialCancelled(Exception):

@@ -322,14 +322,16 @@ def _worker_main(spec: _WorkerSpec) -> None:
     exit_process(0)
 
 
-# What every worker imports, imported once by the worker server (start_worker_server): torch,
-# Optuna, the storages' code (SQLAlchemy, Alembic). tuner's own modules are not among them: a
-# worker imports those (0.2 s) from its parent's sys.path, which the server does not share.
-# A module that cannot be imported is skipped there.
+# What every worker imports, imported once by the worker server (start_worker_server): first
+# tuner._server_preload (the server's garbage collector off, its fast end), then torch,
+# Optuna, the storages' code (SQLAlchemy, Alembic) and tuner's own training and study modules
+# (the server has the parent's sys.path). A module that cannot be imported is skipped there.
 _PRELOAD = (
+    "tuner._server_preload",
     "torch", "numpy", "optuna", "optuna.storages.journal", "optuna.storages._rdb.storage",
     "optuna.storages._rdb.models", "sqlalchemy.orm", "sqlalchemy.dialects.sqlite",
     "alembic.command", "alembic.config", "alembic.migration", "alembic.script",
+    "tuner.workers", "tuner.study", "tuner.lifecycle",
 )
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -241,11 +241,16 @@ def main() -> None:
     j = Run(tune(DEFAULT_STUDY, f"journal:///{journal}"), env, fresh(journal))
     mem = Run(tune(DEFAULT_STUDY, "sqlite:///:memory:"), env, lambda: None)
     w_j, w_sq, r_j = paired(j, default, n)
-    w_m, w_sq2, r_m = paired(mem, default, n)
+    mem_walls: list[float] = []
+    w_m, w_sq2, r_m = paired(mem, default, n,
+                             after_a=lambda out: mem_walls.append(printed_study_wall(out)))
     rows.append(["default study, journal file", "whole process", med(w_j),
                  f"{r_j:.2f}x SQLite's"])
     rows.append(["default study, in memory (nothing kept)", "whole process", med(w_m),
                  f"{r_m:.2f}x SQLite's"])
+    rows.append(["default study, in memory: the study's wall", "in process", med(mem_walls),
+                 "no storage at all: what the sampler, pruner and trainer cost"])
+    share_mem = statistics.median(trainings) / statistics.median(mem_walls)
 
     workers_rows = "\n".join(
         f"| --workers 2 vs --workers 1, --batch-trials 4, {label} (whole process, "
@@ -268,13 +273,20 @@ jobs on the machine slow both sides alike. {load_text()}
 | target | measured | target |
 |---|---|---|
 | equal-work study vs the canonical example (whole process) | {speedup_eq:.2f}x faster | >= 3x |
-| default study: training / study wall (in process) | {share:.0%} | >= 60 % |
+| default study: training / study wall (in process) | {share:.0%} (in memory, no storage: \
+{share_mem:.0%}) | >= 60 % |
 | default study: whole process beyond bare imports / training seconds | \
 {beyond:.2f} s / {statistics.median(trainings):.2f} s = \
 {beyond / statistics.median(trainings):.2f}x | <= 2x |
 {workers_rows}
 | journal file / SQLite, default study (whole process) | {r_j:.2f}x the time | - |
 | in memory / SQLite, default study (whole process) | {r_m:.2f}x the time | - |
+
+Training share: even with no storage at all (in memory), the default study spends
+{1 - share_mem:.0%} of its wall outside training: Optuna's TPE sampler (its cost per trial: section
+4), the pruner, the trials' set-up and the dashboard refresh at the end,
+beside 40 trials that train about {1000 * statistics.median(trainings) / 40:.0f} ms each (most
+are pruned after an epoch or two). tuner keeps Optuna's sampler as it is.
 
 Workers: the default study cannot reach 1.7x whole-process on 2 cores. Its process spends
 about as long starting (interpreter, imports, storage, split: the same with any worker count)

@@ -301,19 +301,25 @@ def test_cleanup_all_running_marks_and_requeues(tiny_cfg, tmp_path: Path, capsys
 # --- the worker server: what workers are forked from --------------------------------------------
 
 _SERVER_CHECK = """
-import multiprocessing, os, signal
+import json, multiprocessing, os, signal, tempfile
 from tuner import workers
 
 environ = dict(os.environ)
 workers.start_worker_server(1)  # torch threads: every core
 assert dict(os.environ) == environ and not signal.pthread_sigmask(signal.SIG_BLOCK, [])
 ctx = multiprocessing.get_context("forkserver")
-with ctx.Pool(1) as pool:  # a process forked from the server: its parent is the server
-    server = pool.apply_async(os.getppid).get(60)
-    preloaded = pool.apply_async(eval, (
-        "sorted({'tuner._server_preload', 'tuner.lifecycle', 'tuner.study'}"
-        " & set(__import__('sys').modules))",)).get(60)
-    collecting = pool.apply_async(eval, ("__import__('gc').isenabled()",)).get(60)
+# a process forked from the server (its parent is the server) says what it found there; no
+# multiprocessing.Pool: its terminate() cannot stop a worker that blocks SIGTERM, as ours do
+with tempfile.TemporaryDirectory() as tmp:
+    found = os.path.join(tmp, "found.json")
+    probe = ctx.Process(target=exec, args=(
+        "import gc, json, os, sys\\n"
+        f"open({found!r}, 'w').write(json.dumps([os.getppid(), sorted("
+        "{'tuner._server_preload', 'tuner.lifecycle', 'tuner.study'} & set(sys.modules)),"
+        " gc.isenabled()]))", {}))
+    probe.start()
+    probe.join(60)
+    server, preloaded, collecting = json.load(open(found))
 print("preloaded", ",".join(preloaded), "collecting", collecting)
 print(server, open(f"/proc/{server}/status").read(), open(f"/proc/{server}/maps").read())
 print(open(f"/proc/{server}/environ").read().replace("\\0", "\\n"))

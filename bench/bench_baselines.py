@@ -495,7 +495,8 @@ Re-check runtime: {seconds:.0f} s (not in the runtime below; `--split-seeds N` o
 def render(results: list[dict[str, Any]], missing: list[str], n_seeds: int, jobs: int,
            wall: float, cpu: float, load_before: str,
            rechecks: dict[str, list[dict[str, Any]]] | None = None,
-           recheck_skipped: dict[str, str] | None = None, recheck_seconds: float = 0.0) -> str:
+           recheck_skipped: dict[str, str] | None = None, recheck_seconds: float = 0.0,
+           command: str = "python bench/bench_baselines.py --out bench/out/baselines.md") -> str:
     rows: list[list[Any]] = []
     verdicts: dict[str, list[tuple[str, str]]] = {"better": [], "worse": [],
                                                   "indistinguishable": []}
@@ -616,10 +617,10 @@ nothing differed).
 {missing_text}
 {recheck_text}
 Runtime: {wall:.0f} s in all ({jobs} process(es) side by side, one study each at a time),
-{cpu:.0f} s of CPU time (the wall time a busy machine stretches; the CPU time much less);
+{cpu:.0f} s of CPU time (other jobs on the machine stretch the wall time, not the CPU time);
 per study: {timing}. Load: {load_before} before, {load_text()} after. {threads_text()}.
-Command: `python bench/bench_baselines.py --out bench/out/baselines.md` (or
-`make bench BENCH=baselines`; `TUNER_BENCH_SEEDS=N` for N seeds).
+Command: `{command}` (all studies: `make bench BENCH=baselines`; `TUNER_BENCH_SEEDS=N` for N
+seeds).
 """
 
 
@@ -675,8 +676,11 @@ def main() -> int:
         recheck_seconds = time.perf_counter() - t
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the pool's processes, all ended
     cpu = usage.ru_utime + usage.ru_stime
+    command = " ".join(["python", "bench/bench_baselines.py", *sys.argv[1:]]).replace(
+        f"{ROOT}/", "")  # paths in this checkout, as the reader's
     write_section(args.out, render(results, missing, args.seeds, args.jobs, wall, cpu,
-                                   load_before, rechecks, recheck_skipped, recheck_seconds))
+                                   load_before, rechecks, recheck_skipped, recheck_seconds,
+                                   command))
     return 0
 
 

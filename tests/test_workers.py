@@ -315,12 +315,12 @@ with tempfile.TemporaryDirectory() as tmp:
     probe = ctx.Process(target=exec, args=(
         "import gc, json, os, sys\\n"
         f"open({found!r}, 'w').write(json.dumps([os.getppid(), sorted("
-        "{'tuner._server_preload', 'tuner.lifecycle', 'tuner.study'} & set(sys.modules)),"
-        " gc.isenabled()]))", {}))
+        "{'tuner._server_preload', 'tuner.lifecycle', 'tuner.study', 'tuner._server_loaded'}"
+        " & set(sys.modules)), gc.isenabled(), gc.get_freeze_count() > 10000]))", {}))
     probe.start()
     probe.join(60)
-    server, preloaded, collecting = json.load(open(found))
-print("preloaded", ",".join(preloaded), "collecting", collecting)
+    server, preloaded, collecting, frozen = json.load(open(found))
+print("preloaded", ",".join(preloaded), "collecting", collecting, "frozen", frozen)
 print(server, open(f"/proc/{server}/status").read(), open(f"/proc/{server}/maps").read())
 print(open(f"/proc/{server}/environ").read().replace("\\0", "\\n"))
 worker = ctx.Process(target=workers.exit_process, args=(3,))
@@ -341,10 +341,10 @@ def test_workers_fork_from_a_one_thread_server_with_torch_loaded_and_signals_blo
     done = subprocess.run([sys.executable, "-c", _SERVER_CHECK], env=env, capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    # tuner's modules come loaded, and the collector off until a worker has loaded its study
-    # (tuner.collector): the server ran tuner._server_preload first
-    assert "preloaded tuner._server_preload,tuner.lifecycle,tuner.study collecting False\n" \
-        in done.stdout
+    # tuner's modules come loaded, the server's imports frozen and the collector on (so a
+    # library user's own forkserver processes of the session get it on too)
+    assert ("preloaded tuner._server_loaded,tuner._server_preload,tuner.lifecycle,tuner.study "
+            "collecting True frozen True\n") in done.stdout
     server, rest = done.stdout.split("\n", 1)[1].split(None, 1)
     assert int(server) != os.getpid()
     status = dict(line.split(":", 1) for line in rest.splitlines() if ":\t" in line)
@@ -769,3 +769,20 @@ def test_a_live_trial_here_is_not_reaped_by_a_shorter_heartbeat(tmp_path: Path) 
     assert reap_stale_trials(reaper) == [gone.number]
     states = {t.number: t.state for t in reaper.get_trials()}
     assert states[live.number] == TrialState.RUNNING and states[gone.number] == TrialState.FAIL
+
+
+def test_a_signal_during_a_workers_exit_is_ignored() -> None:
+    """The command forwards an interrupt to workers that may be exiting on the terminal's own
+    Ctrl-C already: a SIGINT or SIGTERM that arrives during a worker's exit handlers neither
+    prints a traceback nor changes its exit status."""
+    script = (
+        "import atexit, os, signal\n"
+        "from tuner import workers\n"
+        "atexit.register(os.kill, os.getpid(), signal.SIGINT)\n"
+        "atexit.register(os.kill, os.getpid(), signal.SIGTERM)\n"
+        "workers._exit_worker(130)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 130
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr

@@ -1,8 +1,8 @@
 """Imported first by tuner's worker server (the ``multiprocessing`` forkserver that
 :func:`tuner.workers.start_worker_server` starts), before its other preloads (torch, Optuna, ...).
 
-- The garbage collector is off in the server: it only imports, then forks, and its children
-  (the workers) turn the collector back on once they have loaded (:func:`tuner.collector.settle`).
+- The garbage collector is off while the server imports; :mod:`tuner._server_loaded`, its
+  last preload, freezes what it imported and turns the collector back on.
 - The server ends at its exit handlers (``os._exit``) when the command that started it ends,
   instead of tearing every module down: with torch imported that took about 0.5 s, during which
   the server still held the command's standard output and error open, so whatever read the

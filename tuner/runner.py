@@ -165,6 +165,9 @@ def run_tune(
                                batch_trials=batch_trials)
             except KeyboardInterrupt:
                 interrupted = True
+            if progress:  # the last word: the whole study (other commands' last trials too)
+                tally.update()
+                bar.update(task, completed=min(tally.finished, target))
 
     refresh_study_notes(study, cfg, objective.data)
     if tracker is not None and not interrupted:

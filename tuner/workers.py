@@ -64,7 +64,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -260,13 +260,22 @@ def _watch_parent(pid: int) -> None:
             return
 
 
+def _exit_worker(code: int) -> NoReturn:
+    """End a worker with status ``code``: its trials are closed and its messages printed, so a
+    late SIGINT or SIGTERM (the command forwards an interrupt the worker may have had from the
+    terminal already) is ignored rather than raised in the middle of the exit handlers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exit_process(code)
+
+
 def _worker_main(spec: _WorkerSpec) -> None:
     """Entry point of a worker process (forked by the worker server, :func:`start_worker_server`).
 
     It starts with SIGINT/SIGTERM blocked (the server's mask), so that one received while it
     still loads (a Ctrl-C reaches the whole process group) waits for the handlers below: then
     it stops the worker at its first check, before any trial, with no traceback. It exits with
-    :func:`tuner._private.exit_process`."""
+    :func:`_exit_worker` (later signals ignored)."""
     import sys
 
     from tuner import collector
@@ -305,12 +314,12 @@ def _worker_main(spec: _WorkerSpec) -> None:
             run_trials(study, objective, spec.target, timeout=timeout, on_trial=on_trial,
                        batch_trials=spec.batch_trials, interrupts=interrupts)
     except KeyboardInterrupt:
-        exit_process(130)
+        _exit_worker(130)
     except TunerError as exc:
         from tuner.errors import StorageUnavailable
 
         print(f"tuner worker {os.getpid()}: error: {exc}", file=sys.stderr)
-        exit_process(1 if isinstance(exc, StorageUnavailable) else 2)
+        _exit_worker(1 if isinstance(exc, StorageUnavailable) else 2)
     except Exception as exc:  # optuna failing while it handles a storage failure
         from tuner.storage_guard import failure_behind
 
@@ -318,20 +327,22 @@ def _worker_main(spec: _WorkerSpec) -> None:
         if failure is None:
             raise
         print(f"tuner worker {os.getpid()}: error: {failure}", file=sys.stderr)
-        exit_process(1)
-    exit_process(0)
+        _exit_worker(1)
+    _exit_worker(0)
 
 
 # What every worker imports, imported once by the worker server (start_worker_server): first
-# tuner._server_preload (the server's garbage collector off, its fast end), then torch,
-# Optuna, the storages' code (SQLAlchemy, Alembic) and tuner's own training and study modules
-# (the server has the parent's sys.path). A module that cannot be imported is skipped there.
+# tuner._server_preload (the server's garbage collector off while it imports, its fast end),
+# then torch, Optuna, the storages' code (SQLAlchemy, Alembic) and tuner's own training and
+# study modules (the server has the parent's sys.path), last tuner._server_loaded (the
+# collector back on). A module that cannot be imported is skipped there.
 _PRELOAD = (
     "tuner._server_preload",
     "torch", "numpy", "optuna", "optuna.storages.journal", "optuna.storages._rdb.storage",
     "optuna.storages._rdb.models", "sqlalchemy.orm", "sqlalchemy.dialects.sqlite",
     "alembic.command", "alembic.config", "alembic.migration", "alembic.script",
     "tuner.workers", "tuner.study", "tuner.lifecycle",
+    "tuner._server_loaded",
 )
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -456,3 +456,16 @@ def test_sweep_page_replaces_only_a_previous_sweep_page(tmp_path) -> None:
         write_sweep_figure(go.Figure(), other)
     assert other.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.html", "old.html", "other.html"]
+
+
+@pytest.mark.parametrize("name", ["lrf.png", "lrf"])
+def test_cli_lr_find_out_must_name_an_html_page(tmp_path, capsys, name) -> None:
+    """The plot is an HTML page: ``--out lrf.png`` would hold HTML and clash with its own PNG
+    copy; it is refused before the sweep, naming the path, and nothing is written."""
+    study = _study_file(tmp_path)
+    out = tmp_path / name
+    assert main(["lr-find", str(study), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tuner: error: --out {out} is invalid") and ".html" in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lrf.toml"]

@@ -170,7 +170,8 @@ def run_lr_find_command(
     table and the plot are still written, they show why).
 
     Raises:
-        LRFindError: an unknown optimizer or an invalid sweep range (before any sweep).
+        LRFindError: an unknown optimizer, an invalid sweep range, or an ``out`` not ending
+            in ``.html`` (before any sweep).
         OutputError: ``out`` is a folder or a file that is not an lr-find page (before any
             sweep; it is left untouched).
     """
@@ -182,6 +183,11 @@ def run_lr_find_command(
     console = console or Console()
     path = out or default_figure_path(cfg)
     check_file_target(path, SWEEP_PAGE)  # before the sweep, not after it
+    if path.suffix.lower() != ".html":  # X.png would hold HTML, and the PNG copy would clash
+        raise LRFindError(
+            f"--out {path} is invalid: the plot is a self-contained HTML page, so its name "
+            f"must end in .html (the PNG copy is written beside it, with .png)."
+        )
     names = list(optimizers) if optimizers else list(cfg.space.optimizers)
     for name in names:
         if name not in OPTIMIZERS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -548,16 +549,20 @@ def test_sigkill_mid_trial_then_rerun_reaches_the_target(
 
 @pytest.mark.slow
 def test_workers_close_their_trials_and_exit_when_the_command_is_killed(tmp_path: Path) -> None:
-    """SIGKILL of the command itself (`tuner tune --workers 2`): its workers, children of the
-    worker server, notice within a second, close their trials as an interrupt does and exit,
-    instead of training on unseen."""
+    """SIGKILL of the command itself (`tuner tune --workers 2`): its worker process, a child of
+    the worker server, notices within a second, closes its trials as an interrupt does and
+    exits, instead of training on unseen; the command's own trial (it is worker 0) is left
+    RUNNING, as any crash leaves one, and the next run reaps it."""
     name = "orphans"
     study_file = _study_file(tmp_path, name, space=SLOW_TRIALS["space"])
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     gate = tmp_path / "gate"  # the trials wait at their second epoch until it exists
-    proc = _tune(study_file, "--workers", "2", "--n-trials", "5000", url=url, gate=gate)
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "5000", "--batch-trials", "1",
+                 url=url, gate=gate)  # one trial each: two running are one per process
     running = _wait_for_running(url, name, count=2)
-    pids = {int(t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]) for t in running}
+    owner = {t.number: int(t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]) for t in running}
+    pids = set(owner.values()) - {proc.pid}
+    assert proc.pid in owner.values() and pids  # the command trains, and so does a worker
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     gate.touch()  # let them go on: only the missing command can stop them now
@@ -566,11 +571,21 @@ def test_workers_close_their_trials_and_exit_when_the_command_is_killed(tmp_path
         time.sleep(0.1)  # processes that are not this test's children: polled
     assert not any(_alive(pid) for pid in pids)
     study = optuna.load_study(study_name=name, storage=make_storage(url))
+    left = study.get_trials(states=(TrialState.RUNNING,))  # the command's, if not reaped yet
+    assert all(t.user_attrs[WORKER_ATTR].endswith(f":{proc.pid}") for t in left)
+    reap_stale_trials(study)  # as the next run does (the worker may have done it already)
+    study = optuna.load_study(study_name=name, storage=make_storage(url))
     assert not study.get_trials(states=(TrialState.RUNNING,))
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) < 5000  # stopped, not trained to the end
-    reasons = [t.user_attrs.get(REASON_ATTR) for t in study.trials if t.state == TrialState.FAIL]
-    assert all(r == "interrupted: SIGTERM" for r in reasons)  # closed as an interrupt closes
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    mine = [t for t in failed if t.user_attrs[WORKER_ATTR].endswith(f":{proc.pid}")]
+    assert {t.number for t in mine} >= {n for n, pid in owner.items() if pid == proc.pid}
+    for t in failed:
+        if t in mine:  # its owner is gone: reaped
+            assert "died while training" in t.user_attrs[REASON_ATTR]
+        else:  # the worker process's: closed as an interrupt closes
+            assert t.user_attrs[REASON_ATTR] == "interrupted: SIGTERM"
 
 
 def _alive(pid: int) -> bool:
@@ -589,8 +604,10 @@ def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
     study_file = _study_file(tmp_path, "survive", space=SLOW_TRIALS["space"])
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     gate = tmp_path / "gate"  # the trials wait at their second epoch until it exists
-    proc = _tune(study_file, "--workers", "2", "--n-trials", "3", url=url, gate=gate)
-    victim = _wait_for_running(url, "survive")[0]
+    proc = _tune(study_file, "--workers", "2", "--n-trials", "3", "--batch-trials", "1",
+                 url=url, gate=gate)  # one trial each: two running are one per process
+    running = _wait_for_running(url, "survive", count=2)  # the command's trial and the worker's
+    victim = next(t for t in running if not t.user_attrs[WORKER_ATTR].endswith(f":{proc.pid}"))
     os.kill(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
     gate.touch()
     code, out, err = _finish(proc)
@@ -647,7 +664,7 @@ def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     proc = _tune(study_file, "--workers", "2", "--n-trials", "5", url=url, new_session=True)
     end = time.monotonic() + 60
-    while len(_worker_processes(proc.pid)) < 2 and time.monotonic() < end:
+    while not _worker_processes(proc.pid) and time.monotonic() < end:  # the command is the 2nd
         time.sleep(0.01)  # polling for the workers: nothing to await across processes
     os.killpg(proc.pid, signal.SIGINT)
     code, out, err = _finish(proc, timeout=90)
@@ -666,6 +683,42 @@ def test_ctrl_c_while_workers_load_exits_130_without_tracebacks(tmp_path: Path) 
 
 
 @pytest.mark.slow
+def test_a_failure_in_the_commands_own_trials_stops_its_worker_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The command is worker 0: when its own trials fail (here: the storage is lost), it stops
+    the worker processes (SIGTERM: they close their trials) and exits with the error."""
+    from tuner.errors import StorageUnavailable
+
+    stopped: list[tuple[list[Any], str]] = []
+    real_stop = workers._stop
+
+    def stop(procs: list[Any], how: str = "SIGINT") -> None:
+        real_stop(procs, how)
+        stopped.append((procs, how))
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise StorageUnavailable("storage gone for 60 s")
+
+    monkeypatch.setattr(workers, "_stop", stop)
+    monkeypatch.setattr(workers, "_train_here", lost)
+    study_file = _study_file(tmp_path, "lost")
+    monkeypatch.chdir(tmp_path)
+    code = main(["tune", str(study_file), "--no-progress", "--no-confirm", "--workers", "2",
+                 "--n-trials", "50"])
+    err = capfd.readouterr().err
+    assert code == 1 and "storage gone for 60 s" in err
+    assert "Traceback" not in err
+    [(procs, how)] = stopped
+    assert how == "SIGTERM" and len(procs) == 1  # the one worker process of --workers 2
+    assert all(p.exitcode is not None for p in procs)  # it has exited
+    study = optuna.load_study(study_name="lost",
+                              storage=make_storage(f"sqlite:///{tmp_path / 'tuner.db'}"))
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len(study.get_trials(states=FINISHED)) < 50
+
+
+@pytest.mark.slow
 def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -679,7 +732,9 @@ def test_workers_each_train_a_batch_and_stop_at_exactly_the_target(
     assert code == 0, err
     assert "Traceback" not in err
     study = _assert_exact(url, "compose", 13)
-    assert len({t.user_attrs[WORKER_ATTR] for t in study.trials}) == 2  # work was shared
+    owners = {t.user_attrs[WORKER_ATTR] for t in study.trials}
+    assert len(owners) == 2  # work was shared
+    assert f"{socket.gethostname()}:{os.getpid()}" in owners  # the command trains as worker 0
 
 
 @pytest.mark.slow

@@ -159,6 +159,7 @@ def run_tune(
                         heartbeat_s=heartbeat_s, worker_index=worker_index,
                         lr_bounds=objective.lr_bounds, on_poll=on_trial, threads=threads,
                         batch_trials=batch_trials, tracking=tracking,
+                        objective=objective, on_trial=on_trial,  # this process: worker 0
                     )
                 else:
                     run_trials(study, objective, target, deadline=deadline, on_trial=on_trial,

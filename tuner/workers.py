@@ -7,9 +7,10 @@ are importable from here too.
 
 A *worker* is one process running :func:`run_trials` on a study in a shared storage (the trial
 lifecycle of :mod:`tuner.lifecycle`, ``--batch-trials K`` trials in lockstep). ``tuner tune
-STUDY.toml --workers N`` starts N of them on this machine (:func:`run_workers`, processes
-forked from a fresh worker server, :func:`start_worker_server`; each with ``cores // N``
-torch threads); ``tuner tune`` on several machines against
+STUDY.toml --workers N`` runs N of them on this machine (:func:`run_workers`): the command
+itself, which trains from the moment it has loaded the study, and N - 1 processes forked from a
+fresh worker server (:func:`start_worker_server`); each with ``cores // N`` torch threads;
+``tuner tune`` on several machines against
 one PostgreSQL storage runs one per machine. They coordinate only through the storage.
 
 Exact trial count
@@ -92,6 +93,7 @@ from tuner.trial_count import counts as _counts
 
 if TYPE_CHECKING:
     from tuner.config import StudyConfig
+    from tuner.study import Objective
 
 __all__ = [
     "DEFAULT_HEARTBEAT_S",
@@ -408,34 +410,50 @@ def run_workers(
     threads: int | None = None,
     batch_trials: int = 1,
     tracking: Any = None,
+    objective: Objective | None = None,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> list[str]:
-    """Run ``workers`` processes on the study until it has ``target`` finished trials.
+    """Run ``workers`` workers on the study until it has ``target`` finished trials.
 
-    The processes are forked from the worker server (:func:`start_worker_server`, started here
-    if it is not running yet): fresh interpreters, not copies of this process.
+    With ``objective`` (what ``tuner tune`` does) this process is worker 0: it starts
+    ``workers - 1`` worker processes, then trains trials itself (``run_trials``, ``on_trial``
+    after each) while they load and run, and then waits for them; without, it starts
+    ``workers`` processes and only waits. Worker processes are forked from the worker server
+    (:func:`start_worker_server`, started here if it is not running yet): fresh interpreters,
+    not copies of this process.
 
     Each process limits torch to ``threads`` threads (default :func:`torch_threads_per_worker`:
     the cores shared out) and seeds its sampler
     with ``seed + worker_index * workers + k`` (k = 0..workers-1), so workers do not propose the
-    same parameters; trial ``n`` still seeds torch with ``seed + n``. This process only polls
-    the storage (``on_poll``, every :data:`POLL_S` seconds) for the progress bar.
+    same parameters; trial ``n`` still seeds torch with ``seed + n``. While this process waits
+    for worker processes it polls the storage (``on_poll``, every :data:`POLL_S` seconds) for
+    the progress bar.
 
     Args:
-        study: the study, already created by this process (so workers only load it).
+        study: the study, already created by this process (so workers only load it); as
+            worker 0, opened with ``sampler_seed = seed + worker_index * workers`` and
+            :func:`heartbeat_kwargs`.
         worker_index: this command's index among independent ``tuner tune`` commands on the
             same study (Slurm array task, Kubernetes completion index), for distinct seeds.
         lr_bounds: learning-rate bounds resolved by the parent (``make_objective``), so that
             every worker searches the same range.
-        tracking: a ``tuner.tracking.TrackingTarget``: each worker logs its trials to MLflow.
+        tracking: a ``tuner.tracking.TrackingTarget``: each worker process logs its trials
+            to MLflow (this process's own: ``on_trial``).
+        objective: the study's ``tuner.study.Objective``: this process trains as worker 0,
+            with ``threads`` torch threads (its previous count is restored afterwards).
+        on_trial: called after each trial this process told (worker 0 only).
 
     Returns:
         Notes for the user about workers that died while the study still reached its target.
 
     Raises:
         StorageError: an in-memory storage (workers cannot share it).
-        WorkerError: a worker failed and the study is short of ``target``.
-        KeyboardInterrupt: after forwarding the interrupt and waiting for the workers to close
-            their trials (a second Ctrl-C kills them; their trials are reaped on the next run).
+        WorkerError: a worker process failed and the study is short of ``target``.
+        KeyboardInterrupt: after closing this process's trials, forwarding the interrupt and
+            waiting for the worker processes to close theirs (a second Ctrl-C kills them;
+            their trials are reaped on the next run).
+        Whatever worker 0's own trials raise (``StorageUnavailable``, ...), after stopping
+            the worker processes as SIGTERM does.
     """
     if storage_url in (f"{SQLITE_PREFIX}:memory:", SQLITE_PREFIX):
         raise StorageError("--workers needs a storage on disk or a server, not sqlite in memory")
@@ -452,7 +470,7 @@ def run_workers(
                               batch_trials, tracking, environ, os.getpid()),),
             name=f"tuner-worker-{k}",
         )
-        for k in range(workers)
+        for k in range(0 if objective is None else 1, workers)
     ]
     with Interrupts() as interrupts:  # SIGTERM stops the workers cleanly too
         try:
@@ -460,7 +478,10 @@ def run_workers(
             # arriving while they load (Ctrl-C reaches the whole process group) waits for their
             # handlers; here a signal stops the loop below, then the workers (_stop)
             for p in procs:
-                p.start()
+                p.start()  # returns once the server has forked it: after its imports
+            if objective is not None:  # worker 0: trains while the others load and run
+                _train_here(study, objective, target, deadline, threads, batch_trials,
+                            on_trial, interrupts)
             while any(p.is_alive() for p in procs):
                 if on_poll is not None:
                     on_poll(study)  # storage reads: a signal waits for them
@@ -469,6 +490,9 @@ def run_workers(
                         [p.sentinel for p in procs if p.exitcode is None], timeout=POLL_S)
         except KeyboardInterrupt as exc:
             _stop(procs, exc.args[0] if exc.args else "SIGINT")
+            raise
+        except BaseException:  # worker 0 failed (storage lost, a bug): the others stop too
+            _stop(procs, "SIGTERM")
             raise
         finally:
             if on_poll is not None:
@@ -486,9 +510,29 @@ def run_workers(
     return [f"{b}; its trial was marked failed and re-run by the others" for b in bad]
 
 
+def _train_here(
+    study: optuna.Study, objective: Objective, target: int, deadline: float | None,
+    threads: int, batch_trials: int,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None, interrupts: Interrupts,
+) -> None:
+    """Worker 0: this process's trials (``run_trials``) with its share of the cores;
+    ``deadline`` in ``time.time()``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_trials(study, objective, target, on_trial=on_trial, batch_trials=batch_trials,
+                   interrupts=interrupts,
+                   timeout=None if deadline is None else max(0.0, deadline - time.time()))
+    finally:
+        torch.set_num_threads(before)  # the command's confirmation uses every core again
+
+
 def _stop(procs: list[multiprocessing.process.BaseProcess], how: str = "SIGINT") -> None:
     """Forward the signal received (``how``: its name), wait for the workers to close their
     trials; a second Ctrl-C kills them."""
+    procs = [p for p in procs if p.pid is not None]  # started ones (a signal may come first)
     signum = signal.Signals[how] if how in signal.Signals.__members__ else signal.SIGINT
     for p in procs:
         if p.is_alive() and p.pid is not None:

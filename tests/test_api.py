@@ -80,6 +80,45 @@ def test_path_config_keeps_its_storage_next_to_the_file(tmp_path: Path) -> None:
     assert result.best.build_model()(torch.zeros(2, 4)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("progress", [False, True], ids=["quiet", "printed"])
+def test_a_note_on_the_run_is_a_warning_when_nothing_is_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    progress: bool,
+) -> None:
+    """A worker process that failed while the study still reached its target is a note: with
+    progress=False a RuntimeWarning (a library user sees it), else printed as the command
+    prints it."""
+    import warnings
+
+    import tuner.runner
+    from tuner.workers import run_trials
+
+    note = "worker 1 (pid 4242) exited with status 1; it ran no trial (the other workers ran"
+
+    def one_failed(cfg: Any, url: str, study: Any, target: int, *, objective: Any,
+                   on_trial: Any, **options: Any) -> list[str]:
+        run_trials(study, objective, target, on_trial=on_trial)  # worker 0 ran the study
+        return [f"{note} the study)"]
+
+    monkeypatch.setattr(tuner.runner, "run_workers", one_failed)
+    study = tmp_path / "iris.toml"
+    study.write_text(
+        '[study]\nname = "noted"\nn_trials = 2\n[dataset]\nname = "iris"\n'
+        "[model]\nhidden = [8]\n[training]\nepochs = 2\nbatch_size = 16\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tuner.tune(study, workers=2, confirm=False, progress=progress)
+    assert finished(result.study) == 2
+    ours = [w for w in caught if "pid 4242" in str(w.message)]
+    printed = " ".join(capsys.readouterr().out.split())
+    if progress:
+        assert not ours and f"note: {note}" in printed
+    else:
+        assert [w.category for w in ours] == [RuntimeWarning] and printed == ""
+        assert str(ours[0].message).startswith(f"tuner: {note}")
+
+
 def test_regression_arrays_infer_the_task() -> None:
     X, y = make_regression(n_samples=120, n_features=5, noise=0.5, random_state=0)
     result = tuner.tune(config("api_reg", objective={"metric": "rmse"}), data=(X, y),

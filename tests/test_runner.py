@@ -43,3 +43,28 @@ def test_the_bar_ends_on_the_whole_studys_count(tiny_cfg, sqlite_url, monkeypatc
     outcome = runner.run_tune(cfg, sqlite_url, console=console, batch_trials=1)
     assert outcome.finished_after == 6
     assert bars[0].tasks[0].completed == 6
+
+
+def test_the_bar_is_polled_from_a_thread_while_the_block_runs():
+    """With --workers N the command trains trials itself: a thread polls the bar meanwhile
+    (other workers' trials show), skipping a failed poll, and stops with the block."""
+    import threading
+
+    calls: list[str] = []
+    polled_twice = threading.Event()
+
+    def poll() -> None:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise RuntimeError("storage busy")  # skipped: the next poll still comes
+        polled_twice.set()
+
+    with runner._polled(poll, 0.01):
+        assert polled_twice.wait(30)  # the block (a long trial) has not ended
+    after = len(calls)
+    assert set(calls) == {"tuner-progress"}
+    assert not any(t.name == "tuner-progress" for t in threading.enumerate())
+    assert len(calls) == after  # no poll once the block ended
+    with runner._polled(poll, None):  # no bar: no thread
+        assert not any(t.name == "tuner-progress" for t in threading.enumerate())
+    assert len(calls) == after

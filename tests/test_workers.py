@@ -189,6 +189,42 @@ def test_trial_of_a_dead_local_worker_is_failed_and_requeued(tmp_path: Path) -> 
         assert study.trials[trials[label]].state == TrialState.RUNNING
 
 
+def test_an_orphaned_worker_stops_before_it_reaps_or_asks(tmp_path: Path) -> None:
+    """A worker process whose command is gone stops as SIGTERM stops it, before it reaps the
+    dead command's trial and re-runs its parameters: a re-queued copy it started would be
+    closed as interrupted a moment later (its parent watch), and the parameters lost; left
+    RUNNING, the next run reaps and re-queues them."""
+    study = _study(f"journal:///{tmp_path / 's.journal'}")
+    command = study.ask()  # the killed command's trial: its owner is gone
+    command.suggest_float("x", -1.0, 1.0)
+    study._storage.set_trial_system_attr(command._trial_id, OWNER_ATTR,
+                                         f"{reaping._machine_key()}:{_dead_pid()}")
+    asked: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        asked.append(trial.number)
+        return _quadratic(trial)
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run_trials(study, objective, target=10, orphaned=lambda: True)
+    assert study.trials[command.number].state == TrialState.RUNNING  # left for the next run
+    assert not study.get_trials(states=(TrialState.WAITING,))  # nothing re-queued here
+    assert asked == [] and len(study.trials) == 1
+    assert run_trials(study, objective, target=2, orphaned=lambda: False) == 2  # not orphaned:
+    assert study.trials[command.number].state == TrialState.FAIL  # reaped, and its copy run
+    assert study.trials[command.number].params in [t.params for t in study.trials[1:]]
+
+
+def test_a_zombie_or_ended_process_counts_as_gone() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    end = time.monotonic() + 30
+    while not workers._gone(child.pid) and time.monotonic() < end:
+        time.sleep(0.01)  # exited, not yet reaped by this process: a zombie
+    assert workers._gone(child.pid) and child.poll() == 0
+    assert workers._gone(child.pid)  # reaped: no such process
+    assert not workers._gone(os.getpid())
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def rdb_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     if request.param == "sqlite":
@@ -612,7 +648,9 @@ def test_a_worker_killed_during_the_run_is_replaced(tmp_path: Path) -> None:
     gate.touch()
     code, out, err = _finish(proc)
     assert code == 0, err
-    assert "was killed by SIGKILL" in out
+    pid = int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1])
+    assert (f"worker 1 (pid {pid}) was killed by SIGKILL; its 1 trial(s) in training were "
+            f"marked failed, their parameters re-queued") in " ".join(out.split())
     study = _assert_exact(url, "survive", 3)
     assert study.trials[victim.number].state == TrialState.FAIL
 

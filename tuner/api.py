@@ -188,8 +188,9 @@ def tune(
         storage: an Optuna storage URL or a file path. Default: ``$OPTUNA_STORAGE``, then
             ``[study] storage``, then ``tuner.db`` next to a study file; for a dict, in memory
             (nothing written: pass ``storage="tuner.db"`` to keep and resume the study).
-        progress: False prints nothing (no progress bar, no summary); True prints what
-            ``tuner tune`` prints.
+        progress: False prints nothing (no progress bar, no summary; a note, such as a
+            worker process that failed while the study still reached its target, comes as a
+            ``RuntimeWarning``); True prints what ``tuner tune`` prints.
         The others: as ``tuner tune --help`` says (``seed``, ``timeout`` in seconds,
         ``workers``, ``heartbeat`` in seconds, ``worker_index``, ``batch_trials``, ``threads``,
         ``confirm``, ``confirm_top``, ``confirm_seeds``, ``confirm_max_seeds``, ``mlflow``,
@@ -481,6 +482,10 @@ def run_tune_command(
         console.print(tracking_summary(tracking), markup=False)
     for note in outcome.notes:
         console.print(f"[yellow]note: {note}[/yellow]")
+        if console.quiet and not cli:  # tuner.tune(progress=False) prints nothing: warn
+            import warnings
+
+            warnings.warn(f"tuner: {note}", RuntimeWarning, stacklevel=3)
     if outcome.interrupted:
         closed = (
             f"the {outcome.closed} trial(s) in training were closed as FAIL (user attribute "

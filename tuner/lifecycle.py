@@ -181,6 +181,7 @@ def run_lifecycle(
     deadline: float | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     interrupts: Interrupts | None = None,
+    orphaned: Callable[[], bool] | None = None,
 ) -> int:
     """Run trials ``work.capacity`` at a time until the study has ``target`` finished trials.
 
@@ -195,6 +196,10 @@ def run_lifecycle(
         deadline: ``time.monotonic()`` after which no trial is asked; running ones finish.
         on_trial: called with each trial this process told (finished or failed).
         interrupts: the signal handling in force (default: installed for the run).
+        orphaned: asked before stale trials are reaped and a trial is asked; True stops the
+            run as SIGTERM does (a worker process whose command is gone: the trial that
+            command was training must stay for the next run to reap and re-queue, not be
+            re-queued here and then closed as interrupted).
 
     Returns:
         The number of trials this process finished (COMPLETE + PRUNED).
@@ -220,6 +225,8 @@ def run_lifecycle(
                 wait = False
                 while len(live) < work.capacity and not _past(deadline):
                     interrupts.check()  # no trial is asked once a signal came
+                    if orphaned is not None and orphaned():
+                        raise KeyboardInterrupt("SIGTERM")  # as the parent watch would, later
                     # stale trials of dead processes are reaped (which costs a few storage
                     # queries) at most once per poll interval
                     reap = time.monotonic() >= next_reap

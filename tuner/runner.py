@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import optuna
@@ -26,6 +29,7 @@ from tuner.study import (
 from tuner.tracking import TrackingTarget
 from tuner.workers import (
     DEFAULT_HEARTBEAT_S,
+    POLL_S,
     REASON_ATTR,
     heartbeat_kwargs,
     reap_stale_trials,
@@ -134,25 +138,35 @@ def run_tune(
     with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task(cfg.name, total=target, completed=min(before, target), status="")
         tally = StudyTally(study)
+        shown = threading.Lock()  # the bar: from this thread, and the poller below
+
+        def show(trial: optuna.trial.FrozenTrial | None = None) -> None:
+            with shown:
+                tally.update(trial)  # own trials counted; the study read once a second
+                best = ("no complete trial yet" if tally.best is None
+                        else f"best {tally.best:.4g}")
+                if trial is None:  # polled while worker processes run
+                    running = len(study.get_trials(deepcopy=False,
+                                                   states=(TrialState.RUNNING,)))
+                    what = f"{running} running"
+                else:
+                    what = f"#{trial.number} {trial_kind(trial)}"
+                bar.update(task, completed=min(tally.finished, target),
+                           status=f"{what} | {best}")
 
         def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> None:
             if tracker is not None and trial is not None:
                 tracker.on_trial(study, trial)
             live()
-            if not progress:  # no bar to update: spare the storage reads
-                return
-            tally.update(trial)  # this process's trials counted; the study read once a second
-            best = "no complete trial yet" if tally.best is None else f"best {tally.best:.4g}"
-            if trial is None:  # polled while worker processes run
-                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                what = f"{running} running"
-            else:
-                what = f"#{trial.number} {trial_kind(trial)}"
-            bar.update(task, completed=min(tally.finished, target), status=f"{what} | {best}")
+            if progress:  # else no bar to update: spare the storage reads
+                show(trial)
 
         if before < target:
+            stack = contextlib.ExitStack()
             try:
                 if workers > 1:
+                    # the others' trials on the bar while this process trains a long one
+                    stack.enter_context(_polled(show, POLL_S if progress else None))
                     notes = run_workers(
                         cfg, storage_url, study, target, workers=workers,
                         timeout=None if deadline is None else deadline - time.monotonic(),
@@ -166,6 +180,8 @@ def run_tune(
                                batch_trials=batch_trials)
             except KeyboardInterrupt:
                 interrupted = True
+            finally:
+                stack.close()
             if progress:  # the last word: the whole study (other commands' last trials too)
                 tally.update()
                 bar.update(task, completed=min(tally.finished, target))
@@ -176,6 +192,29 @@ def run_tune(
     closed = _closed_by_interrupts(study) - closed_before if interrupted else 0
     return TuneOutcome(study, before, count_finished(study), time.perf_counter() - started,
                        interrupted, closed, tuple(notes))
+
+
+@contextlib.contextmanager
+def _polled(poll: Callable[[], None], every_s: float | None) -> Iterator[None]:
+    """Call ``poll`` from a thread every ``every_s`` seconds (None: never) inside the block;
+    a failing call is skipped (the progress bar is not worth stopping a study for)."""
+    if every_s is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            with contextlib.suppress(Exception):
+                poll()
+
+    thread = threading.Thread(target=loop, name="tuner-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _closed_by_interrupts(study: optuna.Study) -> int:

@@ -177,6 +177,7 @@ def run_trials(
     batch_trials: int = 1,
     deadline: float | None = None,
     interrupts: Interrupts | None = None,
+    orphaned: Callable[[], bool] | None = None,
 ) -> int:
     """Run trials in this process until the study has ``target`` finished trials.
 
@@ -195,6 +196,8 @@ def run_trials(
         batch_trials: trials trained in lockstep (K >= 1), for a ``tuner.study.Objective``.
         deadline: ``time.monotonic()`` after which no trial is asked (instead of ``timeout``).
         interrupts: the signal handling in force (default: installed for the run).
+        orphaned: see ``tuner.lifecycle.run_lifecycle`` (worker processes: their command is
+            gone).
 
     Returns:
         The number of trials this process finished.
@@ -212,7 +215,7 @@ def run_trials(
     return run_lifecycle(
         study, work, target, deadline=deadline,
         on_trial=None if on_trial is None else lambda t: on_trial(study, t),
-        interrupts=interrupts,
+        interrupts=interrupts, orphaned=orphaned,
     )
 
 
@@ -247,18 +250,31 @@ PARENT_POLL_S = 1.0
 """Seconds between a worker's checks that the command that started it still runs."""
 
 
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie its parent has not reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:  # no /proc (not Linux), or it ended just now
+        return not os.path.exists("/proc/self")
+
+
 def _watch_parent(pid: int) -> None:
     """A worker's thread: once the tuner command that started it is gone (SIGKILL, OOM; a
     worker is the worker server's child, so nothing else tells it), SIGTERM the worker itself,
-    which closes its trials as an interrupt does and exits, instead of training on unseen."""
+    which closes its trials as an interrupt does and exits, instead of training on unseen.
+    (Before each trial it asks, the worker also checks at once: ``orphaned`` of
+    ``run_trials``.)"""
     while True:
         time.sleep(PARENT_POLL_S)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             os.kill(os.getpid(), signal.SIGTERM)
-            return
-        except OSError:  # alive, another user's: cannot be ours
             return
 
 
@@ -313,8 +329,10 @@ def _worker_main(spec: _WorkerSpec) -> None:
 
                 on_trial = MlflowTracker(spec.tracking, spec.cfg.name,
                                          spec.cfg.objective.metric).on_trial
+            parent = spec.parent
             run_trials(study, objective, spec.target, timeout=timeout, on_trial=on_trial,
-                       batch_trials=spec.batch_trials, interrupts=interrupts)
+                       batch_trials=spec.batch_trials, interrupts=interrupts,
+                       orphaned=None if parent is None else lambda: _gone(parent))
     except KeyboardInterrupt:
         _exit_worker(130)
     except TunerError as exc:
@@ -462,6 +480,7 @@ def run_workers(
     start_worker_server(workers, threads)  # already running if `tuner tune` started it
     deadline = None if timeout is None else time.time() + timeout
     environ = dict(os.environ)
+    numbers = range(0 if objective is None else 1, workers)  # worker 0: this process, if
     procs = [
         ctx.Process(
             target=_worker_main,
@@ -470,7 +489,7 @@ def run_workers(
                               batch_trials, tracking, environ, os.getpid()),),
             name=f"tuner-worker-{k}",
         )
-        for k in range(0 if objective is None else 1, workers)
+        for k in numbers
     ]
     with Interrupts() as interrupts:  # SIGTERM stops the workers cleanly too
         try:
@@ -497,9 +516,9 @@ def run_workers(
         finally:
             if on_poll is not None:
                 on_poll(study)
-    bad = [f"worker {k} (pid {p.pid}) {_describe_exit(p.exitcode)}"
-           for k, p in enumerate(procs) if p.exitcode != 0]
-    finished, _ = _counts(study)
+    failed = [(k, p) for k, p in zip(numbers, procs, strict=True) if p.exitcode != 0]
+    bad = [f"worker {k} (pid {p.pid}) {_describe_exit(p.exitcode)}" for k, p in failed]
+    finished, _ = _counts(study, reap=bool(failed))  # a dead worker's trial: FAIL, re-queued
     if bad and finished < target:
         printed = any(p.exitcode is not None and p.exitcode > 0 for p in procs)
         raise WorkerError(
@@ -507,7 +526,21 @@ def run_workers(
             f"has {finished} of {target} finished trials. Run the same command again to top "
             f"it up."
         )
-    return [f"{b}; its trial was marked failed and re-run by the others" for b in bad]
+    return [f"{b}; {_what_it_left(study, p.pid)}" for b, (_, p) in zip(bad, failed, strict=True)]
+
+
+def _what_it_left(study: optuna.Study, pid: int | None) -> str:
+    """For a note on a worker process that failed: what became of its trials."""
+    import socket
+
+    mine = [t for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get(WORKER_ATTR) == f"{socket.gethostname()}:{pid}"]
+    if not mine:
+        return "it ran no trial (the other workers ran the study)"
+    reaped = sum("died while training" in str(t.user_attrs.get(REASON_ATTR, "")) for t in mine)
+    if reaped:
+        return f"its {reaped} trial(s) in training were marked failed, their parameters re-queued"
+    return f"it had run {len(mine)} trial(s), none left in training"
 
 
 def _train_here(

@@ -112,3 +112,40 @@ def test_a_seed_numpy_cannot_take_is_one_line_and_writes_nothing(tmp_path: Path)
     proc = tuner("tune", str(study), "--seed", str(2**32), "--no-confirm", cwd=tmp_path)
     assert proc.returncode == 2 and "--seed" in proc.stderr and "2147483647" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "tuner.db").exists()
+
+
+def test_a_ctrl_c_while_the_program_starts_exits_130_in_one_line(monkeypatch, capsys):
+    """Ctrl-C before the command's own handling (while it parses and imports): one line, status
+    130, no traceback; called as a function, main() lets it through."""
+    import gc
+    import signal
+
+    import tuner._private
+    import tuner.cli as cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    exits: list[int] = []
+
+    def exit_process(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    monkeypatch.setattr(tuner._private, "exit_process", exit_process)
+    monkeypatch.setattr(sys, "argv", ["tuner", "tune", "x.toml"])
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    collecting = gc.isenabled()
+    try:
+        with pytest.raises(SystemExit):
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+        if collecting:  # the program holds the collector while it imports
+            gc.enable()
+    assert exits == [130]
+    assert capsys.readouterr().err == "tuner: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["tune", "x.toml"])

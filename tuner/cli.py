@@ -426,7 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     process then exits at once with that status (``tuner._private.exit_process``: exit
     handlers run, databases closed, streams flushed; the 0.5 s of tearing torch's modules
     down skipped)."""
-    code = _run(argv)
+    try:
+        code = _run(argv)
+    except KeyboardInterrupt:  # before the command's own handling: while it parses, imports
+        if argv is not None:
+            raise
+        print("tuner: interrupted", file=sys.stderr)
+        code = 130
     if argv is None:
         from tuner._private import exit_process
 

@@ -93,12 +93,12 @@ def test_a_note_on_the_run_is_a_warning_when_nothing_is_printed(
     import tuner.runner
     from tuner.workers import run_trials
 
-    note = "worker 1 (pid 4242) exited with status 1; it ran no trial (the other workers ran"
+    note = "worker 1 (pid 4242) exited with status 1; it ran no"
 
     def one_failed(cfg: Any, url: str, study: Any, target: int, *, objective: Any,
                    on_trial: Any, **options: Any) -> list[str]:
         run_trials(study, objective, target, on_trial=on_trial)  # worker 0 ran the study
-        return [f"{note} the study)"]
+        return [f"{note} trial"]
 
     monkeypatch.setattr(tuner.runner, "run_workers", one_failed)
     study = tmp_path / "iris.toml"

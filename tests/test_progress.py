@@ -89,3 +89,21 @@ def test_no_complete_trial_leaves_best_none():
     tally.update(_tell(study, None, TrialState.PRUNED))
     assert tally.finished == 1
     assert tally.best is None
+
+
+def test_a_trial_the_last_read_already_counted_is_not_counted_again():
+    """The command trains as worker 0 while a thread polls the bar: a poll may read the study
+    after one of this process's trials ended and before the trial is counted; then it is
+    counted once, not twice (the bar showed 20/20 with a trial still training)."""
+    clock = Clock()
+    study = optuna.create_study(direction="maximize")
+    tally = StudyTally(study, resync_s=10.0, clock=clock)
+    tally.update()  # the first read: nothing yet
+    told = _tell(study, 0.5)
+    tally.update()  # the poll: reads the study, the told trial included
+    assert tally.finished == 1
+    tally.update(told)  # then this thread counts it
+    assert tally.finished == 1 and tally.best == 0.5
+    later = _tell(study, 0.7)  # ended after that read: counted at once, no read
+    tally.update(later)
+    assert tally.finished == 2 and tally.best == 0.7

@@ -3,6 +3,7 @@ what the ``tune`` bar shows of its study (:class:`StudyTally`)."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 from collections.abc import Callable
@@ -44,7 +45,8 @@ class StudyTally:
     :func:`tuner.study.count_finished` and :func:`tuner.study.best_value`) at the first update,
     at an update without a trial (a poll while worker processes run) and at most every
     ``resync_s`` seconds otherwise. So the bar may miss another process's trials for up to
-    ``resync_s``; this process's own are shown at once.
+    ``resync_s``; this process's own are shown at once. A trial that ended before the last read
+    began (``datetime_complete``) is not counted again: another thread may poll the study.
 
     Args:
         study: the study the bar follows.
@@ -57,6 +59,7 @@ class StudyTally:
         self.study, self.resync_s, self._clock = study, resync_s, clock
         self._maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         self._next_read = -math.inf
+        self._read_at: datetime.datetime | None = None  # the last read's start (local time)
         self.finished = 0
         """COMPLETE + PRUNED trials (diverged trials are PRUNED)."""
         self.best: float | None = None
@@ -69,10 +72,14 @@ class StudyTally:
 
         now = self._clock()
         if trial is None or now >= self._next_read:
+            read_at = datetime.datetime.now()
             self.finished = count_finished(self.study)  # includes ``trial``: it was told
             self.best = best_value(self.study)
-            self._next_read = now + self.resync_s
+            self._next_read, self._read_at = now + self.resync_s, read_at
             return
+        done = trial.datetime_complete
+        if self._read_at is not None and done is not None and done <= self._read_at:
+            return  # ended before the last read (another thread's poll) began: counted there
         if trial.state in FINISHED:
             self.finished += 1
         value = trial.value

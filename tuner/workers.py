@@ -536,7 +536,7 @@ def _what_it_left(study: optuna.Study, pid: int | None) -> str:
     mine = [t for t in study.get_trials(deepcopy=False)
             if t.user_attrs.get(WORKER_ATTR) == f"{socket.gethostname()}:{pid}"]
     if not mine:
-        return "it ran no trial (the other workers ran the study)"
+        return "it ran no trial"
     reaped = sum("died while training" in str(t.user_attrs.get(REASON_ATTR, "")) for t in mine)
     if reaped:
         return f"its {reaped} trial(s) in training were marked failed, their parameters re-queued"
